@@ -1,0 +1,379 @@
+//! The GPU context: one device and queue, the buffer pool, the pipeline cache, and the batch
+//! of queued work.
+//!
+//! Kernel launches are recorded into one open compute pass and nothing reaches the GPU until
+//! the batch is submitted: when a result is read back, on an explicit [`GpuContext::sync`],
+//! or once [`MAX_QUEUED_DISPATCHES`] launches are waiting. Host writes go through
+//! `Queue::write_buffer`, which wgpu applies at the start of the next submission; to keep
+//! them ordered after queued kernels, a buffer dropped while the batch still uses it returns
+//! to the pool only after that batch is submitted, so a write can never land in a buffer
+//! that an earlier, still unsubmitted kernel reads.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::adapter::{self, AdapterPreference, AdapterSummary};
+use crate::error::{GpuError, Result};
+use crate::pipeline::{KernelSpec, PipelineCache};
+use crate::pool::{BufferKind, BufferPool, size_class};
+
+/// Launches queued before the batch is submitted without being asked. Large enough to
+/// amortise a submit, small enough that the GPU starts working while the host records more.
+pub const MAX_QUEUED_DISPATCHES: usize = 64;
+
+/// Counters that show what the runtime did; tests use them to prove work is batched and
+/// buffers are reused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    pub dispatches: u64,
+    pub submits: u64,
+    pub readbacks: u64,
+    pub buffers_created: u64,
+    pub buffers_reused: u64,
+}
+
+/// A handle to the GPU runtime. Cloning is cheap and shares the device.
+#[derive(Clone)]
+pub struct GpuContext {
+    rt: Arc<Runtime>,
+}
+
+struct Runtime {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    batch: Mutex<Batch>,
+    pipelines: Mutex<PipelineCache>,
+}
+
+#[derive(Default)]
+struct Batch {
+    // Declared before `encoder`: the pass must end before its encoder goes away.
+    pass: Option<wgpu::ComputePass<'static>>,
+    encoder: Option<wgpu::CommandEncoder>,
+    queued: usize,
+    pool: BufferPool,
+    /// Buffers released while this batch still references them; pooled again on submit.
+    released: Vec<(BufferKind, wgpu::Buffer)>,
+    stats: RuntimeStats,
+}
+
+impl Batch {
+    fn has_work(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()))
+    }
+
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self.encoder(device).begin_compute_pass(&Default::default()).forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("pass opened above")
+    }
+
+    fn submit(&mut self, queue: &wgpu::Queue) {
+        self.pass = None;
+        if let Some(encoder) = self.encoder.take() {
+            queue.submit([encoder.finish()]);
+            self.stats.submits += 1;
+        }
+        self.queued = 0;
+        for (kind, buffer) in self.released.drain(..) {
+            self.pool.give_back(kind, buffer);
+        }
+    }
+}
+
+impl GpuContext {
+    /// Opens a device on the adapter `preference` picks.
+    pub fn new(preference: &AdapterPreference) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = adapter::choose(&instance, preference)?;
+        let summary = AdapterSummary::from_info(&adapter.get_info());
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kiln"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
+        Ok(Self {
+            rt: Arc::new(Runtime {
+                device,
+                queue,
+                adapter: summary,
+                limits,
+                batch: Mutex::default(),
+                pipelines: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The process-wide context on the adapter `KILN_ADAPTER` asks for (the best one when it
+    /// is unset). Opened on first use; every later call returns the same device, or the same
+    /// error.
+    pub fn global() -> Result<Self> {
+        static GLOBAL: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| Self::new(&AdapterPreference::from_env()).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(GpuError::NoAdapter)
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.rt.adapter
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.rt.limits
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        self.batch().stats
+    }
+
+    /// Compiled pipelines held by the cache.
+    pub fn cached_pipelines(&self) -> usize {
+        self.rt.pipelines.lock().expect("pipeline cache poisoned").len()
+    }
+
+    /// Bytes held by idle pooled buffers.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.batch().pool.free_bytes()
+    }
+
+    /// Releases every idle pooled buffer back to the driver.
+    pub fn trim_pool(&self) {
+        self.batch().pool.clear();
+    }
+
+    /// True when two handles share one device.
+    pub fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.rt, &other.rt)
+    }
+
+    fn batch(&self) -> MutexGuard<'_, Batch> {
+        self.rt.batch.lock().expect("GPU batch state poisoned")
+    }
+
+    /// A storage buffer for `bytes` bytes, from the pool when one of its class is idle.
+    /// Its contents are undefined until a kernel or an upload writes them.
+    pub fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
+        let raw = self.take_buffer(BufferKind::Storage, bytes)?;
+        Ok(GpuBuffer { raw: Some(raw), bytes, kind: BufferKind::Storage, rt: self.rt.clone() })
+    }
+
+    fn take_buffer(&self, kind: BufferKind, bytes: u64) -> Result<wgpu::Buffer> {
+        let limit = self.rt.limits.max_storage_buffer_binding_size.min(self.rt.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(GpuError::BufferTooLarge { bytes, limit, adapter: self.rt.adapter.name.clone() });
+        }
+        let class = size_class(bytes).min(limit.max(4));
+        let mut batch = self.batch();
+        if let Some(buffer) = batch.pool.take(kind, class) {
+            batch.stats.buffers_reused += 1;
+            return Ok(buffer);
+        }
+        batch.stats.buffers_created += 1;
+        drop(batch);
+        Ok(self.rt.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: kind.usages(),
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A new buffer holding `data`. The write is ordered before every kernel queued after it.
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<GpuBuffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = self.alloc(bytes.len() as u64)?;
+        self.write(&buffer, bytes);
+        Ok(buffer)
+    }
+
+    fn write(&self, buffer: &GpuBuffer, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if bytes.len() % 4 == 0 {
+            self.rt.queue.write_buffer(buffer.raw(), 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.rt.queue.write_buffer(buffer.raw(), 0, &padded);
+        }
+    }
+
+    /// Records one kernel launch into the open batch. `params` is the kernel's uniform block;
+    /// `buffers` fill the spec's storage slots in order.
+    pub fn launch(&self, spec: &KernelSpec, params: &[u8], buffers: &[&GpuBuffer], workgroups: [u32; 3]) -> Result<()> {
+        if buffers.len() != spec.slots.len() {
+            return Err(GpuError::InvalidLaunch {
+                kernel: spec.entry,
+                reason: format!("{} buffers given for {} slots", buffers.len(), spec.slots.len()),
+            });
+        }
+        let max = self.rt.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&n| n > max) {
+            let total = workgroups.iter().map(|&n| n as u64).product();
+            return Err(GpuError::DispatchTooLarge { workgroups: total, adapter: self.rt.adapter.name.clone() });
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.rt.pipelines.lock().expect("pipeline cache poisoned").get(&self.rt.device, spec);
+        let uniform = self.take_buffer(BufferKind::Uniform, params.len() as u64)?;
+        self.rt.queue.write_buffer(&uniform, 0, params);
+
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (slot, buffer) in spec.slots.iter().zip(buffers) {
+            entries.push(wgpu::BindGroupEntry { binding: slot.0, resource: buffer.raw().as_entire_binding() });
+        }
+        let bind_group = self.rt.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+
+        let mut batch = self.batch();
+        let pass = batch.pass(&self.rt.device);
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        batch.released.push((BufferKind::Uniform, uniform));
+        batch.stats.dispatches += 1;
+        batch.queued += 1;
+        if batch.queued >= MAX_QUEUED_DISPATCHES {
+            batch.submit(&self.rt.queue);
+        }
+        Ok(())
+    }
+
+    /// Submits queued work without waiting for it.
+    pub fn flush(&self) {
+        self.batch().submit(&self.rt.queue);
+    }
+
+    /// Submits queued work and waits until the GPU has finished it (for timing and tests).
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.rt
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Readback(e.to_string()))
+    }
+
+    /// Copies the first `bytes` bytes of `buffer` to the host, after all queued work that
+    /// writes it. This is the one place the host waits for the GPU.
+    pub fn read_bytes(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes > buffer.bytes {
+            return Err(GpuError::Readback(format!("asked for {bytes} bytes of a {}-byte buffer", buffer.bytes)));
+        }
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.rt.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut batch = self.batch();
+            batch.encoder(&self.rt.device).copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
+            batch.submit(&self.rt.queue);
+            batch.stats.readbacks += 1;
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        self.rt
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        receiver
+            .recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let data = {
+            let view = staging.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Reads `len` elements of a buffer back as `T`.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &GpuBuffer, len: usize) -> Result<Vec<T>> {
+        let bytes = self.read_bytes(buffer, (len * size_of::<T>()) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// A 1-D launch of `threads` invocations in workgroups of `workgroup_size`, folded into a
+    /// second grid dimension when one dimension cannot hold it. Kernels recover the flat index
+    /// with the prelude's `flat_index`.
+    pub fn linear_grid(&self, threads: usize, workgroup_size: u32) -> Result<[u32; 3]> {
+        let groups = (threads as u64).div_ceil(workgroup_size as u64);
+        let max = self.rt.limits.max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let rows = groups.div_ceil(max);
+        if rows > max {
+            return Err(GpuError::DispatchTooLarge { workgroups: groups, adapter: self.rt.adapter.name.clone() });
+        }
+        Ok([max as u32, rows as u32, 1])
+    }
+}
+
+/// A pooled storage buffer. Dropping it returns the buffer to its context's pool.
+pub struct GpuBuffer {
+    raw: Option<wgpu::Buffer>,
+    bytes: u64,
+    kind: BufferKind,
+    rt: Arc<Runtime>,
+}
+
+impl GpuBuffer {
+    /// The bytes asked for (the buffer underneath may be larger).
+    pub fn len_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.raw.as_ref().expect("buffer present until drop")
+    }
+
+    /// The context that owns this buffer.
+    pub fn context(&self) -> GpuContext {
+        GpuContext { rt: self.rt.clone() }
+    }
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} bytes on {})", self.bytes, self.rt.adapter.name)
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        let Some(raw) = self.raw.take() else { return };
+        let Ok(mut batch) = self.rt.batch.lock() else { return };
+        if batch.has_work() {
+            batch.released.push((self.kind, raw));
+        } else {
+            batch.pool.give_back(self.kind, raw);
+        }
+    }
+}

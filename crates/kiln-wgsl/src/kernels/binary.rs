@@ -1,0 +1,122 @@
+use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
+use crate::{GpuBuffer, GpuContext, Result};
+
+static FAMILY: KernelFamily = KernelFamily { name: "binary", source: include_str!("binary.wgsl") };
+
+/// Elementwise ops of two operands; the discriminant is the kernel's OP code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Maximum = 4,
+    Minimum = 5,
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 6] =
+        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Maximum, BinaryOp::Minimum];
+
+    /// The host definition every device must agree with.
+    pub fn apply(self, x: f32, y: f32) -> f32 {
+        match self {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::Div => x / y,
+            BinaryOp::Maximum => x.max(y),
+            BinaryOp::Minimum => x.min(y),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    rank: u32,
+    _pad: [u32; 2],
+    shape: [u32; super::MAX_RANK],
+    a_strides: [u32; super::MAX_RANK],
+    b_strides: [u32; super::MAX_RANK],
+}
+
+/// `out[i] = op(a[..], b[..])` over the output `shape`, each operand read through its own
+/// element strides (0 along a broadcast dimension).
+pub fn binary(
+    ctx: &GpuContext,
+    op: BinaryOp,
+    a: &GpuBuffer,
+    a_strides: &[usize],
+    b: &GpuBuffer,
+    b_strides: &[usize],
+    shape: &[usize],
+) -> Result<GpuBuffer> {
+    let len: usize = shape.iter().product();
+    super::check_indexable("binary", len, shape.len())?;
+    let out = ctx.alloc(len as u64 * 4)?;
+    let contiguous = super::contiguous_strides(shape);
+    let same_shape = a_strides == contiguous.as_slice() && b_strides == contiguous.as_slice();
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "binary",
+        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)],
+    )
+    .constant("OP", op as u32)
+    .constant("SAME_SHAPE", same_shape);
+    let params = Params {
+        len: len as u32,
+        rank: shape.len() as u32,
+        _pad: [0; 2],
+        shape: super::packed_dims(shape),
+        a_strides: super::packed_dims(a_strides),
+        b_strides: super::packed_dims(b_strides),
+    };
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out], ctx.linear_grid(len, 256)?)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::contiguous_strides;
+    use crate::kernels::test_support::{assert_close, dim, values};
+    use crate::testing::context_or_skip;
+    use proptest::prelude::*;
+
+    /// The host loop: walk every output index, find each operand's element by its strides.
+    fn host(op: BinaryOp, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], shape: &[usize]) -> Vec<f32> {
+        let len: usize = shape.iter().product();
+        (0..len)
+            .map(|i| {
+                let (mut rest, mut ai, mut bi) = (i, 0, 0);
+                for d in (0..shape.len()).rev() {
+                    let coord = rest % shape[d];
+                    rest /= shape[d];
+                    ai += coord * sa[d];
+                    bi += coord * sb[d];
+                }
+                op.apply(a[ai], b[bi])
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn broadcast_matches_the_host(shape in prop::collection::vec(dim(), 1..=4), mask in any::<u8>(), op_index in 0..6usize) {
+            let Some(ctx) = context_or_skip("binary::broadcast_matches_the_host") else { return Ok(()) };
+            let op = BinaryOp::ALL[op_index];
+            // b is broadcast along the dimensions the mask picks.
+            let b_shape: Vec<usize> = shape.iter().enumerate().map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n }).collect();
+            let sa = contiguous_strides(&shape);
+            let sb: Vec<usize> = contiguous_strides(&b_shape).iter().zip(&b_shape).map(|(&s, &n)| if n == 1 { 0 } else { s }).collect();
+            let a: Vec<f32> = values(shape.iter().product(), 1);
+            let b: Vec<f32> = values(b_shape.iter().product(), 2).iter().map(|v| v + 3.0).collect();
+            let out = binary(&ctx, op, &ctx.upload(&a).unwrap(), &sa, &ctx.upload(&b).unwrap(), &sb, &shape).unwrap();
+            let got = ctx.read::<f32>(&out, a.len()).unwrap();
+            assert_close(&got, &host(op, &a, &sa, &b, &sb, &shape), 1e-6);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
+use crate::{GpuBuffer, GpuContext, Result};
+
+static FAMILY: KernelFamily = KernelFamily { name: "matmul", source: include_str!("matmul.wgsl") };
+
+/// Rows and columns of C one workgroup computes (see matmul.wgsl).
+const TILE: usize = 64;
+
+/// The problem: `batch` products of an M×K by a K×N matrix, each operand stored row-major
+/// either as written or transposed. A batch stride of 0 reuses one matrix for every batch
+/// entry (a weight shared across the batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A is stored K×M.
+    pub trans_a: bool,
+    /// B is stored N×K.
+    pub trans_b: bool,
+    pub a_batch_stride: usize,
+    pub b_batch_stride: usize,
+}
+
+impl MatmulShape {
+    /// A plain batched product with every operand packed.
+    pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
+        Self { batch, m, n, k, trans_a: false, trans_b: false, a_batch_stride: m * k, b_batch_stride: k * n }
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.m * self.n * self.k) as f64
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+}
+
+/// C = op(A) · op(B), batched; C is packed `batch × M × N`.
+pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape) -> Result<GpuBuffer> {
+    let MatmulShape { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = shape;
+    let a_len = if batch == 0 { 0 } else { (batch - 1) * a_batch_stride + m * k };
+    let b_len = if batch == 0 { 0 } else { (batch - 1) * b_batch_stride + k * n };
+    for (name, len, buffer) in [("A", a_len, a), ("B", b_len, b)] {
+        if len as u64 * 4 > buffer.len_bytes() {
+            return Err(crate::GpuError::InvalidLaunch {
+                kernel: "matmul",
+                reason: format!("{name} needs {len} elements but its buffer holds {}", buffer.len_bytes() / 4),
+            });
+        }
+    }
+    super::check_indexable("matmul", (batch * m * n).max(a_len).max(b_len), 1)?;
+    let out = ctx.alloc((batch * m * n) as u64 * 4)?;
+    // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
+    let a_row = if trans_a { m } else { k };
+    let b_row = if trans_b { k } else { n };
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "matmul",
+        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)],
+    )
+    .constant("TRANS_A", trans_a)
+    .constant("TRANS_B", trans_b)
+    .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
+    .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
+    .constant("VEC_C", n % 4 == 0);
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        a_batch_stride: a_batch_stride as u32,
+        b_batch_stride: b_batch_stride as u32,
+        c_batch_stride: (m * n) as u32,
+    };
+    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32];
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out], grid)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_support::{assert_close, values};
+    use crate::testing::context_or_skip;
+    use proptest::prelude::*;
+
+    fn host(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
+        let mut c = vec![0.0f32; s.batch * s.m * s.n];
+        for bt in 0..s.batch {
+            for i in 0..s.m {
+                for j in 0..s.n {
+                    let mut acc = 0.0f32;
+                    for p in 0..s.k {
+                        let av = if s.trans_a { a[bt * s.a_batch_stride + p * s.m + i] } else { a[bt * s.a_batch_stride + i * s.k + p] };
+                        let bv = if s.trans_b { b[bt * s.b_batch_stride + j * s.k + p] } else { b[bt * s.b_batch_stride + p * s.n + j] };
+                        acc += av * bv;
+                    }
+                    c[(bt * s.m + i) * s.n + j] = acc;
+                }
+            }
+        }
+        c
+    }
+
+    fn check(ctx: &GpuContext, s: MatmulShape) {
+        let a_len = (s.batch - 1) * s.a_batch_stride + s.m * s.k;
+        let b_len = (s.batch - 1) * s.b_batch_stride + s.k * s.n;
+        let (a, b) = (values(a_len, 11), values(b_len, 12));
+        let out = matmul(ctx, &ctx.upload(&a).unwrap(), &ctx.upload(&b).unwrap(), s).unwrap();
+        let got = ctx.read::<f32>(&out, s.batch * s.m * s.n).unwrap();
+        assert_close(&got, &host(&a, &b, s), 1e-5 * (s.k as f32).sqrt().max(1.0) * 4.0);
+    }
+
+    fn size() -> impl Strategy<Value = usize> {
+        prop_oneof![1..=9usize, Just(16usize), Just(63), Just(64), Just(65), Just(97), Just(128)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn every_variant_matches_the_host(
+            batch in 1..=3usize, m in size(), n in size(), k in size(),
+            trans_a in any::<bool>(), trans_b in any::<bool>(), shared_b in any::<bool>(),
+        ) {
+            let Some(ctx) = context_or_skip("matmul::every_variant_matches_the_host") else { return Ok(()) };
+            let mut s = MatmulShape::new(batch, m, n, k);
+            s.trans_a = trans_a;
+            s.trans_b = trans_b;
+            if shared_b {
+                s.b_batch_stride = 0;
+            }
+            check(&ctx, s);
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_gives_zeros() {
+        let Some(ctx) = context_or_skip("matmul::empty_inner_dimension_gives_zeros") else { return };
+        let a = ctx.alloc(4).unwrap();
+        let out = matmul(&ctx, &a, &a, MatmulShape::new(1, 3, 2, 0)).unwrap();
+        assert_eq!(ctx.read::<f32>(&out, 6).unwrap(), vec![0.0; 6]);
+    }
+
+    #[test]
+    fn short_operand_is_an_error() {
+        let Some(ctx) = context_or_skip("matmul::short_operand_is_an_error") else { return };
+        let small = ctx.upload(&[1.0f32; 4]).unwrap();
+        assert!(matmul(&ctx, &small, &small, MatmulShape::new(1, 8, 8, 8)).is_err());
+    }
+}

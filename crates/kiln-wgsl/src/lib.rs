@@ -1,0 +1,20 @@
+//! Kiln's GPU runtime and WGSL kernels.
+//!
+//! This crate knows buffers, kernels and shapes as plain numbers; it knows nothing of
+//! tensors. [`GpuContext`] owns the device, a pool of buffers, a cache of pipelines and the
+//! batch of queued launches; the [`kernels`] modules record launches into that batch. See
+//! ARCHITECTURE.md at the repository root for how queued execution stays ordered.
+
+mod adapter;
+mod context;
+mod error;
+pub mod kernels;
+mod pipeline;
+mod pool;
+pub mod testing;
+
+pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary};
+pub use context::{GpuBuffer, GpuContext, MAX_QUEUED_DISPATCHES, RuntimeStats};
+pub use error::{GpuError, Result};
+pub use pipeline::{Access, KernelFamily, KernelSpec, Slot};
+pub use wgpu;

@@ -1,0 +1,148 @@
+//! Compute pipelines and their bind-group layouts, built once per kernel specialisation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Helpers every kernel family shares, prepended to each family's source.
+const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+
+/// One `.wgsl` file: a family of related entry points.
+#[derive(Debug)]
+pub struct KernelFamily {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// How an entry point uses one of its storage bindings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// A storage binding: its `@binding` slot and access. Slot 0 is always the uniform parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot(pub u32, pub Access);
+
+/// Everything that makes one pipeline: the entry point, its bindings and the values of the
+/// family's `override` constants (op codes, transposition and vector-load flags).
+#[derive(Clone, Debug)]
+pub struct KernelSpec {
+    pub family: &'static KernelFamily,
+    pub entry: &'static str,
+    pub slots: &'static [Slot],
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl KernelSpec {
+    pub fn new(family: &'static KernelFamily, entry: &'static str, slots: &'static [Slot]) -> Self {
+        Self { family, entry, slots, constants: Vec::new() }
+    }
+
+    pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
+        self.constants.push((name, value.into()));
+        self
+    }
+
+    /// A label that names the kernel in errors and in wgpu's validation messages.
+    pub fn label(&self) -> String {
+        let mut label = format!("{}::{}", self.family.name, self.entry);
+        for (name, value) in &self.constants {
+            label.push_str(&format!(" {name}={value}"));
+        }
+        label
+    }
+
+    fn key(&self) -> PipelineKey {
+        PipelineKey {
+            family: self.family.name,
+            entry: self.entry,
+            constants: self.constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    family: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+pub(crate) struct CachedPipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    pipelines: HashMap<PipelineKey, Arc<CachedPipeline>>,
+}
+
+impl PipelineCache {
+    pub(crate) fn get(&mut self, device: &wgpu::Device, spec: &KernelSpec) -> Arc<CachedPipeline> {
+        let key = spec.key();
+        if let Some(found) = self.pipelines.get(&key) {
+            return found.clone();
+        }
+        let module = self.modules.entry(spec.family.name).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(spec.family.name),
+                source: wgpu::ShaderSource::Wgsl(format!("{PRELUDE}\n{}", spec.family.source).into()),
+            })
+        });
+        let label = spec.label();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &layout_entries(spec.slots),
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &spec.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let cached = Arc::new(CachedPipeline { pipeline, layout });
+        self.pipelines.insert(key, cached.clone());
+        cached
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+}
+
+fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
+    let uniform = wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let storage = slots.iter().map(|&Slot(binding, access)| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only: access == Access::Read },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    });
+    std::iter::once(uniform).chain(storage).collect()
+}

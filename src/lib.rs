@@ -1,0 +1,2 @@
+pub use kiln_tensor::*;
+pub use kiln_wgsl as wgsl;
