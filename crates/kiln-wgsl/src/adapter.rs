@@ -94,9 +94,7 @@ fn rank(device_type: wgpu::DeviceType) -> u8 {
 pub(crate) fn choose(instance: &wgpu::Instance, preference: &AdapterPreference) -> Result<wgpu::Adapter> {
     let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .into_iter()
-        .filter(|a| {
-            a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-        })
+        .filter(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS))
         .collect();
     if adapters.is_empty() {
         return Err(GpuError::NoAdapter(

@@ -119,11 +119,8 @@ impl GpuContext {
     /// is unset). Opened on first use; every later call returns the same device, or the same
     /// error.
     pub fn global() -> Result<Self> {
-        static GLOBAL: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| Self::new(&AdapterPreference::from_env()).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(GpuError::NoAdapter)
+        static GLOBAL: OnceLock<Result<GpuContext>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Self::new(&AdapterPreference::from_env())).clone()
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
@@ -202,7 +199,7 @@ impl GpuContext {
         if bytes.is_empty() {
             return;
         }
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.rt.queue.write_buffer(buffer.raw(), 0, bytes);
         } else {
             let mut padded = bytes.to_vec();
@@ -297,10 +294,7 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        self.rt
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.rt.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
         receiver
             .recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
@@ -375,5 +369,88 @@ impl Drop for GpuBuffer {
         } else {
             batch.pool.give_back(self.kind, raw);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::unary::{UnaryOp, unary};
+    use crate::testing::context_or_skip;
+    use crate::{GpuContext, GpuError, MAX_QUEUED_DISPATCHES};
+
+    // The shared context's counters move under other tests running in parallel, so these
+    // tests open a context of their own.
+    fn private_context(test: &str) -> Option<GpuContext> {
+        context_or_skip(test)?;
+        Some(GpuContext::new(&crate::AdapterPreference::from_env()).expect("adapter present"))
+    }
+
+    #[test]
+    fn launches_wait_for_a_readback_before_submitting() {
+        let Some(ctx) = private_context("launches_wait_for_a_readback_before_submitting") else { return };
+        let mut x = ctx.upload(&[1.0f32, 2.0, 3.0]).unwrap();
+        for _ in 0..10 {
+            x = unary(&ctx, UnaryOp::AddScalar, &x, 3, 1.0).unwrap();
+        }
+        let queued = ctx.stats();
+        assert_eq!((queued.dispatches, queued.submits), (10, 0));
+        assert_eq!(ctx.read::<f32>(&x, 3).unwrap(), vec![11.0, 12.0, 13.0]);
+        let read = ctx.stats();
+        assert_eq!((read.submits, read.readbacks), (1, 1));
+    }
+
+    #[test]
+    fn a_long_queue_is_submitted_in_batches() {
+        let Some(ctx) = private_context("a_long_queue_is_submitted_in_batches") else { return };
+        let mut x = ctx.upload(&[0.0f32]).unwrap();
+        let launches = 3 * MAX_QUEUED_DISPATCHES + 5;
+        for _ in 0..launches {
+            x = unary(&ctx, UnaryOp::AddScalar, &x, 1, 1.0).unwrap();
+        }
+        assert_eq!(ctx.stats().submits, 3);
+        assert_eq!(ctx.read::<f32>(&x, 1).unwrap(), vec![launches as f32]);
+    }
+
+    #[test]
+    fn dropped_buffers_are_reused() {
+        let Some(ctx) = private_context("dropped_buffers_are_reused") else { return };
+        drop(ctx.alloc(1000).unwrap());
+        let _again = ctx.alloc(1020).unwrap();
+        let stats = ctx.stats();
+        assert_eq!((stats.buffers_created, stats.buffers_reused), (1, 1));
+        ctx.trim_pool();
+        assert_eq!(ctx.pooled_bytes(), 0);
+    }
+
+    #[test]
+    fn an_upload_never_overwrites_a_buffer_queued_work_still_reads() {
+        let Some(ctx) = private_context("an_upload_never_overwrites_a_buffer_queued_work_still_reads") else { return };
+        let x = ctx.upload(&[1.0f32; 64]).unwrap();
+        let negated = unary(&ctx, UnaryOp::Neg, &x, 64, 0.0).unwrap();
+        // x's buffer is still read by the unsubmitted negation; the same-sized upload
+        // must not get it.
+        drop(x);
+        let _other = ctx.upload(&[5.0f32; 64]).unwrap();
+        assert_eq!(ctx.read::<f32>(&negated, 64).unwrap(), vec![-1.0; 64]);
+    }
+
+    #[test]
+    fn oversized_buffers_are_an_error() {
+        let Some(ctx) = private_context("oversized_buffers_are_an_error") else { return };
+        let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size);
+        assert!(matches!(ctx.alloc(limit + 4), Err(GpuError::BufferTooLarge { .. })));
+    }
+
+    #[test]
+    fn huge_launches_fold_into_a_second_grid_dimension() {
+        let Some(ctx) = private_context("huge_launches_fold_into_a_second_grid_dimension") else { return };
+        let max = ctx.limits().max_compute_workgroups_per_dimension;
+        let grid = ctx.linear_grid(max as usize * 256 + 1, 256).unwrap();
+        assert_eq!(grid, [max, 2, 1]);
+        let len = 20_000_000;
+        let x = crate::kernels::fill::fill(&ctx, len, 2.0f32.to_bits()).unwrap();
+        let y = unary(&ctx, UnaryOp::Square, &x, len, 0.0).unwrap();
+        let out = ctx.read::<f32>(&y, len).unwrap();
+        assert!(out.iter().all(|&v| v == 4.0));
     }
 }

@@ -1,7 +1,7 @@
 use thiserror::Error;
 
 /// Everything that can go wrong in the GPU runtime, as a value the caller can act on.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum GpuError {
     #[error("no usable GPU adapter: {0}")]
     NoAdapter(String),

@@ -58,13 +58,10 @@ pub fn binary(
     let out = ctx.alloc(len as u64 * 4)?;
     let contiguous = super::contiguous_strides(shape);
     let same_shape = a_strides == contiguous.as_slice() && b_strides == contiguous.as_slice();
-    let spec = KernelSpec::new(
-        &FAMILY,
-        "binary",
-        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)],
-    )
-    .constant("OP", op as u32)
-    .constant("SAME_SHAPE", same_shape);
+    let spec =
+        KernelSpec::new(&FAMILY, "binary", &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)])
+            .constant("OP", op as u32)
+            .constant("SAME_SHAPE", same_shape);
     let params = Params {
         len: len as u32,
         rank: shape.len() as u32,

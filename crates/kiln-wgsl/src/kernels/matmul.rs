@@ -63,16 +63,13 @@ pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape
     // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
     let a_row = if trans_a { m } else { k };
     let b_row = if trans_b { k } else { n };
-    let spec = KernelSpec::new(
-        &FAMILY,
-        "matmul",
-        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)],
-    )
-    .constant("TRANS_A", trans_a)
-    .constant("TRANS_B", trans_b)
-    .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
-    .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
-    .constant("VEC_C", n % 4 == 0);
+    let spec =
+        KernelSpec::new(&FAMILY, "matmul", &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)])
+            .constant("TRANS_A", trans_a)
+            .constant("TRANS_B", trans_b)
+            .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
+            .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
+            .constant("VEC_C", n % 4 == 0);
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -100,8 +97,16 @@ mod tests {
                 for j in 0..s.n {
                     let mut acc = 0.0f32;
                     for p in 0..s.k {
-                        let av = if s.trans_a { a[bt * s.a_batch_stride + p * s.m + i] } else { a[bt * s.a_batch_stride + i * s.k + p] };
-                        let bv = if s.trans_b { b[bt * s.b_batch_stride + j * s.k + p] } else { b[bt * s.b_batch_stride + p * s.n + j] };
+                        let av = if s.trans_a {
+                            a[bt * s.a_batch_stride + p * s.m + i]
+                        } else {
+                            a[bt * s.a_batch_stride + i * s.k + p]
+                        };
+                        let bv = if s.trans_b {
+                            b[bt * s.b_batch_stride + j * s.k + p]
+                        } else {
+                            b[bt * s.b_batch_stride + p * s.n + j]
+                        };
                         acc += av * bv;
                     }
                     c[(bt * s.m + i) * s.n + j] = acc;

@@ -29,7 +29,14 @@ struct Params {
 
 /// Reduces `x`, viewed as `[outer, n, inner]`, over its middle axis into `outer × inner`
 /// 32-bit words: f32 values, or u32 indices for `Argmax`. `Max` and `Argmax` need `n > 0`.
-pub fn reduce(ctx: &GpuContext, op: ReduceOp, x: &GpuBuffer, outer: usize, n: usize, inner: usize) -> Result<GpuBuffer> {
+pub fn reduce(
+    ctx: &GpuContext,
+    op: ReduceOp,
+    x: &GpuBuffer,
+    outer: usize,
+    n: usize,
+    inner: usize,
+) -> Result<GpuBuffer> {
     let outputs = outer * inner;
     super::check_indexable("reduce", outputs * n, 1)?;
     if n == 0 && matches!(op, ReduceOp::Max | ReduceOp::Argmax) {

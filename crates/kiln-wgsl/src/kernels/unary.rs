@@ -123,7 +123,8 @@ mod tests {
     fn sigmoid_saturates_without_overflow() {
         let Some(ctx) = context_or_skip("unary::sigmoid_saturates_without_overflow") else { return };
         let x = [-200.0f32, -20.0, 0.0, 20.0, 200.0];
-        let got = ctx.read::<f32>(&unary(&ctx, UnaryOp::Sigmoid, &ctx.upload(&x).unwrap(), 5, 0.0).unwrap(), 5).unwrap();
+        let got =
+            ctx.read::<f32>(&unary(&ctx, UnaryOp::Sigmoid, &ctx.upload(&x).unwrap(), 5, 0.0).unwrap(), 5).unwrap();
         assert!(got.iter().all(|v| v.is_finite()));
         assert_close(&got, &x.map(|v| UnaryOp::Sigmoid.apply(v, 0.0)), 1e-6);
     }

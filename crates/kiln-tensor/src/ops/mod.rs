@@ -1,0 +1,20 @@
+//! Tensor operations, one family per file. Each op validates its operands once, then runs
+//! the ndarray path on the CPU or records a kiln-wgsl kernel on the GPU. The CPU path is the
+//! reference the GPU one is tested against.
+
+mod elementwise;
+mod layout;
+mod matmul;
+mod reduce;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// A read-only ndarray view of contiguous row-major data.
+pub(crate) fn view<'a, T>(data: &'a [T], shape: &[usize]) -> ArrayViewD<'a, T> {
+    ArrayViewD::from_shape(IxDyn(shape), data).expect("tensor data always matches its shape")
+}
+
+/// The elements of an ndarray result in row-major order.
+pub(crate) fn into_row_major<T: Clone>(array: ArrayD<T>) -> Vec<T> {
+    if array.is_standard_layout() { array.into_raw_vec_and_offset().0 } else { array.iter().cloned().collect() }
+}

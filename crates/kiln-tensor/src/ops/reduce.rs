@@ -1,0 +1,83 @@
+//! Reductions over one axis, and over everything.
+
+use kiln_wgsl::kernels::reduce::{ReduceOp, reduce};
+use ndarray::{Axis, Ix3};
+
+use super::{into_row_major, view};
+use crate::shape::normalize_axis;
+use crate::{DType, Device, Result, Tensor, TensorError};
+
+/// Index of the first maximum, as PyTorch's argmax.
+fn first_argmax<'a>(lane: impl Iterator<Item = &'a f32>) -> i32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in lane.enumerate() {
+        if i == 0 || v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0 as i32
+}
+
+impl Tensor {
+    fn reduce_axis(&self, name: &'static str, op: ReduceOp, axis: isize, keepdim: bool) -> Result<Tensor> {
+        self.expect_dtype(name, DType::F32)?;
+        let axis = normalize_axis(name, axis, self.rank())?;
+        let (outer, n, inner) =
+            (self.shape[..axis].iter().product(), self.shape[axis], self.shape[axis + 1..].iter().product());
+        if n == 0 && matches!(op, ReduceOp::Max | ReduceOp::Argmax) {
+            return Err(TensorError::InvalidArgument {
+                op: name,
+                why: format!("axis {axis} of shape {:?} is empty", self.shape),
+            });
+        }
+        let mut shape = self.shape.clone();
+        if keepdim {
+            shape[axis] = 1;
+        } else {
+            shape.remove(axis);
+        }
+        let dtype = if op == ReduceOp::Argmax { DType::I32 } else { DType::F32 };
+        match &self.device {
+            Device::Cpu => {
+                let lanes = view(self.cpu_values(), &[outer, n, inner]).into_dimensionality::<Ix3>().expect("rank 3");
+                if op == ReduceOp::Argmax {
+                    let out = lanes.map_axis(Axis(1), |lane| first_argmax(lane.iter()));
+                    return Ok(Tensor::cpu_i32(into_row_major(out.into_dyn()), shape));
+                }
+                let out = lanes.map_axis(Axis(1), |lane| match op {
+                    ReduceOp::Sum => lane.sum(),
+                    ReduceOp::Mean => lane.sum() / n as f32,
+                    _ => lane.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                });
+                Ok(Tensor::cpu_f32(into_row_major(out.into_dyn()), shape))
+            }
+            Device::Gpu(ctx) => {
+                let out = reduce(ctx, op, self.gpu_buffer(), outer, n, inner)?;
+                Ok(Tensor::gpu(out, shape, dtype, &self.device))
+            }
+        }
+    }
+
+    /// Sum over `axis` (negative counts from the end); `keepdim` leaves it as size 1.
+    pub fn sum(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_axis("sum", ReduceOp::Sum, axis, keepdim)
+    }
+    pub fn mean(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_axis("mean", ReduceOp::Mean, axis, keepdim)
+    }
+    pub fn max(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_axis("max", ReduceOp::Max, axis, keepdim)
+    }
+    /// Index of the first maximum along `axis`, as an `I32` tensor.
+    pub fn argmax(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce_axis("argmax", ReduceOp::Argmax, axis, keepdim)
+    }
+
+    /// Sum of every element, as a rank-0 tensor on the same device.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.reshape(&[self.len()])?.sum(0, false)
+    }
+    pub fn mean_all(&self) -> Result<Tensor> {
+        self.reshape(&[self.len()])?.mean(0, false)
+    }
+}

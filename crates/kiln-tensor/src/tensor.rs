@@ -1,0 +1,232 @@
+use std::fmt;
+use std::sync::Arc;
+
+use kiln_wgsl::GpuBuffer;
+use kiln_wgsl::kernels::fill::fill;
+
+use crate::{Device, Result, TensorError, random};
+
+/// Element types. `F32` for values; `I32` for class labels and indices (argmax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    I32,
+}
+
+/// Where the elements are. Both variants are row-major and contiguous, so reshaping is a
+/// new shape over the same, shared data.
+#[derive(Clone)]
+pub(crate) enum Data {
+    CpuF32(Arc<Vec<f32>>),
+    CpuI32(Arc<Vec<i32>>),
+    Gpu(Arc<GpuBuffer>),
+}
+
+/// An n-dimensional array on a [`Device`]. Cloning shares the data; ops return new tensors.
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) data: Data,
+}
+
+fn check_len(len: usize, shape: &[usize]) -> Result<()> {
+    let want: usize = shape.iter().product();
+    if len != want {
+        return Err(TensorError::DataLength(len, shape.to_vec(), want));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `data` in row-major order.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        check_len(data.len(), shape)?;
+        Tensor::cpu_f32(data, shape.to_vec()).to(device)
+    }
+
+    /// An integer tensor (class labels, indices).
+    pub fn from_vec_i32(data: Vec<i32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        check_len(data.len(), shape)?;
+        let cpu = Tensor {
+            shape: shape.to_vec(),
+            dtype: DType::I32,
+            device: Device::Cpu,
+            data: Data::CpuI32(Arc::new(data)),
+        };
+        cpu.to(device)
+    }
+
+    /// A tensor of one value (rank 0).
+    pub fn scalar(value: f32, device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(vec![value], &[], device)
+    }
+
+    pub fn full(shape: &[usize], value: f32, device: &Device) -> Result<Tensor> {
+        let len = shape.iter().product();
+        match device {
+            Device::Cpu => Ok(Tensor::cpu_f32(vec![value; len], shape.to_vec())),
+            Device::Gpu(ctx) => Ok(Tensor::gpu(fill(ctx, len, value.to_bits())?, shape.to_vec(), DType::F32, device)),
+        }
+    }
+
+    pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, device)
+    }
+
+    pub fn ones(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, device)
+    }
+
+    /// Uniform values in [0, 1). The same seed gives the same tensor on every device.
+    pub fn rand(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let data = (0..len as u64).map(|i| random::uniform(seed, i)).collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// Standard normal values. The same seed gives the same tensor on every device.
+    pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        let data = (0..len as u64).map(|i| random::normal(seed, i)).collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
+    pub(crate) fn cpu_f32(data: Vec<f32>, shape: Vec<usize>) -> Tensor {
+        Tensor { shape, dtype: DType::F32, device: Device::Cpu, data: Data::CpuF32(Arc::new(data)) }
+    }
+
+    pub(crate) fn cpu_i32(data: Vec<i32>, shape: Vec<usize>) -> Tensor {
+        Tensor { shape, dtype: DType::I32, device: Device::Cpu, data: Data::CpuI32(Arc::new(data)) }
+    }
+
+    pub(crate) fn gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType, device: &Device) -> Tensor {
+        Tensor { shape, dtype, device: device.clone(), data: Data::Gpu(Arc::new(buffer)) }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The same tensor on `device`. A no-op when it is already there; otherwise one upload or
+    /// one readback.
+    pub fn to(&self, device: &Device) -> Result<Tensor> {
+        if self.device == *device {
+            return Ok(self.clone());
+        }
+        let buffer = match (&self.data, device) {
+            (_, Device::Cpu) => {
+                return Ok(match self.dtype {
+                    DType::F32 => Tensor::cpu_f32(self.to_vec()?, self.shape.clone()),
+                    DType::I32 => Tensor::cpu_i32(self.to_vec_i32()?, self.shape.clone()),
+                });
+            }
+            (Data::CpuF32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
+            (Data::CpuI32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
+            // From one GPU to another: through the host.
+            (Data::Gpu(_), Device::Gpu(_)) => return self.to(&Device::Cpu)?.to(device),
+        };
+        Ok(Tensor::gpu(buffer, self.shape.clone(), self.dtype, device))
+    }
+
+    /// The elements in row-major order. From a GPU this waits for the work that makes them.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        self.expect_dtype("to_vec", DType::F32)?;
+        match &self.data {
+            Data::CpuF32(values) => Ok(values.as_ref().clone()),
+            Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
+            Data::CpuI32(_) => unreachable!("dtype checked above"),
+        }
+    }
+
+    pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
+        self.expect_dtype("to_vec_i32", DType::I32)?;
+        match &self.data {
+            Data::CpuI32(values) => Ok(values.as_ref().clone()),
+            Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
+            Data::CpuF32(_) => unreachable!("dtype checked above"),
+        }
+    }
+
+    /// The value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f32> {
+        if self.len() != 1 {
+            return Err(TensorError::InvalidArgument {
+                op: "to_scalar",
+                why: format!("tensor of shape {:?} has {} elements, not 1", self.shape, self.len()),
+            });
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    /// The same data under another shape with as many elements. Never copies.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if len != self.len() {
+            return Err(TensorError::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+                why: "element counts differ",
+            });
+        }
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    pub(crate) fn expect_dtype(&self, op: &'static str, expected: DType) -> Result<()> {
+        if self.dtype != expected {
+            return Err(TensorError::DTypeMismatch { op, expected, got: self.dtype });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn expect_same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.device != other.device {
+            return Err(TensorError::DeviceMismatch { op, lhs: self.device.clone(), rhs: other.device.clone() });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cpu_values(&self) -> &[f32] {
+        match &self.data {
+            Data::CpuF32(values) => values,
+            _ => panic!("cpu_values on a {:?} tensor on {}", self.dtype, self.device),
+        }
+    }
+
+    pub(crate) fn gpu_buffer(&self) -> &GpuBuffer {
+        match &self.data {
+            Data::Gpu(buffer) => buffer,
+            _ => panic!("gpu_buffer on a tensor on {}", self.device),
+        }
+    }
+}
+
+impl fmt::Debug for Tensor {
+    /// Shape, type and device only: printing values would force a GPU readback.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype, self.device)
+    }
+}

@@ -1,0 +1,210 @@
+//! Every op gives the same result on the GPU as on the CPU reference, over random shapes
+//! that include the awkward ones: size 1, primes, sizes just past a workgroup, and empty.
+//!
+//! Tolerances, relative to max(1, |cpu value|):
+//! - elementwise and layout ops: 1e-5 (a few ulps for the transcendental functions);
+//! - reductions: 1e-5 · √n, since GPU and CPU add in different orders;
+//! - matmul: 1e-5 · √K, for the same reason.
+
+use kiln_tensor::{DType, Device, Tensor};
+use kiln_wgsl::testing::context_or_skip;
+use proptest::prelude::*;
+
+fn gpu(test: &str) -> Option<Device> {
+    context_or_skip(test).map(Device::Gpu)
+}
+
+fn assert_parity(cpu: &Tensor, gpu: &Tensor, tolerance: f32) {
+    assert_eq!(cpu.shape(), gpu.shape(), "shape");
+    assert_eq!(cpu.dtype(), gpu.dtype(), "dtype");
+    assert!(gpu.device().is_gpu() && !cpu.device().is_gpu());
+    if cpu.dtype() == DType::I32 {
+        assert_eq!(cpu.to_vec_i32().unwrap(), gpu.to_vec_i32().unwrap());
+        return;
+    }
+    let (c, g) = (cpu.to_vec().unwrap(), gpu.to_vec().unwrap());
+    for (i, (c, g)) in c.iter().zip(&g).enumerate() {
+        let ok = (c - g).abs() <= tolerance * c.abs().max(1.0) || (c.is_nan() && g.is_nan()) || c == g;
+        assert!(ok, "element {i}: cpu {c}, gpu {g} (shape {:?})", cpu.shape());
+    }
+}
+
+/// Dimensions that exercise the kernels' edges.
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => 1..=7usize, 1 => Just(13usize), 1 => Just(31), 1 => Just(65), 1 => Just(257)]
+}
+
+fn shape(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(dim(), 0..=max_rank)
+}
+
+/// The same random tensor on the CPU and on the GPU.
+fn pair(shape: &[usize], seed: u64, gpu: &Device) -> (Tensor, Tensor) {
+    let cpu = Tensor::randn(shape, seed, &Device::Cpu).unwrap();
+    let on_gpu = cpu.to(gpu).unwrap();
+    (cpu, on_gpu)
+}
+
+type UnaryFn = fn(&Tensor) -> kiln_tensor::Result<Tensor>;
+
+const UNARY: [(&str, UnaryFn); 15] = [
+    ("neg", Tensor::neg),
+    ("abs", Tensor::abs),
+    ("exp", Tensor::exp),
+    ("log", |t| t.abs()?.add_scalar(0.01)?.log()),
+    ("sqrt", |t| t.abs()?.sqrt()),
+    ("relu", Tensor::relu),
+    ("sigmoid", Tensor::sigmoid),
+    ("tanh", Tensor::tanh),
+    ("square", Tensor::square),
+    ("recip", |t| t.abs()?.add_scalar(0.5)?.recip()),
+    ("scalar arithmetic", |t| t.add_scalar(1.5)?.sub_scalar(0.25)?.mul_scalar(-2.0)?.div_scalar(3.0)?.rsub_scalar(1.0)),
+    ("pow_scalar", |t| t.abs()?.pow_scalar(1.7)),
+    ("clamp", |t| t.maximum_scalar(-0.5)?.minimum_scalar(0.5)),
+    ("sum_all", Tensor::sum_all),
+    ("mean_all", Tensor::mean_all),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn unary_and_scalar_ops(shape in shape(4), seed in any::<u64>()) {
+        let Some(gpu) = gpu("unary_and_scalar_ops") else { return Ok(()) };
+        let (c, g) = pair(&shape, seed, &gpu);
+        for (name, op) in UNARY {
+            let tolerance = if name.ends_with("_all") { 1e-5 * (c.len() as f32).sqrt().max(1.0) } else { 1e-5 };
+            assert_parity(&op(&c).unwrap(), &op(&g).unwrap(), tolerance);
+        }
+    }
+
+    #[test]
+    fn binary_ops_broadcast(shape in shape(4), mask in any::<u8>(), drop_leading in 0..3usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("binary_ops_broadcast") else { return Ok(()) };
+        // The right operand is broadcast along the masked axes and may lack leading axes.
+        let rhs_shape: Vec<usize> = shape.iter().enumerate()
+            .map(|(d, &n)| if mask >> d & 1 == 1 { 1 } else { n })
+            .skip(drop_leading.min(shape.len()))
+            .collect();
+        let (a, ag) = pair(&shape, seed, &gpu);
+        let (b, bg) = pair(&rhs_shape, seed ^ 1, &gpu);
+        // Keep divisors away from zero.
+        let (b, bg) = (b.abs().unwrap().add_scalar(0.5).unwrap(), bg.abs().unwrap().add_scalar(0.5).unwrap());
+        for (x, y, xg, yg) in [(&a, &b, &ag, &bg), (&b, &a, &bg, &ag)] {
+            assert_parity(&x.add(y).unwrap(), &xg.add(yg).unwrap(), 1e-5);
+            assert_parity(&x.sub(y).unwrap(), &xg.sub(yg).unwrap(), 1e-5);
+            assert_parity(&x.mul(y).unwrap(), &xg.mul(yg).unwrap(), 1e-5);
+            assert_parity(&x.maximum(y).unwrap(), &xg.maximum(yg).unwrap(), 1e-5);
+            assert_parity(&x.minimum(y).unwrap(), &xg.minimum(yg).unwrap(), 1e-5);
+        }
+        assert_parity(&a.div(&b).unwrap(), &ag.div(&bg).unwrap(), 1e-5);
+    }
+
+    #[test]
+    fn reductions(shape in shape(4).prop_filter("needs an axis", |s| !s.is_empty()), axis in any::<prop::sample::Index>(),
+                  keepdim in any::<bool>(), seed in any::<u64>()) {
+        let Some(gpu) = gpu("reductions") else { return Ok(()) };
+        let axis = axis.index(shape.len()) as isize - shape.len() as isize * (seed % 2) as isize;
+        let (c, g) = pair(&shape, seed, &gpu);
+        let n = shape[axis.rem_euclid(shape.len() as isize) as usize] as f32;
+        let tolerance = 1e-5 * n.sqrt().max(1.0);
+        assert_parity(&c.sum(axis, keepdim).unwrap(), &g.sum(axis, keepdim).unwrap(), tolerance);
+        assert_parity(&c.mean(axis, keepdim).unwrap(), &g.mean(axis, keepdim).unwrap(), tolerance);
+        assert_parity(&c.max(axis, keepdim).unwrap(), &g.max(axis, keepdim).unwrap(), 0.0);
+        assert_parity(&c.argmax(axis, keepdim).unwrap(), &g.argmax(axis, keepdim).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn layout_ops(shape in shape(5), seed in any::<u64>(), perm_seed in any::<u64>()) {
+        let Some(gpu) = gpu("layout_ops") else { return Ok(()) };
+        let mut dims: Vec<usize> = (0..shape.len()).collect();
+        for i in (1..dims.len()).rev() {
+            dims.swap(i, (perm_seed >> (6 * i)) as usize % (i + 1));
+        }
+        let (c, g) = pair(&shape, seed, &gpu);
+        assert_parity(&c.permute(&dims).unwrap(), &g.permute(&dims).unwrap(), 0.0);
+        if shape.len() >= 2 {
+            assert_parity(&c.transpose(0, -1).unwrap(), &g.transpose(0, -1).unwrap(), 0.0);
+        }
+        // Integer tensors move the same way.
+        let labels: Vec<i32> = (0..c.len() as i32).collect();
+        let lc = Tensor::from_vec_i32(labels, &shape, &Device::Cpu).unwrap();
+        assert_parity(&lc.permute(&dims).unwrap(), &lc.to(&gpu).unwrap().permute(&dims).unwrap(), 0.0);
+        // Broadcast a row of the tensor back up to its full shape.
+        let mut row_shape = shape.clone();
+        if let Some(first) = row_shape.first_mut() { *first = 1; }
+        let (r, rg) = pair(&row_shape, seed ^ 7, &gpu);
+        assert_parity(&r.broadcast_to(&shape).unwrap(), &rg.broadcast_to(&shape).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn matmul_variants(batch in prop_oneof![Just(vec![]), Just(vec![1usize]), Just(vec![3usize]), Just(vec![2usize, 2])],
+                       m in dim(), n in dim(), k in dim(), trans_a in any::<bool>(), trans_b in any::<bool>(),
+                       shared in 0..3usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("matmul_variants") else { return Ok(()) };
+        let stored = |rows, cols, trans| if trans { vec![cols, rows] } else { vec![rows, cols] };
+        // shared: 0 both batched, 1 the right operand a plain matrix, 2 the left one.
+        let a_batch = if shared == 2 { vec![] } else { batch.clone() };
+        let b_batch = if shared == 1 { vec![] } else { batch.clone() };
+        let a_shape = [a_batch, stored(m, k, trans_a)].concat();
+        let b_shape = [b_batch, stored(k, n, trans_b)].concat();
+        let (a, ag) = pair(&a_shape, seed, &gpu);
+        let (b, bg) = pair(&b_shape, seed ^ 3, &gpu);
+        let tolerance = 1e-5 * (k as f32).sqrt() * 4.0;
+        assert_parity(&a.matmul_t(&b, trans_a, trans_b).unwrap(), &ag.matmul_t(&bg, trans_a, trans_b).unwrap(), tolerance);
+    }
+}
+
+#[test]
+fn creation_gives_the_same_tensor_on_both_devices() {
+    let Some(gpu) = gpu("creation_gives_the_same_tensor_on_both_devices") else { return };
+    for shape in [vec![], vec![0], vec![1], vec![3, 257], vec![2, 0, 5]] {
+        for (c, g) in [
+            (Tensor::zeros(&shape, &Device::Cpu), Tensor::zeros(&shape, &gpu)),
+            (Tensor::ones(&shape, &Device::Cpu), Tensor::ones(&shape, &gpu)),
+            (Tensor::full(&shape, -2.5, &Device::Cpu), Tensor::full(&shape, -2.5, &gpu)),
+            (Tensor::rand(&shape, 9, &Device::Cpu), Tensor::rand(&shape, 9, &gpu)),
+            (Tensor::randn(&shape, 9, &Device::Cpu), Tensor::randn(&shape, 9, &gpu)),
+        ] {
+            assert_parity(&c.unwrap(), &g.unwrap(), 0.0);
+        }
+    }
+}
+
+#[test]
+fn round_trips_through_the_gpu_keep_every_value() {
+    let Some(gpu) = gpu("round_trips_through_the_gpu_keep_every_value") else { return };
+    let values: Vec<f32> = (0..1001).map(|i| i as f32 * 0.37 - 100.0).collect();
+    let t = Tensor::from_vec(values.clone(), &[7, 11, 13], &gpu).unwrap();
+    assert_eq!(t.to_vec().unwrap(), values);
+    assert_eq!(t.to(&Device::Cpu).unwrap().to(&gpu).unwrap().to_vec().unwrap(), values);
+    let labels = Tensor::from_vec_i32(vec![3, -1, 7], &[3], &gpu).unwrap();
+    assert_eq!(labels.to_vec_i32().unwrap(), vec![3, -1, 7]);
+    assert_eq!(t.reshape(&[1001]).unwrap().to_vec().unwrap(), values);
+}
+
+#[test]
+fn empty_tensors_flow_through_every_op() {
+    let Some(gpu) = gpu("empty_tensors_flow_through_every_op") else { return };
+    for device in [Device::Cpu, gpu] {
+        let e = Tensor::zeros(&[0, 3], &device).unwrap();
+        assert_eq!(e.relu().unwrap().shape(), &[0, 3]);
+        assert_eq!(e.add(&Tensor::ones(&[3], &device).unwrap()).unwrap().shape(), &[0, 3]);
+        assert_eq!(e.sum(1, false).unwrap().shape(), &[0]);
+        assert_eq!(e.sum(0, false).unwrap().to_vec().unwrap(), vec![0.0; 3]);
+        assert_eq!(e.t().unwrap().shape(), &[3, 0]);
+        let product = e.t().unwrap().matmul(&e).unwrap();
+        assert_eq!(product.to_vec().unwrap(), vec![0.0; 9], "an empty inner dimension sums nothing");
+        assert!(e.max(0, false).is_err(), "max over an empty axis has no value");
+    }
+}
+
+#[test]
+fn mixing_devices_is_an_error() {
+    let Some(gpu) = gpu("mixing_devices_is_an_error") else { return };
+    let c = Tensor::ones(&[2, 2], &Device::Cpu).unwrap();
+    let g = Tensor::ones(&[2, 2], &gpu).unwrap();
+    let err = c.add(&g).unwrap_err().to_string();
+    assert!(err.contains("different devices"), "{err}");
+    assert!(g.matmul(&c).is_err());
+}
