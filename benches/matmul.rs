@@ -1,1 +1,82 @@
-fn main() {}
+//! Matrix-product throughput on the GPU adapter and on the CPU (ndarray), in GFLOP/s:
+//! criterion's "elements" here are floating-point operations.
+//!
+//! `cargo bench --bench matmul -- gpu` (or `cpu`, or a shape such as `512x512x512`).
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kiln::{Device, Tensor};
+
+/// (label, M, N, K, B transposed): square sizes, then the ASL MLP's Linear layers at batch 32
+/// (x · Wᵀ with W stored [out, in]).
+const SHAPES: [(&str, usize, usize, usize, bool); 6] = [
+    ("square", 256, 256, 256, false),
+    ("square", 512, 512, 512, false),
+    ("square", 1024, 1024, 1024, false),
+    ("asl-mlp fc1", 32, 512, 784, true),
+    ("asl-mlp fc2", 32, 512, 512, true),
+    ("asl-mlp fc3", 32, 24, 512, true),
+];
+
+fn operands(m: usize, n: usize, k: usize, trans_b: bool, device: &Device) -> (Tensor, Tensor) {
+    let a = Tensor::randn(&[m, k], 1, device).unwrap();
+    let b_shape = if trans_b { [n, k] } else { [k, n] };
+    (a, Tensor::randn(&b_shape, 2, device).unwrap())
+}
+
+/// Fails the bench before timing when the GPU result disagrees with the CPU reference.
+fn check_against_cpu(gpu: &Device, m: usize, n: usize, k: usize, trans_b: bool) {
+    let (a, b) = operands(m, n, k, trans_b, &Device::Cpu);
+    let want = a.matmul_t(&b, false, trans_b).unwrap().to_vec().unwrap();
+    let (ag, bg) = (a.to(gpu).unwrap(), b.to(gpu).unwrap());
+    let got = ag.matmul_t(&bg, false, trans_b).unwrap().to_vec().unwrap();
+    let tolerance = 1e-4 * (k as f32).sqrt();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "GPU matmul disagrees with the CPU: {g} vs {w}");
+    }
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let gpu = match Device::gpu() {
+        Ok(device) => Some(device),
+        Err(e) => {
+            eprintln!("matmul bench: no GPU ({e}); timing the CPU only");
+            None
+        }
+    };
+    if let Some(Device::Gpu(ctx)) = &gpu {
+        eprintln!("matmul bench: GPU adapter {}", ctx.adapter());
+    }
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    for (label, m, n, k, trans_b) in SHAPES {
+        let id = format!("{label} {m}x{n}x{k}");
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+
+        let (a, b) = operands(m, n, k, trans_b, &Device::Cpu);
+        group.bench_function(BenchmarkId::new("cpu", &id), |bench| {
+            bench.iter(|| a.matmul_t(&b, false, trans_b).unwrap());
+        });
+
+        let Some(device @ Device::Gpu(ctx)) = &gpu else { continue };
+        check_against_cpu(device, m, n, k, trans_b);
+        let (a, b) = operands(m, n, k, trans_b, device);
+        group.bench_function(BenchmarkId::new("gpu", &id), |bench| {
+            // Launches are queued; the clock stops only when the GPU has finished them.
+            bench.iter_custom(|iterations| {
+                ctx.sync().unwrap();
+                let start = Instant::now();
+                for _ in 0..iterations {
+                    drop(a.matmul_t(&b, false, trans_b).unwrap());
+                }
+                ctx.sync().unwrap();
+                start.elapsed()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_matmul);
+criterion_main!(benches);

@@ -1,2 +1,7 @@
+//! Kiln: a small deep-learning stack whose GPU work is hand-written WGSL run through wgpu.
+//!
+//! This facade re-exports the layered crates so an application can depend on `kiln` alone:
+//! [`Tensor`] and [`Device`] from kiln-tensor, and the GPU runtime as [`wgsl`].
+
 pub use kiln_tensor::*;
 pub use kiln_wgsl as wgsl;
