@@ -76,4 +76,15 @@ pub(crate) mod test_support {
     pub fn dim() -> impl Strategy<Value = usize> {
         prop_oneof![1..=9usize, Just(13usize), Just(31), Just(67), Just(257)]
     }
+
+    /// Shapes of 1 to 4 such dimensions, capped at 2¹⁶ elements so host loops stay quick.
+    pub fn shape() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(dim(), 1..=4).prop_map(|mut shape| {
+            while shape.iter().product::<usize>() > 1 << 16 {
+                let largest = (0..shape.len()).max_by_key(|&i| shape[i]).expect("a large shape has axes");
+                shape[largest] = (shape[largest] / 4).max(1);
+            }
+            shape
+        })
+    }
 }
