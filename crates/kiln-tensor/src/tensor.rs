@@ -6,11 +6,22 @@ use kiln_wgsl::kernels::fill::fill;
 
 use crate::{Device, Result, TensorError, random};
 
-/// Element types. `F32` for values; `I32` for class labels and indices (argmax).
+/// Element types. `F32` for values; `I32` for class labels and indices (argmax); `U8` for
+/// compact image storage (a dataset kept on the GPU), which only moves and converts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     I32,
+    U8,
+}
+
+impl DType {
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::U8 => 1,
+        }
+    }
 }
 
 /// Where the elements are. Both variants are row-major and contiguous, so reshaping is a
@@ -19,6 +30,7 @@ pub enum DType {
 pub(crate) enum Data {
     CpuF32(Arc<Vec<f32>>),
     CpuI32(Arc<Vec<i32>>),
+    CpuU8(Arc<Vec<u8>>),
     Gpu(Arc<GpuBuffer>),
 }
 
@@ -56,6 +68,12 @@ impl Tensor {
             data: Data::CpuI32(Arc::new(data)),
         };
         cpu.to(device)
+    }
+
+    /// A byte tensor (images as stored on disk).
+    pub fn from_vec_u8(data: Vec<u8>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        check_len(data.len(), shape)?;
+        Tensor::cpu_u8(data, shape.to_vec()).to(device)
     }
 
     /// A tensor of one value (rank 0).
@@ -101,6 +119,10 @@ impl Tensor {
         Tensor { shape, dtype: DType::I32, device: Device::Cpu, data: Data::CpuI32(Arc::new(data)) }
     }
 
+    pub(crate) fn cpu_u8(data: Vec<u8>, shape: Vec<usize>) -> Tensor {
+        Tensor { shape, dtype: DType::U8, device: Device::Cpu, data: Data::CpuU8(Arc::new(data)) }
+    }
+
     pub(crate) fn gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType, device: &Device) -> Tensor {
         Tensor { shape, dtype, device: device.clone(), data: Data::Gpu(Arc::new(buffer)) }
     }
@@ -141,10 +163,12 @@ impl Tensor {
                 return Ok(match self.dtype {
                     DType::F32 => Tensor::cpu_f32(self.to_vec()?, self.shape.clone()),
                     DType::I32 => Tensor::cpu_i32(self.to_vec_i32()?, self.shape.clone()),
+                    DType::U8 => Tensor::cpu_u8(self.to_vec_u8()?, self.shape.clone()),
                 });
             }
             (Data::CpuF32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
             (Data::CpuI32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
+            (Data::CpuU8(values), Device::Gpu(ctx)) => ctx.upload(values)?,
             // From one GPU to another: through the host.
             (Data::Gpu(_), Device::Gpu(_)) => return self.to(&Device::Cpu)?.to(device),
         };
@@ -157,7 +181,7 @@ impl Tensor {
         match &self.data {
             Data::CpuF32(values) => Ok(values.as_ref().clone()),
             Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
-            Data::CpuI32(_) => unreachable!("dtype checked above"),
+            _ => unreachable!("dtype checked above"),
         }
     }
 
@@ -166,7 +190,16 @@ impl Tensor {
         match &self.data {
             Data::CpuI32(values) => Ok(values.as_ref().clone()),
             Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
-            Data::CpuF32(_) => unreachable!("dtype checked above"),
+            _ => unreachable!("dtype checked above"),
+        }
+    }
+
+    pub fn to_vec_u8(&self) -> Result<Vec<u8>> {
+        self.expect_dtype("to_vec_u8", DType::U8)?;
+        match &self.data {
+            Data::CpuU8(values) => Ok(values.as_ref().clone()),
+            Data::Gpu(buffer) => Ok(buffer.context().read_bytes(buffer, self.len() as u64)?),
+            _ => unreachable!("dtype checked above"),
         }
     }
 

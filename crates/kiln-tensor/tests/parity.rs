@@ -218,3 +218,41 @@ fn mixing_devices_is_an_error() {
     assert!(err.contains("different devices"), "{err}");
     assert!(g.matmul(&c).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn rows_are_selected_and_converted_alike(rows in 1..20usize, row_shape in prop::collection::vec(1..6usize, 0..3),
+                                            picks in prop::collection::vec(any::<prop::sample::Index>(), 0..30)) {
+        let Some(gpu) = gpu("rows_are_selected_and_converted_alike") else { return Ok(()) };
+        let shape = [&[rows], row_shape.as_slice()].concat();
+        let len: usize = shape.iter().product();
+        let indices: Vec<usize> = picks.iter().map(|p| p.index(rows)).collect();
+        let bytes = Tensor::from_vec_u8((0..len).map(|i| (i * 31 % 256) as u8).collect(), &shape, &Device::Cpu).unwrap();
+        let ints = Tensor::from_vec_i32((0..len as i32).map(|i| i * 3 - 50).collect(), &shape, &Device::Cpu).unwrap();
+        let floats = Tensor::randn(&shape, len as u64, &Device::Cpu).unwrap();
+        for t in [&bytes, &ints, &floats] {
+            let g = t.to(&gpu).unwrap();
+            let (picked, picked_gpu) = (t.index_select(&indices).unwrap(), g.index_select(&indices).unwrap());
+            if t.dtype() == DType::U8 {
+                prop_assert_eq!(picked.to_vec_u8().unwrap(), picked_gpu.to_vec_u8().unwrap());
+            }
+            assert_parity(&picked.to_f32().unwrap(), &picked_gpu.to_f32().unwrap(), 0.0);
+        }
+    }
+}
+
+#[test]
+fn byte_tensors_only_move_and_convert() {
+    let Some(gpu) = gpu("byte_tensors_only_move_and_convert") else { return };
+    for device in [Device::Cpu, gpu] {
+        let bytes = Tensor::from_vec_u8(vec![0, 128, 255, 7, 9, 11], &[2, 3], &device).unwrap();
+        assert_eq!(bytes.to_vec_u8().unwrap(), vec![0, 128, 255, 7, 9, 11]);
+        assert_eq!(bytes.to_f32().unwrap().to_vec().unwrap(), vec![0.0, 128.0, 255.0, 7.0, 9.0, 11.0]);
+        assert!(bytes.permute(&[1, 0]).is_err());
+        assert!(bytes.relu().is_err());
+        let err = bytes.index_select(&[0, 2]).unwrap_err().to_string();
+        assert!(err.contains("row 2 is out of range for 2 rows"), "{err}");
+    }
+}

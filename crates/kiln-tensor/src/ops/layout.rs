@@ -7,13 +7,16 @@ use ndarray::IxDyn;
 use super::{into_row_major, view};
 use crate::shape::{broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis};
 use crate::tensor::Data;
-use crate::{Device, Result, Tensor, TensorError};
+use crate::{DType, Device, Result, Tensor, TensorError};
 
 impl Tensor {
     /// A contiguous tensor of `shape` whose elements are read through `strides`. The CPU
     /// builds the same view with ndarray: the axes permuted by `order`, or when there is no
     /// order, broadcast to `shape`.
-    fn gather(&self, shape: Vec<usize>, strides: &[usize], order: Option<&[usize]>) -> Result<Tensor> {
+    fn gather(&self, op: &'static str, shape: Vec<usize>, strides: &[usize], order: Option<&[usize]>) -> Result<Tensor> {
+        if self.dtype == DType::U8 {
+            return Err(TensorError::InvalidArgument { op, why: "u8 tensors only move whole rows; convert with to_f32 first".into() });
+        }
         match (&self.device, &self.data) {
             (Device::Gpu(ctx), _) => {
                 let out = gather_strided(ctx, self.gpu_buffer(), strides, &shape)?;
@@ -27,7 +30,7 @@ impl Tensor {
                 let out = rearrange(view(values, &self.shape), order, &shape);
                 Ok(Tensor::cpu_i32(out, shape))
             }
-            (Device::Cpu, Data::Gpu(_)) => unreachable!("a CPU tensor holds host data"),
+            (Device::Cpu, Data::CpuU8(_) | Data::Gpu(_)) => unreachable!("u8 refused by the caller; CPU data is on the host"),
         }
     }
 
@@ -45,7 +48,7 @@ impl Tensor {
         let strides = contiguous_strides(&self.shape);
         let shape = dims.iter().map(|&d| self.shape[d]).collect();
         let src_strides: Vec<usize> = dims.iter().map(|&d| strides[d]).collect();
-        self.gather(shape, &src_strides, Some(dims))
+        self.gather("permute", shape, &src_strides, Some(dims))
     }
 
     /// Swaps two axes (negative counts from the end).
@@ -78,7 +81,7 @@ impl Tensor {
             });
         }
         let strides = broadcast_strides(&self.shape, shape);
-        self.gather(shape.to_vec(), &strides, None)
+        self.gather("broadcast_to", shape.to_vec(), &strides, None)
     }
 }
 

@@ -2,7 +2,9 @@
 //! the ndarray path on the CPU or records a kiln-wgsl kernel on the GPU. The CPU path is the
 //! reference the GPU one is tested against.
 
+mod convert;
 mod elementwise;
+mod indexing;
 mod layout;
 mod matmul;
 mod reduce;

@@ -3,7 +3,9 @@
 //! plain shapes; what those mean as tensors is kiln-tensor's business.
 
 pub mod binary;
+pub mod convert;
 pub mod fill;
+pub mod gather;
 pub mod matmul;
 pub mod permute;
 pub mod reduce;
