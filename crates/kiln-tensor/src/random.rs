@@ -8,10 +8,29 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// 64 random bits for element `index` of the stream `seed`.
+pub fn bits(seed: u64, index: u64) -> u64 {
+    splitmix64(splitmix64(seed) ^ index)
+}
+
 /// Uniform in [0, 1), with 24 bits of resolution (all an f32 mantissa holds).
 pub fn uniform(seed: u64, index: u64) -> f32 {
-    let bits = splitmix64(splitmix64(seed) ^ index);
-    (bits >> 40) as f32 / (1u64 << 24) as f32
+    (bits(seed, index) >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// A seed for a sub-stream (an epoch, a sample), distinct for every `(seed, stream)` pair.
+pub fn derive(seed: u64, stream: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(stream ^ 0xD1B5_4A32_D192_ED03))
+}
+
+/// The numbers 0..n in an order that depends only on `seed` (Fisher–Yates).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (bits(seed, i as u64) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
 }
 
 /// Standard normal by Box–Muller over two uniforms of the element's own stream.
@@ -37,6 +56,17 @@ mod tests {
         let mean = z.iter().sum::<f32>() / n as f32;
         let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
         assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "normal mean {mean} var {var}");
+    }
+
+    #[test]
+    fn permutations_are_reproducible_and_complete() {
+        let p = permutation(1000, 3);
+        assert_eq!(p, permutation(1000, 3));
+        assert_ne!(p, permutation(1000, 4));
+        let mut sorted = p.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_ne!(derive(1, 0), derive(1, 1));
     }
 
     #[test]

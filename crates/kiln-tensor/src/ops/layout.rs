@@ -13,9 +13,18 @@ impl Tensor {
     /// A contiguous tensor of `shape` whose elements are read through `strides`. The CPU
     /// builds the same view with ndarray: the axes permuted by `order`, or when there is no
     /// order, broadcast to `shape`.
-    fn gather(&self, op: &'static str, shape: Vec<usize>, strides: &[usize], order: Option<&[usize]>) -> Result<Tensor> {
+    fn gather(
+        &self,
+        op: &'static str,
+        shape: Vec<usize>,
+        strides: &[usize],
+        order: Option<&[usize]>,
+    ) -> Result<Tensor> {
         if self.dtype == DType::U8 {
-            return Err(TensorError::InvalidArgument { op, why: "u8 tensors only move whole rows; convert with to_f32 first".into() });
+            return Err(TensorError::InvalidArgument {
+                op,
+                why: "u8 tensors only move whole rows; convert with to_f32 first".into(),
+            });
         }
         match (&self.device, &self.data) {
             (Device::Gpu(ctx), _) => {
@@ -30,7 +39,9 @@ impl Tensor {
                 let out = rearrange(view(values, &self.shape), order, &shape);
                 Ok(Tensor::cpu_i32(out, shape))
             }
-            (Device::Cpu, Data::CpuU8(_) | Data::Gpu(_)) => unreachable!("u8 refused by the caller; CPU data is on the host"),
+            (Device::Cpu, Data::CpuU8(_) | Data::Gpu(_)) => {
+                unreachable!("u8 refused by the caller; CPU data is on the host")
+            }
         }
     }
 

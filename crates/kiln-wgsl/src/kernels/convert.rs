@@ -36,7 +36,8 @@ mod tests {
     fn bytes_and_ints_become_floats() {
         let Some(ctx) = context_or_skip("convert::bytes_and_ints_become_floats") else { return };
         let bytes: Vec<u8> = (0..=255).chain(0..7).collect();
-        let got = ctx.read::<f32>(&to_f32(&ctx, &ctx.upload(&bytes).unwrap(), Source::U8, bytes.len()).unwrap(), bytes.len());
+        let got =
+            ctx.read::<f32>(&to_f32(&ctx, &ctx.upload(&bytes).unwrap(), Source::U8, bytes.len()).unwrap(), bytes.len());
         assert_eq!(got.unwrap(), bytes.iter().map(|&b| b as f32).collect::<Vec<_>>());
         let ints = [-3i32, 0, 7, i32::MAX];
         let got = ctx.read::<f32>(&to_f32(&ctx, &ctx.upload(&ints).unwrap(), Source::I32, 4).unwrap(), 4).unwrap();

@@ -12,7 +12,13 @@ struct Params {
 
 /// Rows of `row_bytes` bytes picked from `src` by `index` (u32 row numbers, one per output
 /// row, already checked to be in range): a batch drawn from a dataset held on the GPU.
-pub fn gather_rows(ctx: &GpuContext, src: &GpuBuffer, index: &GpuBuffer, rows: usize, row_bytes: usize) -> Result<GpuBuffer> {
+pub fn gather_rows(
+    ctx: &GpuContext,
+    src: &GpuBuffer,
+    index: &GpuBuffer,
+    rows: usize,
+    row_bytes: usize,
+) -> Result<GpuBuffer> {
     let out_bytes = rows * row_bytes;
     super::check_indexable("gather_rows", out_bytes, 1)?;
     let out = ctx.alloc(out_bytes as u64)?;

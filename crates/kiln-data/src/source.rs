@@ -1,0 +1,44 @@
+//! Opening dataset files, plain or gzipped.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::{DataError, Result};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// A reader over the file's contents, decompressing when the file starts with the gzip
+/// magic (whatever its name), so `x.csv` and `x.csv.gz` are read alike.
+pub(crate) fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let got = read_up_to(&mut file, &mut magic).map_err(|e| DataError::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let whole = BufReader::with_capacity(1 << 20, head.chain(file));
+    if got == 2 && magic == GZIP_MAGIC {
+        Ok(Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(whole))))
+    } else {
+        Ok(Box::new(whole))
+    }
+}
+
+/// The whole (decompressed) file.
+pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open(path)?.read_to_end(&mut bytes).map_err(|e| DataError::io(path, e))?;
+    Ok(bytes)
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

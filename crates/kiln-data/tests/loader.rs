@@ -1,0 +1,127 @@
+//! The DataLoader: reproducible order from the seed, batching rules, transforms, the
+//! background thread, and the device-resident mode on the GPU.
+
+use kiln_data::{DataLoader, Dataset, ImageDataset, Transform, numbered_classes};
+use kiln_tensor::Device;
+use kiln_wgsl::testing::context_or_skip;
+
+/// 10 one-pixel-wide images whose pixels encode their index, labels index % 3.
+fn indexed(n: usize) -> ImageDataset {
+    let images = (0..n).flat_map(|i| [i as u8, (i as u8).wrapping_add(100), 7, 9]).collect();
+    ImageDataset::new(images, (0..n as i32).map(|i| i % 3).collect(), [1, 2, 2], numbered_classes(3)).unwrap()
+}
+
+/// The sample index each image of an epoch came from (its first pixel).
+fn epoch_indices(loader: &DataLoader, epoch: u64) -> Vec<Vec<usize>> {
+    loader
+        .epoch(epoch)
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let pixels = b.images.to_vec().unwrap();
+            pixels.chunks(4).map(|img| img[0] as usize).collect()
+        })
+        .collect()
+}
+
+const PINNED_ORDER: [usize; 10] = [9, 2, 3, 8, 4, 6, 7, 0, 5, 1];
+
+#[test]
+fn order_is_reproducible_from_the_seed() {
+    let loader = |seed| DataLoader::new(indexed(50), 8).shuffle(true).seed(seed);
+    let first = epoch_indices(&loader(1), 0);
+    assert_eq!(first, epoch_indices(&loader(1), 0), "same seed, same order");
+    assert_ne!(first, epoch_indices(&loader(2), 0), "another seed, another order");
+    assert_ne!(first, epoch_indices(&loader(1), 1), "each epoch reshuffles");
+    let mut all: Vec<usize> = first.concat();
+    all.sort();
+    assert_eq!(all, (0..50).collect::<Vec<_>>(), "every sample exactly once");
+    // The order is a function of the seed alone, pinned so it cannot drift between releases
+    // or machines.
+    assert_eq!(DataLoader::new(indexed(10), 4).shuffle(true).seed(1).order(0), PINNED_ORDER);
+}
+
+#[test]
+fn batching_and_drop_last() {
+    let plain = DataLoader::new(indexed(10), 4);
+    let sizes: Vec<usize> = epoch_indices(&plain, 0).iter().map(Vec::len).collect();
+    assert_eq!((plain.len(), sizes), (3, vec![4, 4, 2]));
+    assert_eq!(epoch_indices(&plain, 0).concat(), (0..10).collect::<Vec<_>>(), "no shuffle: in order");
+    let dropping = DataLoader::new(indexed(10), 4).drop_last(true);
+    assert_eq!(dropping.len(), 2);
+    assert_eq!(epoch_indices(&dropping, 0).concat(), (0..8).collect::<Vec<_>>());
+    assert!(DataLoader::new(indexed(10), 0).epoch(0).is_err());
+
+    let batch = DataLoader::new(indexed(10), 4).epoch(0).unwrap().next().unwrap().unwrap();
+    assert_eq!(batch.images.shape(), &[4, 1, 2, 2]);
+    assert_eq!(batch.labels.to_vec_i32().unwrap(), vec![0, 1, 2, 0]);
+}
+
+#[test]
+fn transforms_apply_per_sample_and_reproducibly() {
+    let scaled = DataLoader::new(indexed(3), 3).transform(Transform::to_float().normalize(&[0.5], &[0.25]));
+    let images = scaled.epoch(0).unwrap().next().unwrap().unwrap().images.to_vec().unwrap();
+    assert!((images[1] - ((100.0 / 255.0) - 0.5) / 0.25).abs() < 1e-6);
+
+    let augmented =
+        || DataLoader::new(indexed(20), 5).shuffle(true).seed(3).transform(Transform::to_float().brightness(0.5));
+    let run = |loader: DataLoader| -> Vec<Vec<f32>> {
+        loader.epoch(0).unwrap().map(|b| b.unwrap().images.to_vec().unwrap()).collect()
+    };
+    assert_eq!(run(augmented()), run(augmented()));
+    assert_ne!(run(augmented()), run(augmented().seed(4)));
+    let bad = DataLoader::new(indexed(3), 3).transform(Transform::to_float().normalize(&[0.5, 0.5], &[1.0, 1.0]));
+    assert!(bad.epoch(0).is_err());
+}
+
+struct Broken;
+
+impl Dataset for Broken {
+    fn len(&self) -> usize {
+        10
+    }
+    fn sample_shape(&self) -> [usize; 3] {
+        [1, 1, 1]
+    }
+    fn load(&self, index: usize, pixels: &mut [f32]) -> i32 {
+        assert!(index < 5, "sample {index} is unreadable");
+        pixels[0] = index as f32;
+        0
+    }
+}
+
+#[test]
+fn a_failing_worker_is_an_error_not_a_short_epoch() {
+    let batches: Vec<_> = DataLoader::new(Broken, 2).epoch(0).unwrap().collect();
+    assert!(batches[..2].iter().all(Result::is_ok));
+    assert!(batches.last().unwrap().is_err(), "the worker's panic surfaces as an error");
+}
+
+#[test]
+fn stopping_early_ends_the_worker() {
+    let loader = DataLoader::new(indexed(200), 2).prefetch(1);
+    let mut batches = loader.epoch(0).unwrap();
+    assert!(batches.next().unwrap().is_ok());
+    drop(batches); // the worker sees the closed channel and returns
+}
+
+#[test]
+fn resident_batches_equal_host_batches_on_the_gpu() {
+    let Some(ctx) = context_or_skip("resident_batches_equal_host_batches_on_the_gpu") else { return };
+    let gpu = Device::Gpu(ctx);
+    let data = indexed(37);
+    let transform = Transform::to_float().normalize(&[0.3], &[0.2]);
+    let host = DataLoader::new(data.clone(), 8).shuffle(true).seed(5).transform(transform.clone()).to_device(&gpu);
+    let resident = DataLoader::resident(&data, 8, &gpu).unwrap().shuffle(true).seed(5).transform(transform);
+    assert_eq!(host.len(), resident.len());
+    for (h, r) in host.epoch(2).unwrap().zip(resident.epoch(2).unwrap()) {
+        let (h, r) = (h.unwrap(), r.unwrap());
+        assert!(r.images.device().is_gpu() && h.images.device().is_gpu());
+        assert_eq!(h.images.shape(), r.images.shape());
+        assert_eq!(h.labels.to_vec_i32().unwrap(), r.labels.to_vec_i32().unwrap());
+        let (hv, rv) = (h.images.to_vec().unwrap(), r.images.to_vec().unwrap());
+        assert!(hv.iter().zip(&rv).all(|(a, b)| (a - b).abs() < 1e-5), "{hv:?} vs {rv:?}");
+    }
+    let augmenting = DataLoader::resident(&data, 8, &gpu).unwrap().transform(Transform::to_float().rotation(10.0));
+    assert!(augmenting.epoch(0).is_err(), "augmentation is host-only");
+}
