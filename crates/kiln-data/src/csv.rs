@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+use std::io::Read;
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::{Arc, Mutex};
+
 use csv::{ByteRecord, ReaderBuilder};
 
 use crate::dataset::{ImageDataset, numbered_classes};
@@ -65,24 +69,56 @@ fn shown(cell: &[u8]) -> String {
     }
 }
 
+/// Bytes handed to a parsing thread at a time (whole lines).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A run of whole lines, and the line number of its first.
+struct Chunk {
+    index: usize,
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+/// A chunk's pixels, and its labels with their line numbers.
+struct Parsed {
+    index: usize,
+    images: Vec<u8>,
+    labels: Vec<(i64, u64)>,
+}
+
+/// A parsed chunk, or its first fault and that fault's line.
+type ChunkResult = Result<Parsed, (u64, DataError)>;
+
+/// What every chunk is parsed against.
+struct Layout<'a> {
+    path: &'a Path,
+    header: &'a ByteRecord,
+    label_at: usize,
+}
+
+/// A csv reader over `bytes`. Records end at '\n' only: a CRLF file's '\r' stays on the last
+/// cell, where parsing trims it. (With the default CRLF terminator the csv crate reports the
+/// lines of a CRLF file's records one too low, and errors must name the right line.)
+fn csv_reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+    ReaderBuilder::new().has_headers(false).flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(bytes)
+}
+
 /// Reads a CSV image table, rejecting anything malformed with the file, line and column.
+///
+/// The file is streamed: this thread reads (and decompresses) it in chunks of whole lines
+/// while other threads parse them with the csv crate, and the chunks are put back in order.
+/// When the file has several faults, the error names the first.
 pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDataset> {
-    // Records end at '\n' only: a CRLF file's '\r' stays on the last cell, where parsing
-    // trims it. With the default CRLF terminator the csv crate reports the line of a CRLF
-    // file's records one too low, and errors must name the right line.
-    let mut reader = ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(source::open(path)?);
-    let csv_error = |e: csv::Error| {
-        let line = e.position().map_or("header".to_string(), |p| format!("line {}", p.line()));
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => DataError::io(path, io),
-            other => DataError::format(path, line, format!("{other:?}")),
-        }
-    };
-    let header = reader.byte_headers().map_err(csv_error)?.clone();
+    let mut input = source::open(path)?;
+    let mut pending = Vec::with_capacity(CHUNK_BYTES);
+    let mut at_end = false;
+    while !at_end && !pending.contains(&b'\n') {
+        at_end = fill(path, &mut input, &mut pending)?;
+    }
+    let header_end = pending.iter().position(|&b| b == b'\n').map_or(pending.len(), |i| i + 1);
+    let header =
+        csv_reader(&pending[..header_end]).byte_records().next().transpose().ok().flatten().unwrap_or_default();
+    pending.drain(..header_end);
     if header.is_empty() {
         return Err(DataError::format(path, "line 1", "the file is empty: no header row"));
     }
@@ -91,62 +127,89 @@ pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDa
             DataError::format(path, "header", format!("no column named '{}' holds the labels", options.label_column))
         })?;
     let pixels = header.len() - 1;
-    let shape = match options.shape {
-        Some(shape) if shape.iter().product::<usize>() == pixels => shape,
-        Some(shape) => {
-            return Err(DataError::format(
-                path,
-                "header",
-                format!("{pixels} pixel columns do not make images of {shape:?}"),
-            ));
-        }
-        None => {
-            let side = (pixels as f64).sqrt().round() as usize;
-            if side * side != pixels || side == 0 {
-                return Err(DataError::format(
-                    path,
-                    "header",
-                    format!("{pixels} pixel columns are not a square image; give the shape"),
-                ));
-            }
-            [1, side, side]
-        }
-    };
+    let shape = image_shape(path, pixels, options.shape)?;
+    let layout = Layout { path, header: &header, label_at };
 
-    let mut images = Vec::new();
-    let mut raw_labels = Vec::new();
-    let mut record = ByteRecord::new();
-    while reader.read_byte_record(&mut record).map_err(csv_error)? {
-        let line = record.position().map_or(0, |p| p.line());
-        let at = || format!("line {line}");
-        if record.len() != header.len() {
-            return Err(DataError::format(
-                path,
-                at(),
-                format!("{} fields, but the header has {}", record.len(), header.len()),
-            ));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let mut parsed = std::thread::scope(|scope| -> Result<Vec<ChunkResult>> {
+        let (work, jobs) = sync_channel::<Chunk>(workers * 2);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let (done, results) = channel();
+        for _ in 0..workers {
+            let (jobs, done, layout) = (jobs.clone(), done.clone(), &layout);
+            scope.spawn(move || {
+                while let Ok(chunk) = { jobs.lock().expect("job queue").recv() } {
+                    if done.send(parse_chunk(layout, chunk)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        for (column, cell) in record.iter().enumerate() {
-            let name = || String::from_utf8_lossy(header[column].trim_ascii()).into_owned();
-            let value = parse_int(cell).ok_or_else(|| {
-                DataError::format(
-                    path,
-                    format!("{}, column '{}'", at(), name()),
-                    format!("'{}' is not a whole number", shown(cell)),
-                )
-            })?;
-            if column == label_at {
-                raw_labels.push((value, line));
-            } else if (0..=255).contains(&value) {
-                images.push(value as u8);
-            } else {
-                return Err(DataError::format(
-                    path,
-                    format!("{}, column '{}'", at(), name()),
-                    format!("pixel value {value} is outside 0..255"),
-                ));
+        drop(done);
+        let (mut index, mut line) = (0, 2u64);
+        let mut read_error = None;
+        loop {
+            if !at_end && pending.len() < CHUNK_BYTES {
+                match fill(path, &mut input, &mut pending) {
+                    Ok(end) => at_end = end,
+                    Err(e) => {
+                        read_error = Some(e);
+                        break;
+                    }
+                }
+                continue;
+            }
+            let cut =
+                if at_end { pending.len() } else { pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
+            if cut == 0 {
+                if at_end {
+                    break;
+                }
+                // A line longer than a chunk: read on until it ends.
+                match fill(path, &mut input, &mut pending) {
+                    Ok(end) => at_end = end,
+                    Err(e) => {
+                        read_error = Some(e);
+                        break;
+                    }
+                }
+                continue;
+            }
+            let rest = pending.split_off(cut);
+            let bytes = std::mem::replace(&mut pending, rest);
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            if work.send(Chunk { index, first_line: line, bytes }).is_err() {
+                break;
+            }
+            index += 1;
+            line += lines;
+        }
+        drop(work);
+        let results: Vec<ChunkResult> = results.iter().collect();
+        match read_error {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    })?;
+    parsed.sort_by_key(|r| r.as_ref().map_or(0, |p| p.index));
+    let mut images = Vec::with_capacity(parsed.iter().flatten().map(|p| p.images.len()).sum());
+    let mut raw_labels = Vec::new();
+    let mut first_error: Option<(u64, DataError)> = None;
+    for result in parsed {
+        match result {
+            Ok(part) => {
+                images.extend_from_slice(&part.images);
+                raw_labels.extend(part.labels);
+            }
+            Err((line, e)) => {
+                if first_error.as_ref().is_none_or(|(first, _)| line < *first) {
+                    first_error = Some((line, e));
+                }
             }
         }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
     }
 
     let labels = map_labels(path, &raw_labels, &options.labels)?;
@@ -166,6 +229,80 @@ pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDa
         ));
     }
     ImageDataset::new(images, labels, shape, class_names)
+}
+
+/// Appends up to a chunk of the input to `pending`; true at the end of the input.
+fn fill(path: &Path, input: &mut impl Read, pending: &mut Vec<u8>) -> Result<bool> {
+    let start = pending.len();
+    pending.resize(start + CHUNK_BYTES, 0);
+    let got = loop {
+        match input.read(&mut pending[start..]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                pending.truncate(start);
+                return Err(DataError::io(path, e));
+            }
+        }
+    };
+    pending.truncate(start + got);
+    Ok(got == 0)
+}
+
+fn image_shape(path: &Path, pixels: usize, given: Option<[usize; 3]>) -> Result<[usize; 3]> {
+    match given {
+        Some(shape) if shape.iter().product::<usize>() == pixels => Ok(shape),
+        Some(shape) => {
+            Err(DataError::format(path, "header", format!("{pixels} pixel columns do not make images of {shape:?}")))
+        }
+        None => {
+            let side = (pixels as f64).sqrt().round() as usize;
+            if side * side != pixels || side == 0 {
+                return Err(DataError::format(
+                    path,
+                    "header",
+                    format!("{pixels} pixel columns are not a square image; give the shape"),
+                ));
+            }
+            Ok([1, side, side])
+        }
+    }
+}
+
+/// Parses one chunk; a fault comes back with its line so the earliest can be reported.
+fn parse_chunk(layout: &Layout<'_>, chunk: Chunk) -> ChunkResult {
+    let Layout { path, header, label_at } = *layout;
+    let mut images = Vec::with_capacity(chunk.bytes.len() / 3);
+    let mut labels = Vec::new();
+    let mut reader = csv_reader(&chunk.bytes);
+    let mut record = ByteRecord::new();
+    loop {
+        let more = reader.read_byte_record(&mut record).map_err(|e| {
+            let line = chunk.first_line + e.position().map_or(0, |p| p.line() - 1);
+            (line, DataError::format(path, format!("line {line}"), e.to_string()))
+        })?;
+        if !more {
+            break;
+        }
+        let line = chunk.first_line + record.position().map_or(0, |p| p.line() - 1);
+        if record.len() != header.len() {
+            let what = format!("{} fields, but the header has {}", record.len(), header.len());
+            return Err((line, DataError::format(path, format!("line {line}"), what)));
+        }
+        for (column, cell) in record.iter().enumerate() {
+            let fault = |what: String| {
+                let name = String::from_utf8_lossy(header[column].trim_ascii()).into_owned();
+                Err((line, DataError::format(path, format!("line {line}, column '{name}'"), what)))
+            };
+            match parse_int(cell) {
+                Some(value) if column == label_at => labels.push((value, line)),
+                Some(value @ 0..=255) => images.push(value as u8),
+                Some(value) => return fault(format!("pixel value {value} is outside 0..255")),
+                None => return fault(format!("'{}' is not a whole number", shown(cell))),
+            }
+        }
+    }
+    Ok(Parsed { index: chunk.index, images, labels })
 }
 
 fn map_labels(path: &Path, raw: &[(i64, u64)], map: &LabelMap) -> Result<Vec<i32>> {

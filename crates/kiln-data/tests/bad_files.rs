@@ -77,6 +77,23 @@ fn csv_tables() {
     error_of(read_csv_images(&missing, &options), &missing, &[]);
 }
 
+#[test]
+fn faults_deep_in_a_large_file_name_their_line() {
+    // Several parsing chunks' worth of CRLF rows; the first fault decides the error.
+    let dir = common::scratch("deep-csv");
+    let row = format!("3,{}\r\n", vec!["128"; 784].join(","));
+    let header = format!("label,{}\r\n", (1..=784).map(|i| format!("pixel{i}")).collect::<Vec<_>>().join(","));
+    let mut text = header.clone() + &row.repeat(6000);
+    let good = write(&dir, "big.csv", text.as_bytes());
+    assert_eq!(read_csv_images(&good, &CsvImageOptions::default()).unwrap().len(), 6000);
+    // Line 4001 (row 4000) gets a bad pixel, line 5001 a ragged row.
+    let offset = |line: usize| header.len() + (line - 2) * row.len();
+    text.replace_range(offset(4001) + 2..offset(4001) + 5, "999");
+    text.replace_range(offset(5001)..offset(5001) + 6, "3,1\r\n");
+    let bad = write(&dir, "bad.csv", text.as_bytes());
+    error_of(read_csv_images(&bad, &CsvImageOptions::default()), &bad, &["line 4001, column 'pixel1'", "999"]);
+}
+
 fn idx(type_byte: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0, 0, type_byte, dims.len() as u8];
     for d in dims {
