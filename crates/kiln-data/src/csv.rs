@@ -149,23 +149,20 @@ pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDa
         let (mut index, mut line) = (0, 2u64);
         let mut read_error = None;
         loop {
-            if !at_end && pending.len() < CHUNK_BYTES {
-                match fill(path, &mut input, &mut pending) {
-                    Ok(end) => at_end = end,
-                    Err(e) => {
-                        read_error = Some(e);
-                        break;
-                    }
-                }
-                continue;
-            }
-            let cut =
-                if at_end { pending.len() } else { pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
+            // Whole lines to hand out: everything at the end of the input, else up to the last
+            // line break once a chunk's worth is buffered (0 means read on; a line may be
+            // longer than a chunk).
+            let cut = if at_end {
+                pending.len()
+            } else if pending.len() < CHUNK_BYTES {
+                0
+            } else {
+                pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+            };
             if cut == 0 {
                 if at_end {
                     break;
                 }
-                // A line longer than a chunk: read on until it ends.
                 match fill(path, &mut input, &mut pending) {
                     Ok(end) => at_end = end,
                     Err(e) => {
