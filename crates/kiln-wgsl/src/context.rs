@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::adapter::{self, AdapterPreference, AdapterSummary};
 use crate::error::{GpuError, Result};
-use crate::pipeline::{KernelSpec, PipelineCache};
+use crate::pipeline::{FAULT_SLOT, KernelSpec, PipelineCache};
 use crate::pool::{BufferKind, BufferPool, size_class};
 
 /// Launches queued before the batch is submitted without being asked. Large enough to
@@ -40,6 +40,8 @@ pub struct GpuContext {
 struct Runtime {
     device: wgpu::Device,
     queue: wgpu::Queue,
+    /// Where kernels record bad input they find; see `describe_fault`.
+    fault: wgpu::Buffer,
     adapter: AdapterSummary,
     limits: wgpu::Limits,
     batch: Mutex<Batch>,
@@ -103,10 +105,17 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| GpuError::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
+        let fault = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln faults"),
+            size: FAULT_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(Self {
             rt: Arc::new(Runtime {
                 device,
                 queue,
+                fault,
                 adapter: summary,
                 limits,
                 batch: Mutex::default(),
@@ -233,6 +242,9 @@ impl GpuContext {
         for (slot, buffer) in spec.slots.iter().zip(buffers) {
             entries.push(wgpu::BindGroupEntry { binding: slot.0, resource: buffer.raw().as_entire_binding() });
         }
+        if spec.reports_faults {
+            entries.push(wgpu::BindGroupEntry { binding: FAULT_SLOT, resource: self.rt.fault.as_entire_binding() });
+        }
         let bind_group = self.rt.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.layout,
@@ -269,7 +281,8 @@ impl GpuContext {
     }
 
     /// Copies the first `bytes` bytes of `buffer` to the host, after all queued work that
-    /// writes it. This is the one place the host waits for the GPU.
+    /// writes it. This is the one place the host waits for the GPU, and so where bad input
+    /// that a kernel found on the device (an out-of-range label) becomes an error.
     pub fn read_bytes(&self, buffer: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes > buffer.bytes {
             return Err(GpuError::Readback(format!("asked for {bytes} bytes of a {}-byte buffer", buffer.bytes)));
@@ -280,13 +293,15 @@ impl GpuContext {
         let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let staging = self.rt.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kiln readback"),
-            size: padded,
+            size: padded + FAULT_BYTES,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         {
             let mut batch = self.batch();
-            batch.encoder(&self.rt.device).copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
+            let encoder = batch.encoder(&self.rt.device);
+            encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
+            encoder.copy_buffer_to_buffer(&self.rt.fault, 0, &staging, padded, FAULT_BYTES);
             batch.submit(&self.rt.queue);
             batch.stats.readbacks += 1;
         }
@@ -299,11 +314,17 @@ impl GpuContext {
             .recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let data = {
+        let (data, fault) = {
             let view = staging.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?;
-            view[..bytes as usize].to_vec()
+            let fault: [u32; 4] = bytemuck::pod_read_unaligned(&view[padded as usize..]);
+            (view[..bytes as usize].to_vec(), fault)
         };
         staging.unmap();
+        if fault[0] != 0 {
+            // Cleared before any later kernel runs, so the fault is reported once.
+            self.rt.queue.write_buffer(&self.rt.fault, 0, &[0; FAULT_BYTES as usize]);
+            return Err(GpuError::KernelFault(describe_fault(fault)));
+        }
         Ok(data)
     }
 
@@ -327,6 +348,24 @@ impl GpuContext {
             return Err(GpuError::DispatchTooLarge { workgroups: groups, adapter: self.rt.adapter.name.clone() });
         }
         Ok([max as u32, rows as u32, 1])
+    }
+}
+
+/// Size of the fault record: [code, row, value, bound] as u32.
+const FAULT_BYTES: u64 = 16;
+
+/// Fault codes the kernels write with the prelude's `report_fault`.
+pub mod fault_code {
+    /// A class label outside [0, classes): row, label, classes.
+    pub const LABEL_OUT_OF_RANGE: u32 = 1;
+}
+
+fn describe_fault([code, row, value, bound]: [u32; 4]) -> String {
+    match code {
+        fault_code::LABEL_OUT_OF_RANGE => {
+            format!("label {} at row {row} is outside the classes [0, {bound})", value as i32)
+        }
+        other => format!("a kernel reported fault {other} (row {row}, value {value}, bound {bound})"),
     }
 }
 

@@ -24,6 +24,9 @@ pub enum GpuError {
     #[error("reading a buffer back from the GPU failed: {0}")]
     Readback(String),
 
+    #[error("bad input found on the GPU: {0}")]
+    KernelFault(String),
+
     #[error("{kernel}: {reason}")]
     InvalidLaunch { kernel: &'static str, reason: String },
 }

@@ -14,7 +14,7 @@ mod pool;
 pub mod testing;
 
 pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary};
-pub use context::{GpuBuffer, GpuContext, MAX_QUEUED_DISPATCHES, RuntimeStats};
+pub use context::{GpuBuffer, GpuContext, MAX_QUEUED_DISPATCHES, RuntimeStats, fault_code};
 pub use error::{GpuError, Result};
 pub use pipeline::{Access, KernelFamily, KernelSpec, Slot};
 pub use wgpu;

@@ -32,15 +32,23 @@ pub struct KernelSpec {
     pub entry: &'static str,
     pub slots: &'static [Slot],
     pub constants: Vec<(&'static str, f64)>,
+    /// The entry calls the prelude's `report_fault`, so the context's fault buffer is bound.
+    pub reports_faults: bool,
 }
 
 impl KernelSpec {
     pub fn new(family: &'static KernelFamily, entry: &'static str, slots: &'static [Slot]) -> Self {
-        Self { family, entry, slots, constants: Vec::new() }
+        Self { family, entry, slots, constants: Vec::new(), reports_faults: false }
     }
 
     pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
         self.constants.push((name, value.into()));
+        self
+    }
+
+    /// Binds the fault buffer: the kernel may report bad input it finds on the device.
+    pub fn reports_faults(mut self) -> Self {
+        self.reports_faults = true;
         self
     }
 
@@ -95,7 +103,7 @@ impl PipelineCache {
         let label = spec.label();
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(&label),
-            entries: &layout_entries(spec.slots),
+            entries: &layout_entries(spec.slots, spec.reports_faults),
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(&label),
@@ -123,7 +131,10 @@ impl PipelineCache {
     }
 }
 
-fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
+/// The `@binding` of the fault buffer in every family (see prelude.wgsl).
+pub(crate) const FAULT_SLOT: u32 = 15;
+
+fn layout_entries(slots: &[Slot], reports_faults: bool) -> Vec<wgpu::BindGroupLayoutEntry> {
     let uniform = wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -134,7 +145,8 @@ fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
         },
         count: None,
     };
-    let storage = slots.iter().map(|&Slot(binding, access)| wgpu::BindGroupLayoutEntry {
+    let fault = reports_faults.then_some(Slot(FAULT_SLOT, Access::ReadWrite));
+    let storage = slots.iter().chain(fault.as_ref()).map(|&Slot(binding, access)| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {

@@ -3,12 +3,14 @@
 //! plain shapes; what those mean as tensors is kiln-tensor's business.
 
 pub mod binary;
+pub mod classification;
 pub mod convert;
 pub mod fill;
 pub mod gather;
 pub mod matmul;
 pub mod permute;
 pub mod reduce;
+pub mod softmax;
 pub mod unary;
 
 /// Rank of the largest tensor the strided kernels (binary, permute) index.
