@@ -23,4 +23,5 @@ mod tensor;
 
 pub use device::Device;
 pub use error::{Result, TensorError};
+pub use ops::Reduction;
 pub use tensor::{DType, Tensor};

@@ -125,4 +125,9 @@ impl Tensor {
     pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
         self.zip_with("minimum", BinaryOp::Minimum, other)
     }
+    /// The gradient through a ReLU: `self` (the gradient of its output) where the forward
+    /// input `input` was positive, else 0.
+    pub fn relu_backward(&self, input: &Tensor) -> Result<Tensor> {
+        self.zip_with("relu_backward", BinaryOp::ReluBackward, input)
+    }
 }

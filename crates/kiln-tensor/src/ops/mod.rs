@@ -6,8 +6,12 @@ mod convert;
 mod elementwise;
 mod indexing;
 mod layout;
+mod loss;
 mod matmul;
 mod reduce;
+mod softmax;
+
+pub use loss::Reduction;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 

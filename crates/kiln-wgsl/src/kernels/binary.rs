@@ -12,11 +12,20 @@ pub enum BinaryOp {
     Div = 3,
     Maximum = 4,
     Minimum = 5,
+    /// `x` where `y > 0`, else 0: the gradient `x` through a ReLU whose input was `y`.
+    ReluBackward = 6,
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 6] =
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Maximum, BinaryOp::Minimum];
+    pub const ALL: [BinaryOp; 7] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::ReluBackward,
+    ];
 
     /// The host definition every device must agree with.
     pub fn apply(self, x: f32, y: f32) -> f32 {
@@ -27,6 +36,13 @@ impl BinaryOp {
             BinaryOp::Div => x / y,
             BinaryOp::Maximum => x.max(y),
             BinaryOp::Minimum => x.min(y),
+            BinaryOp::ReluBackward => {
+                if y > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
         }
     }
 }
@@ -102,7 +118,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
-        fn broadcast_matches_the_host(shape in shape(), mask in any::<u8>(), op_index in 0..6usize) {
+        fn broadcast_matches_the_host(shape in shape(), mask in any::<u8>(), op_index in 0..7usize) {
             let Some(ctx) = context_or_skip("binary::broadcast_matches_the_host") else { return Ok(()) };
             let op = BinaryOp::ALL[op_index];
             // b is broadcast along the dimensions the mask picks.

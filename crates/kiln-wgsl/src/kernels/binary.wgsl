@@ -27,6 +27,8 @@ fn apply(x: f32, y: f32) -> f32 {
         case 3u: { return x / y; }
         case 4u: { return max(x, y); }
         case 5u: { return min(x, y); }
+        // ReLU's backward: the gradient x where the forward input y was positive.
+        case 6u: { return select(0.0, x, y > 0.0); }
         default: { return x; }
     }
 }

@@ -59,7 +59,13 @@ pub fn cross_entropy_rows(
 
 /// How many rows of `logits` have their first maximum at the label, as a one-element f32
 /// buffer (exact up to 2²⁴ rows per call).
-pub fn count_correct(ctx: &GpuContext, logits: &GpuBuffer, labels: &GpuBuffer, rows: usize, classes: usize) -> Result<GpuBuffer> {
+pub fn count_correct(
+    ctx: &GpuContext,
+    logits: &GpuBuffer,
+    labels: &GpuBuffer,
+    rows: usize,
+    classes: usize,
+) -> Result<GpuBuffer> {
     super::check_indexable("count_correct", rows * classes, 1)?;
     let out = ctx.alloc(4)?;
     let spec = KernelSpec::new(
@@ -106,7 +112,16 @@ mod tests {
         let count = count_correct(&ctx, &ctx.upload(&logits).unwrap(), &ctx.upload(&[2i32, 0]).unwrap(), 2, 3).unwrap();
         assert_eq!(ctx.read::<f32>(&count, 1).unwrap(), vec![2.0], "ties go to the first class");
 
-        let bad = cross_entropy_rows(&ctx, &ctx.upload(&logits).unwrap(), &ctx.upload(&[0i32, 3]).unwrap(), None, 2, 3, false).unwrap();
+        let bad = cross_entropy_rows(
+            &ctx,
+            &ctx.upload(&logits).unwrap(),
+            &ctx.upload(&[0i32, 3]).unwrap(),
+            None,
+            2,
+            3,
+            false,
+        )
+        .unwrap();
         let err = ctx.read::<f32>(&bad.loss, 2).unwrap_err().to_string();
         assert!(err.contains("label 3 at row 1 is outside the classes [0, 3)"), "{err}");
         assert!(ctx.read::<f32>(&bad.loss, 2).is_ok(), "a fault is reported once");

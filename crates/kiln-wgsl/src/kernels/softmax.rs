@@ -18,8 +18,8 @@ pub fn softmax(ctx: &GpuContext, x: &GpuBuffer, outer: usize, n: usize, inner: u
     let len = outer * n * inner;
     super::check_indexable("softmax", len, 1)?;
     let out = ctx.alloc(len as u64 * 4)?;
-    let spec = KernelSpec::new(&FAMILY, "softmax", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
-        .constant("LOG", log);
+    let spec =
+        KernelSpec::new(&FAMILY, "softmax", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]).constant("LOG", log);
     let params = Params { outer: outer as u32, n: n as u32, inner: inner as u32, _pad: 0 };
     ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, &out], ctx.linear_grid(outer * inner, 256)?)?;
     Ok(out)
@@ -37,7 +37,9 @@ mod tests {
         for (outer, n, inner) in [(3, 5, 1), (2, 7, 3), (1, 300, 1), (4, 1, 2)] {
             let x: Vec<f32> = values(outer * n * inner, 9).iter().map(|v| v * 20.0).collect();
             for log in [false, true] {
-                let got = ctx.read::<f32>(&softmax(&ctx, &ctx.upload(&x).unwrap(), outer, n, inner, log).unwrap(), x.len()).unwrap();
+                let got = ctx
+                    .read::<f32>(&softmax(&ctx, &ctx.upload(&x).unwrap(), outer, n, inner, log).unwrap(), x.len())
+                    .unwrap();
                 let mut want = vec![0.0; x.len()];
                 for o in 0..outer {
                     for i in 0..inner {
