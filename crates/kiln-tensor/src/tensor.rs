@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use kiln_wgsl::GpuBuffer;
-use kiln_wgsl::kernels::fill::fill;
+use kiln_wgsl::kernels::fill::{copy, fill};
 
 use crate::{Device, Result, TensorError, random};
 
@@ -246,6 +246,37 @@ impl Tensor {
         match &self.data {
             Data::CpuF32(values) => values,
             _ => panic!("cpu_values on a {:?} tensor on {}", self.dtype, self.device),
+        }
+    }
+
+    /// Sole ownership of the data, for an in-place update: shared data is copied first, on
+    /// either device, so other handles to it never see the change.
+    pub(crate) fn unshare(&mut self) -> Result<()> {
+        let words = (self.len() * self.dtype.size_in_bytes()).div_ceil(4);
+        match &mut self.data {
+            Data::CpuF32(values) => {
+                Arc::make_mut(values);
+            }
+            Data::CpuI32(values) => {
+                Arc::make_mut(values);
+            }
+            Data::CpuU8(values) => {
+                Arc::make_mut(values);
+            }
+            Data::Gpu(buffer) => {
+                if Arc::get_mut(buffer).is_none() {
+                    *buffer = Arc::new(copy(&buffer.context(), buffer, words)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The f32 values of an unshared CPU tensor, to update in place.
+    pub(crate) fn cpu_values_mut(&mut self) -> &mut [f32] {
+        match &mut self.data {
+            Data::CpuF32(values) => Arc::get_mut(values).expect("unshare() first"),
+            _ => panic!("cpu_values_mut on a {:?} tensor on {}", self.dtype, self.device),
         }
     }
 

@@ -3,15 +3,18 @@
 //! reference the GPU one is tested against.
 
 mod convert;
+mod dropout;
 mod elementwise;
 mod indexing;
 mod layout;
 mod loss;
 mod matmul;
+mod optimizer;
 mod reduce;
 mod softmax;
 
 pub use loss::Reduction;
+pub use optimizer::{AdamConfig, SgdConfig};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 

@@ -5,9 +5,11 @@
 pub mod binary;
 pub mod classification;
 pub mod convert;
+pub mod dropout;
 pub mod fill;
 pub mod gather;
 pub mod matmul;
+pub mod optimizer;
 pub mod permute;
 pub mod reduce;
 pub mod softmax;

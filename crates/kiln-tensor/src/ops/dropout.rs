@@ -1,0 +1,40 @@
+//! Inverted dropout with a seeded, device-independent mask.
+
+use kiln_wgsl::kernels::dropout::{dropout, keeps, threshold};
+
+use crate::{DType, Device, Result, Tensor, TensorError};
+
+impl Tensor {
+    /// Zeroes each element with probability `p` and scales the rest by 1/(1−p); the identity
+    /// when not `training`. The mask is a function of (`seed`, element index) alone, so the
+    /// same seed drops the same elements on every device, and the backward pass is this same
+    /// call on the gradient.
+    pub fn dropout(&self, p: f32, seed: u64, training: bool) -> Result<Tensor> {
+        self.expect_dtype("dropout", DType::F32)?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(TensorError::InvalidArgument {
+                op: "dropout",
+                why: format!("probability {p} is outside [0, 1]"),
+            });
+        }
+        if !training || p == 0.0 {
+            return Ok(self.clone());
+        }
+        let (threshold, scale) = (threshold(p), if p == 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
+        match &self.device {
+            Device::Cpu => {
+                let values = self
+                    .cpu_values()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| if keeps(seed, i as u32, threshold) { x * scale } else { 0.0 })
+                    .collect();
+                Ok(Tensor::cpu_f32(values, self.shape.clone()))
+            }
+            Device::Gpu(ctx) => {
+                let out = dropout(ctx, self.gpu_buffer(), self.len(), seed, threshold, scale)?;
+                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
+            }
+        }
+    }
+}
