@@ -10,11 +10,13 @@ mod layout;
 mod loss;
 mod matmul;
 mod optimizer;
+mod pool;
 mod reduce;
 mod softmax;
 
 pub use loss::Reduction;
 pub use optimizer::{AdamConfig, SgdConfig};
+pub use pool::Pool2d;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 

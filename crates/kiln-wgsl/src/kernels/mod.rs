@@ -11,6 +11,7 @@ pub mod gather;
 pub mod matmul;
 pub mod optimizer;
 pub mod permute;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;

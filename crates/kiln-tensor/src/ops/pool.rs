@@ -1,0 +1,144 @@
+//! 2-D max pooling and its backward pass, NCHW.
+
+use kiln_wgsl::kernels::pool::{PoolShape, max_pool2d, max_pool2d_backward};
+
+use crate::tensor::Data;
+use crate::{DType, Device, Result, Tensor, TensorError};
+
+/// Window, stride and zero-padding of a 2-D pooling, each as [height, width].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Pool2d {
+    /// A square window whose stride is its size, as PyTorch's default.
+    pub fn new(kernel: usize) -> Self {
+        Self { kernel: [kernel; 2], stride: [kernel; 2], padding: [0; 2] }
+    }
+
+    pub fn stride(self, stride: usize) -> Self {
+        Self { stride: [stride; 2], ..self }
+    }
+
+    pub fn padding(self, padding: usize) -> Self {
+        Self { padding: [padding; 2], ..self }
+    }
+
+    /// The kernel-level problem for input `[N, C, H, W]`, after checking it is well formed.
+    fn shape(&self, op: &'static str, input: &[usize]) -> Result<PoolShape> {
+        let invalid = |why: String| TensorError::InvalidArgument { op, why };
+        let &[n, c, height, width] = input else {
+            return Err(invalid(format!("needs an [N, C, H, W] input, got {input:?}")));
+        };
+        for d in 0..2 {
+            let (k, s, p) = (self.kernel[d], self.stride[d], self.padding[d]);
+            if k == 0 || s == 0 {
+                return Err(invalid(format!("kernel {:?} and stride {:?} must be positive", self.kernel, self.stride)));
+            }
+            if p > k / 2 {
+                return Err(invalid(format!("padding {:?} exceeds half the kernel {:?}", self.padding, self.kernel)));
+            }
+            if [height, width][d] + 2 * p < k {
+                return Err(invalid(format!(
+                    "a {:?} window does not fit input {input:?} padded by {:?}",
+                    self.kernel, self.padding
+                )));
+            }
+        }
+        Ok(PoolShape { planes: n * c, height, width, kernel: self.kernel, stride: self.stride, padding: self.padding })
+    }
+}
+
+/// The CPU reference: per output, the first maximum of its window and where it is.
+fn cpu_forward(x: &[f32], s: &PoolShape) -> (Vec<f32>, Vec<i32>) {
+    let [oh_n, ow_n] = s.output();
+    let (mut y, mut at) = (Vec::with_capacity(s.planes * oh_n * ow_n), Vec::with_capacity(s.planes * oh_n * ow_n));
+    for plane in x.chunks(s.height * s.width) {
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                let mut best: Option<(f32, usize)> = None;
+                for kh in 0..s.kernel[0] {
+                    let Some(h) = (oh * s.stride[0] + kh).checked_sub(s.padding[0]).filter(|&h| h < s.height) else {
+                        continue;
+                    };
+                    for kw in 0..s.kernel[1] {
+                        let Some(w) = (ow * s.stride[1] + kw).checked_sub(s.padding[1]).filter(|&w| w < s.width) else {
+                            continue;
+                        };
+                        let v = plane[h * s.width + w];
+                        if best.is_none_or(|(b, _)| v > b) {
+                            best = Some((v, h * s.width + w));
+                        }
+                    }
+                }
+                let (v, i) = best.expect("padding ≤ kernel/2 leaves a real element in every window");
+                y.push(v);
+                at.push(i as i32);
+            }
+        }
+    }
+    (y, at)
+}
+
+impl Tensor {
+    /// Max pooling of `[N, C, H, W]`: the output and the i32 position (h·W + w within its
+    /// plane) of each output's maximum, which the backward pass needs. Ties go to the first
+    /// element of the window in row-major order, on every device.
+    pub fn max_pool2d(&self, pool: &Pool2d) -> Result<(Tensor, Tensor)> {
+        self.expect_dtype("max_pool2d", DType::F32)?;
+        let shape = pool.shape("max_pool2d", &self.shape)?;
+        let [oh, ow] = shape.output();
+        let out_shape = vec![self.shape[0], self.shape[1], oh, ow];
+        match &self.device {
+            Device::Cpu => {
+                let (y, at) = cpu_forward(self.cpu_values(), &shape);
+                Ok((Tensor::cpu_f32(y, out_shape.clone()), Tensor::cpu_i32(at, out_shape)))
+            }
+            Device::Gpu(ctx) => {
+                let (y, at) = max_pool2d(ctx, self.gpu_buffer(), &shape)?;
+                Ok((
+                    Tensor::gpu(y, out_shape.clone(), DType::F32, &self.device),
+                    Tensor::gpu(at, out_shape, DType::I32, &self.device),
+                ))
+            }
+        }
+    }
+
+    /// The gradient of max pooling with respect to its input `[N, C, H, W]` (`input_shape`),
+    /// from this output gradient and the positions `max_pool2d` returned.
+    pub fn max_pool2d_backward(&self, indices: &Tensor, input_shape: &[usize], pool: &Pool2d) -> Result<Tensor> {
+        const OP: &str = "max_pool2d_backward";
+        self.expect_dtype(OP, DType::F32)?;
+        indices.expect_dtype(OP, DType::I32)?;
+        self.expect_same_device(OP, indices)?;
+        let shape = pool.shape(OP, input_shape)?;
+        let [oh, ow] = shape.output();
+        let expected = [input_shape[0], input_shape[1], oh, ow];
+        if self.shape != expected || indices.shape != expected {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                lhs: self.shape.clone(),
+                rhs: indices.shape.clone(),
+                why: "gradient and positions must have the pooled output's shape",
+            });
+        }
+        match (&self.device, &indices.data) {
+            (Device::Cpu, Data::CpuI32(at)) => {
+                let plane_in = shape.height * shape.width;
+                let mut grad = vec![0.0f32; shape.planes * plane_in];
+                for (o, (&g, &i)) in self.cpu_values().iter().zip(at.iter()).enumerate() {
+                    grad[(o / (oh * ow)) * plane_in + i as usize] += g;
+                }
+                Ok(Tensor::cpu_f32(grad, input_shape.to_vec()))
+            }
+            (Device::Gpu(ctx), _) => {
+                let grad = max_pool2d_backward(ctx, self.gpu_buffer(), indices.gpu_buffer(), &shape)?;
+                Ok(Tensor::gpu(grad, input_shape.to_vec(), DType::F32, &self.device))
+            }
+            (Device::Cpu, _) => unreachable!("indices checked to be i32"),
+        }
+    }
+}

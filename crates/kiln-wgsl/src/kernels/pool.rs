@@ -1,0 +1,101 @@
+use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
+use crate::{GpuBuffer, GpuContext, Result};
+
+static FAMILY: KernelFamily = KernelFamily { name: "pool", source: include_str!("pool.wgsl") };
+
+/// A pooling problem over `planes` (= N·C) planes of `height × width`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub planes: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl PoolShape {
+    /// Output height and width (floor mode, as PyTorch's default).
+    pub fn output(&self) -> [usize; 2] {
+        let out = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p).saturating_sub(k) / s + 1;
+        [
+            out(self.height, self.kernel[0], self.stride[0], self.padding[0]),
+            out(self.width, self.kernel[1], self.stride[1], self.padding[1]),
+        ]
+    }
+
+    fn params(&self) -> Params {
+        let [out_height, out_width] = self.output();
+        Params {
+            planes: self.planes as u32,
+            height: self.height as u32,
+            width: self.width as u32,
+            out_height: out_height as u32,
+            out_width: out_width as u32,
+            kernel_h: self.kernel[0] as u32,
+            kernel_w: self.kernel[1] as u32,
+            stride_h: self.stride[0] as u32,
+            stride_w: self.stride[1] as u32,
+            pad_h: self.padding[0] as u32,
+            pad_w: self.padding[1] as u32,
+            _pad: 0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    planes: u32,
+    height: u32,
+    width: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    _pad: u32,
+}
+
+/// Max pooling: the output and, per output, the i32 position `h·W + w` of its maximum in
+/// the input plane. The shape must already be valid (kiln-tensor checks it).
+pub fn max_pool2d(ctx: &GpuContext, x: &GpuBuffer, shape: &PoolShape) -> Result<(GpuBuffer, GpuBuffer)> {
+    let [oh, ow] = shape.output();
+    let outputs = shape.planes * oh * ow;
+    super::check_indexable("max_pool2d", outputs.max(shape.planes * shape.height * shape.width), 1)?;
+    let (y, indices) = (ctx.alloc(outputs as u64 * 4)?, ctx.alloc(outputs as u64 * 4)?);
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "max_pool2d",
+        &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::ReadWrite)],
+    );
+    ctx.launch(&spec, bytemuck::bytes_of(&shape.params()), &[x, &y, &indices], ctx.linear_grid(outputs, 256)?)?;
+    Ok((y, indices))
+}
+
+/// The input gradient of max pooling from the output gradient and the saved positions.
+pub fn max_pool2d_backward(
+    ctx: &GpuContext,
+    grad_out: &GpuBuffer,
+    indices: &GpuBuffer,
+    shape: &PoolShape,
+) -> Result<GpuBuffer> {
+    let inputs = shape.planes * shape.height * shape.width;
+    super::check_indexable("max_pool2d_backward", inputs, 1)?;
+    let grad_in = ctx.alloc(inputs as u64 * 4)?;
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "max_pool2d_backward",
+        &[Slot(4, Access::Read), Slot(5, Access::Read), Slot(6, Access::ReadWrite)],
+    );
+    ctx.launch(
+        &spec,
+        bytemuck::bytes_of(&shape.params()),
+        &[grad_out, indices, &grad_in],
+        ctx.linear_grid(inputs, 256)?,
+    )?;
+    Ok(grad_in)
+}
