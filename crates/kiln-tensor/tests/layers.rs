@@ -1,7 +1,7 @@
-//! The layer ops (max pooling, …): GPU against the CPU reference over random shapes and
+//! The layer ops (convolution, max pooling, …): GPU against the CPU reference over random shapes and
 //! parameters, CPU gradients against central differences, known values, bad input.
 
-use kiln_tensor::{Device, Pool2d, Tensor};
+use kiln_tensor::{Conv2d, Device, Pool2d, Tensor};
 use kiln_wgsl::testing::context_or_skip;
 use proptest::prelude::*;
 
@@ -98,4 +98,138 @@ fn max_pool_input_errors() {
     let (y, at) = x.max_pool2d(&Pool2d::new(2)).unwrap();
     assert!(y.max_pool2d_backward(&at, &[1, 1, 6, 6], &Pool2d::new(2)).is_err());
     assert!(y.max_pool2d_backward(&y, &[1, 1, 4, 4], &Pool2d::new(2)).is_err(), "positions must be i32");
+}
+
+/// A convolution problem: input shape, weight shape, geometry, bias or not.
+fn conv_case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Conv2d, bool)> {
+    (1..3usize, 1..4usize, 1..10usize, 1..10usize, 1..5usize, 1..4usize, 1..3usize, 0..3usize, 1..3usize, any::<bool>())
+        .prop_filter_map("the kernel must fit", |(n, c, h, w, o, k, s, p, d, bias)| {
+            let span = d * (k - 1) + 1;
+            (h + 2 * p >= span && w + 2 * p >= span).then_some((
+                vec![n, c, h, w],
+                vec![o, c, k, k],
+                Conv2d::default().stride(s).padding(p).dilation(d),
+                bias,
+            ))
+        })
+}
+
+/// Convolution straight from its definition, as an independent reference.
+fn naive_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d) -> Vec<f32> {
+    let (xs, ws) = (x.to_vec().unwrap(), weight.to_vec().unwrap());
+    let bs = bias.map(|b| b.to_vec().unwrap());
+    let (&[n, c, h, w], &[o, _, kh, kw]) = (x.shape(), weight.shape()) else { unreachable!() };
+    let out = |size: usize, k: usize, d: usize| {
+        (size + 2 * conv.padding[d] - conv.dilation[d] * (k - 1) - 1) / conv.stride[d] + 1
+    };
+    let (oh, ow) = (out(h, kh, 0), out(w, kw, 1));
+    let mut y = Vec::new();
+    for b in 0..n {
+        for f in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = bs.as_ref().map_or(0.0, |bs| bs[f]);
+                    for ch in 0..c {
+                        for a in 0..kh {
+                            for e in 0..kw {
+                                let hh =
+                                    (i * conv.stride[0] + a * conv.dilation[0]) as isize - conv.padding[0] as isize;
+                                let ww =
+                                    (j * conv.stride[1] + e * conv.dilation[1]) as isize - conv.padding[1] as isize;
+                                if hh >= 0 && ww >= 0 && (hh as usize) < h && (ww as usize) < w {
+                                    acc += xs[((b * c + ch) * h + hh as usize) * w + ww as usize]
+                                        * ws[((f * c + ch) * kh + a) * kw + e];
+                                }
+                            }
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+    }
+    y
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn conv_matches((x_shape, w_shape, conv, with_bias) in conv_case(), seed in any::<u64>()) {
+        let Some(gpu) = gpu("conv_matches") else { return Ok(()) };
+        let x = Tensor::randn(&x_shape, seed, &Device::Cpu).unwrap();
+        let weight = Tensor::randn(&w_shape, seed ^ 1, &Device::Cpu).unwrap();
+        let bias = Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap();
+        let bias = with_bias.then_some(&bias);
+        let y = x.conv2d(&weight, bias, &conv).unwrap();
+        let patch = (w_shape[1] * w_shape[2] * w_shape[3]) as f32;
+        let tolerance = 1e-5 * patch.sqrt() * 4.0;
+        prop_assert!(close(&y.to_vec().unwrap(), &naive_conv(&x, &weight, bias, &conv), tolerance), "CPU against the definition");
+        let (xg, wg) = (x.to(&gpu).unwrap(), weight.to(&gpu).unwrap());
+        let bg = bias.map(|b| b.to(&gpu).unwrap());
+        let yg = xg.conv2d(&wg, bg.as_ref(), &conv).unwrap();
+        prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+
+        let grad_out = Tensor::randn(y.shape(), seed ^ 3, &Device::Cpu).unwrap();
+        let grads = grad_out.conv2d_backward(&x, &weight, &conv, with_bias).unwrap();
+        let grads_gpu = grad_out.to(&gpu).unwrap().conv2d_backward(&xg, &wg, &conv, with_bias).unwrap();
+        let spatial = (y.shape()[2] * y.shape()[3] * y.shape()[0]) as f32;
+        let wide = 1e-5 * spatial.sqrt().max(patch.sqrt()) * 8.0;
+        prop_assert!(close(&grads_gpu.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), wide));
+        prop_assert!(close(&grads_gpu.weight.to_vec().unwrap(), &grads.weight.to_vec().unwrap(), wide));
+        if with_bias {
+            let (b, bg) = (grads.bias.unwrap(), grads_gpu.bias.unwrap());
+            prop_assert!(close(&bg.to_vec().unwrap(), &b.to_vec().unwrap(), wide));
+        }
+    }
+}
+
+#[test]
+fn conv_gradients_match_central_differences() {
+    for conv in [Conv2d::default(), Conv2d::default().stride(2).padding(1), Conv2d::default().dilation(2).padding(2)] {
+        let x = Tensor::randn(&[2, 2, 5, 5], 1, &Device::Cpu).unwrap();
+        let weight = Tensor::randn(&[3, 2, 3, 3], 2, &Device::Cpu).unwrap();
+        let bias = Tensor::randn(&[3], 3, &Device::Cpu).unwrap();
+        let y = x.conv2d(&weight, Some(&bias), &conv).unwrap();
+        let r = Tensor::randn(y.shape(), 4, &Device::Cpu).unwrap();
+        let grads = r.conv2d_backward(&x, &weight, &conv, true).unwrap();
+        let by_input = numerical_grad(&x, &r, |t| t.conv2d(&weight, Some(&bias), &conv).unwrap());
+        let by_weight = numerical_grad(&weight, &r, |t| x.conv2d(t, Some(&bias), &conv).unwrap());
+        let by_bias = numerical_grad(&bias, &r, |t| x.conv2d(&weight, Some(t), &conv).unwrap());
+        assert!(close(&grads.input.to_vec().unwrap(), &by_input, 2e-2), "input, {conv:?}");
+        assert!(close(&grads.weight.to_vec().unwrap(), &by_weight, 2e-2), "weight, {conv:?}");
+        assert!(close(&grads.bias.unwrap().to_vec().unwrap(), &by_bias, 2e-2), "bias, {conv:?}");
+    }
+}
+
+#[test]
+fn conv_known_values() {
+    // A 3×3 ramp convolved with a 2×2 box and bias 1: each output is its window's sum + 1.
+    let x = Tensor::from_vec((1..=9).map(|v| v as f32).collect(), &[1, 1, 3, 3], &Device::Cpu).unwrap();
+    let w = Tensor::ones(&[1, 1, 2, 2], &Device::Cpu).unwrap();
+    let b = Tensor::ones(&[1], &Device::Cpu).unwrap();
+    let y = x.conv2d(&w, Some(&b), &Conv2d::default()).unwrap();
+    assert_eq!(y.shape(), &[1, 1, 2, 2]);
+    assert_eq!(y.to_vec().unwrap(), vec![13.0, 17.0, 25.0, 29.0]);
+    let padded = x.conv2d(&w, None, &Conv2d::default().padding(1).stride(2)).unwrap();
+    assert_eq!(padded.to_vec().unwrap(), vec![1.0, 5.0, 11.0, 28.0]);
+}
+
+#[test]
+fn conv_input_errors() {
+    let x = Tensor::zeros(&[1, 2, 5, 5], &Device::Cpu).unwrap();
+    let conv = Conv2d::default();
+    assert!(
+        x.conv2d(&Tensor::zeros(&[3, 1, 3, 3], &Device::Cpu).unwrap(), None, &conv)
+            .unwrap_err()
+            .to_string()
+            .contains("input channels")
+    );
+    assert!(x.conv2d(&Tensor::zeros(&[3, 2, 7, 7], &Device::Cpu).unwrap(), None, &conv).is_err());
+    assert!(x.conv2d(&Tensor::zeros(&[3, 2, 3], &Device::Cpu).unwrap(), None, &conv).is_err());
+    let w = Tensor::zeros(&[3, 2, 3, 3], &Device::Cpu).unwrap();
+    assert!(x.conv2d(&w, Some(&Tensor::zeros(&[2], &Device::Cpu).unwrap()), &conv).is_err());
+    assert!(x.conv2d(&w, None, &Conv2d::default().stride(0)).is_err());
+    let wrong_grad = Tensor::zeros(&[1, 3, 2, 2], &Device::Cpu).unwrap();
+    assert!(wrong_grad.conv2d_backward(&x, &w, &conv, true).is_err());
 }

@@ -2,6 +2,7 @@
 //! the ndarray path on the CPU or records a kiln-wgsl kernel on the GPU. The CPU path is the
 //! reference the GPU one is tested against.
 
+mod conv;
 mod convert;
 mod dropout;
 mod elementwise;
@@ -14,6 +15,7 @@ mod pool;
 mod reduce;
 mod softmax;
 
+pub use conv::{Conv2d, Conv2dGrads};
 pub use loss::Reduction;
 pub use optimizer::{AdamConfig, SgdConfig};
 pub use pool::Pool2d;

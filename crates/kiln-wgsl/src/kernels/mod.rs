@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod classification;
+pub mod conv;
 pub mod convert;
 pub mod dropout;
 pub mod fill;

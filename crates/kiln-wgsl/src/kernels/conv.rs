@@ -1,0 +1,103 @@
+use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
+use crate::{GpuBuffer, GpuContext, Result};
+
+static FAMILY: KernelFamily = KernelFamily { name: "conv", source: include_str!("conv.wgsl") };
+
+/// A convolution's geometry: input `[batch, channels, height, width]`, a `kernel`-sized
+/// window with `stride`, zero `padding` and `dilation`, each as [height, width].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl ConvShape {
+    /// Output height and width; `None` when the dilated window does not fit.
+    pub fn output(&self) -> Option<[usize; 2]> {
+        let out = |size: usize, d: usize| {
+            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
+            (size + 2 * self.padding[d]).checked_sub(span).map(|room| room / self.stride[d] + 1)
+        };
+        Some([out(self.height, 0)?, out(self.width, 1)?])
+    }
+
+    /// Rows of the column matrix: C·KH·KW.
+    pub fn patch_len(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    fn params(&self) -> Params {
+        let [out_height, out_width] = self.output().expect("checked by the caller");
+        let u = |v: usize| v as u32;
+        Params {
+            batch: u(self.batch),
+            channels: u(self.channels),
+            height: u(self.height),
+            width: u(self.width),
+            out_height: u(out_height),
+            out_width: u(out_width),
+            kernel_h: u(self.kernel[0]),
+            kernel_w: u(self.kernel[1]),
+            stride_h: u(self.stride[0]),
+            stride_w: u(self.stride[1]),
+            pad_h: u(self.padding[0]),
+            pad_w: u(self.padding[1]),
+            dilation_h: u(self.dilation[0]),
+            dilation_w: u(self.dilation[1]),
+            _pad: [0; 2],
+        }
+    }
+
+    fn columns_len(&self) -> usize {
+        let [oh, ow] = self.output().expect("checked by the caller");
+        self.batch * self.patch_len() * oh * ow
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    dilation_h: u32,
+    dilation_w: u32,
+    _pad: [u32; 2],
+}
+
+fn spec(entry: &'static str) -> KernelSpec {
+    KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
+}
+
+/// The column matrix `[batch, C·KH·KW, OH·OW]` of input `x`.
+pub fn im2col(ctx: &GpuContext, x: &GpuBuffer, shape: &ConvShape) -> Result<GpuBuffer> {
+    let len = shape.columns_len();
+    super::check_indexable("im2col", len, 1)?;
+    let cols = ctx.alloc(len as u64 * 4)?;
+    ctx.launch(&spec("im2col"), bytemuck::bytes_of(&shape.params()), &[x, &cols], ctx.linear_grid(len, 256)?)?;
+    Ok(cols)
+}
+
+/// The input-shaped sum of a column matrix: the adjoint of [`im2col`].
+pub fn col2im(ctx: &GpuContext, cols: &GpuBuffer, shape: &ConvShape) -> Result<GpuBuffer> {
+    let len = shape.batch * shape.channels * shape.height * shape.width;
+    super::check_indexable("col2im", len.max(shape.columns_len()), 1)?;
+    let x = ctx.alloc(len as u64 * 4)?;
+    ctx.launch(&spec("col2im"), bytemuck::bytes_of(&shape.params()), &[cols, &x], ctx.linear_grid(len, 256)?)?;
+    Ok(x)
+}
