@@ -1,7 +1,7 @@
-//! The layer ops (convolution, max pooling, …): GPU against the CPU reference over random shapes and
+//! The layer ops (convolution, max pooling, batch norm): GPU against the CPU reference over random shapes and
 //! parameters, CPU gradients against central differences, known values, bad input.
 
-use kiln_tensor::{Conv2d, Device, Pool2d, Tensor};
+use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Device, Pool2d, Tensor};
 use kiln_wgsl::testing::context_or_skip;
 use proptest::prelude::*;
 
@@ -232,4 +232,113 @@ fn conv_input_errors() {
     assert!(x.conv2d(&w, None, &Conv2d::default().stride(0)).is_err());
     let wrong_grad = Tensor::zeros(&[1, 3, 2, 2], &Device::Cpu).unwrap();
     assert!(wrong_grad.conv2d_backward(&x, &w, &conv, true).is_err());
+}
+
+/// A batch norm problem's tensors: input, weight, bias, running mean and var.
+fn batch_norm_inputs(shape: &[usize], seed: u64) -> [Tensor; 5] {
+    let c = shape[1];
+    [
+        Tensor::randn(shape, seed, &Device::Cpu).unwrap().mul_scalar(3.0).unwrap().add_scalar(1.0).unwrap(),
+        Tensor::randn(&[c], seed ^ 1, &Device::Cpu).unwrap(),
+        Tensor::randn(&[c], seed ^ 2, &Device::Cpu).unwrap(),
+        Tensor::randn(&[c], seed ^ 3, &Device::Cpu).unwrap(),
+        Tensor::rand(&[c], seed ^ 4, &Device::Cpu).unwrap().add_scalar(0.5).unwrap(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn batch_norm_matches(n in 1..5usize, c in 1..6usize, h in 1..8usize, w in 1..8usize, affine in any::<bool>(), seed in any::<u64>()) {
+        prop_assume!(n * h * w > 1);
+        let Some(gpu) = gpu("batch_norm_matches") else { return Ok(()) };
+        let config = BatchNormConfig::default();
+        let [x, weight, bias, mut rm, mut rv] = batch_norm_inputs(&[n, c, h, w], seed);
+        let on_gpu = |t: &Tensor| t.to(&gpu).unwrap();
+        let (xg, wg, bg, mut rmg, mut rvg) = (on_gpu(&x), on_gpu(&weight), on_gpu(&bias), on_gpu(&rm), on_gpu(&rv));
+        let (w_opt, b_opt) = (affine.then_some(&weight), affine.then_some(&bias));
+        let (wg_opt, bg_opt) = (affine.then_some(&wg), affine.then_some(&bg));
+        let (y, saved) = x.batch_norm2d_train(w_opt, b_opt, &mut rm, &mut rv, &config).unwrap();
+        let (yg, saved_g) = xg.batch_norm2d_train(wg_opt, bg_opt, &mut rmg, &mut rvg, &config).unwrap();
+        let count = (n * h * w) as f32;
+        let tolerance = 1e-5 * count.sqrt() * 8.0;
+        prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+        prop_assert!(close(&rmg.to_vec().unwrap(), &rm.to_vec().unwrap(), tolerance));
+        prop_assert!(close(&rvg.to_vec().unwrap(), &rv.to_vec().unwrap(), tolerance));
+        let dy = Tensor::randn(x.shape(), seed ^ 5, &Device::Cpu).unwrap();
+        let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &saved, true).unwrap();
+        let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &saved_g, true).unwrap();
+        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance * 4.0));
+        if affine {
+            prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
+            prop_assert!(close(&grads_g.bias.unwrap().to_vec().unwrap(), &grads.bias.unwrap().to_vec().unwrap(), tolerance));
+        }
+        let eval = x.batch_norm2d_eval(w_opt, b_opt, &rm, &rv, &config).unwrap();
+        let eval_g = xg.batch_norm2d_eval(wg_opt, bg_opt, &rmg, &rvg, &config).unwrap();
+        prop_assert!(close(&eval_g.to_vec().unwrap(), &eval.to_vec().unwrap(), tolerance));
+    }
+}
+
+#[test]
+fn batch_norm_known_values_and_running_statistics() {
+    // Channel 0 holds 1, 3 (mean 2, biased var 1); channel 1 holds 10, 10 (var 0).
+    let x = Tensor::from_vec(vec![1.0, 10.0, 3.0, 10.0], &[2, 2, 1, 1], &Device::Cpu).unwrap();
+    let (mut rm, mut rv) = (Tensor::zeros(&[2], &Device::Cpu).unwrap(), Tensor::ones(&[2], &Device::Cpu).unwrap());
+    let config = BatchNormConfig { momentum: 0.1, eps: 0.0 };
+    let (y, saved) =
+        x.batch_norm2d_train(None, None, &mut rm, &mut rv, &BatchNormConfig { eps: 1e-5, ..config }).unwrap();
+    let y = y.to_vec().unwrap();
+    assert!((y[0] + 1.0).abs() < 1e-4 && (y[2] - 1.0).abs() < 1e-4 && y[1] == 0.0 && y[3] == 0.0, "{y:?}");
+    assert_eq!(saved.mean.to_vec().unwrap(), vec![2.0, 10.0]);
+    // running_mean = 0.9·0 + 0.1·mean; running_var = 0.9·1 + 0.1·unbiased var (2 and 0).
+    assert!(close(&rm.to_vec().unwrap(), &[0.2, 1.0], 1e-6));
+    assert!(close(&rv.to_vec().unwrap(), &[1.1, 0.9], 1e-6));
+    let eval = x.batch_norm2d_eval(None, None, &rm, &rv, &config).unwrap().to_vec().unwrap();
+    assert!((eval[0] - (1.0 - 0.2) / 1.1f32.sqrt()).abs() < 1e-6);
+}
+
+#[test]
+fn batch_norm_gradients_match_central_differences() {
+    let config = BatchNormConfig::default();
+    let [x, weight, bias, rm, rv] = batch_norm_inputs(&[3, 2, 2, 3], 7);
+    let r = Tensor::randn(x.shape(), 8, &Device::Cpu).unwrap();
+    let train = |x: &Tensor, w: &Tensor, b: &Tensor| {
+        let (mut rm, mut rv) = (rm.clone(), rv.clone());
+        x.batch_norm2d_train(Some(w), Some(b), &mut rm, &mut rv, &config).unwrap().0
+    };
+    let (_, saved) =
+        x.batch_norm2d_train(Some(&weight), Some(&bias), &mut rm.clone(), &mut rv.clone(), &config).unwrap();
+    let grads = r.batch_norm2d_backward(&x, Some(&weight), true, &saved, true).unwrap();
+    assert!(close(&grads.input.to_vec().unwrap(), &numerical_grad(&x, &r, |t| train(t, &weight, &bias)), 2e-2));
+    assert!(close(
+        &grads.weight.unwrap().to_vec().unwrap(),
+        &numerical_grad(&weight, &r, |t| train(&x, t, &bias)),
+        2e-2
+    ));
+    assert!(close(&grads.bias.unwrap().to_vec().unwrap(), &numerical_grad(&bias, &r, |t| train(&x, &weight, t)), 2e-2));
+    // Evaluation mode is affine in the input.
+    let eval = |t: &Tensor| t.batch_norm2d_eval(Some(&weight), Some(&bias), &rm, &rv, &config).unwrap();
+    let saved = BatchNormSaved::from_running(&rm, &rv, &config).unwrap();
+    let grads = r.batch_norm2d_backward(&x, Some(&weight), true, &saved, false).unwrap();
+    assert!(close(&grads.input.to_vec().unwrap(), &numerical_grad(&x, &r, eval), 2e-2));
+}
+
+#[test]
+fn batch_norm_input_errors() {
+    let config = BatchNormConfig::default();
+    let (mut rm, mut rv) = (Tensor::zeros(&[2], &Device::Cpu).unwrap(), Tensor::ones(&[2], &Device::Cpu).unwrap());
+    let one_value = Tensor::zeros(&[1, 2, 1, 1], &Device::Cpu).unwrap();
+    assert!(
+        one_value
+            .batch_norm2d_train(None, None, &mut rm, &mut rv, &config)
+            .unwrap_err()
+            .to_string()
+            .contains("more than one value")
+    );
+    let x = Tensor::zeros(&[2, 3, 2, 2], &Device::Cpu).unwrap();
+    assert!(
+        x.batch_norm2d_train(None, None, &mut rm, &mut rv, &config).unwrap_err().to_string().contains("must be [C]")
+    );
+    assert!(Tensor::zeros(&[2, 2], &Device::Cpu).unwrap().batch_norm2d_eval(None, None, &rm, &rv, &config).is_err());
 }

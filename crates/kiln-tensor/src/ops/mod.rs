@@ -2,6 +2,7 @@
 //! the ndarray path on the CPU or records a kiln-wgsl kernel on the GPU. The CPU path is the
 //! reference the GPU one is tested against.
 
+mod batch_norm;
 mod conv;
 mod convert;
 mod dropout;
@@ -15,6 +16,7 @@ mod pool;
 mod reduce;
 mod softmax;
 
+pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
 pub use conv::{Conv2d, Conv2dGrads};
 pub use loss::Reduction;
 pub use optimizer::{AdamConfig, SgdConfig};
