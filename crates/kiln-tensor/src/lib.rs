@@ -24,6 +24,7 @@ mod tensor;
 pub use device::Device;
 pub use error::{Result, TensorError};
 pub use ops::{
-    AdamConfig, BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Conv2dGrads, Pool2d, Reduction, SgdConfig,
+    AdamConfig, BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Conv2dGrads, LinearGrads, Pool2d, Reduction,
+    SgdConfig,
 };
 pub use tensor::{DType, Tensor};

@@ -1,4 +1,4 @@
-//! The layer ops (convolution, max pooling, batch norm): GPU against the CPU reference over random shapes and
+//! The layer ops (linear, convolution, max pooling, batch norm): GPU against the CPU reference over random shapes and
 //! parameters, CPU gradients against central differences, known values, bad input.
 
 use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Device, Pool2d, Tensor};
@@ -341,4 +341,60 @@ fn batch_norm_input_errors() {
         x.batch_norm2d_train(None, None, &mut rm, &mut rv, &config).unwrap_err().to_string().contains("must be [C]")
     );
     assert!(Tensor::zeros(&[2, 2], &Device::Cpu).unwrap().batch_norm2d_eval(None, None, &rm, &rv, &config).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn linear_matches(batch in 1..40usize, inputs in 1..70usize, outputs in 1..30usize, with_bias in any::<bool>(), seed in any::<u64>()) {
+        let Some(gpu) = gpu("linear_matches") else { return Ok(()) };
+        let x = Tensor::randn(&[batch, inputs], seed, &Device::Cpu).unwrap();
+        let w = Tensor::randn(&[outputs, inputs], seed ^ 1, &Device::Cpu).unwrap();
+        let b = Tensor::randn(&[outputs], seed ^ 2, &Device::Cpu).unwrap();
+        let bias = with_bias.then_some(&b);
+        let y = x.linear(&w, bias).unwrap();
+        let (xg, wg, bg) = (x.to(&gpu).unwrap(), w.to(&gpu).unwrap(), b.to(&gpu).unwrap());
+        let yg = xg.linear(&wg, with_bias.then_some(&bg)).unwrap();
+        let tolerance = 1e-5 * (inputs.max(batch) as f32).sqrt() * 4.0;
+        prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+        let dy = Tensor::randn(y.shape(), seed ^ 3, &Device::Cpu).unwrap();
+        let grads = dy.linear_backward(&x, &w, with_bias).unwrap();
+        let grads_g = dy.to(&gpu).unwrap().linear_backward(&xg, &wg, with_bias).unwrap();
+        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance));
+        prop_assert!(close(&grads_g.weight.to_vec().unwrap(), &grads.weight.to_vec().unwrap(), tolerance));
+        prop_assert_eq!(grads.bias.is_some(), with_bias);
+    }
+}
+
+#[test]
+fn linear_gradients_match_central_differences() {
+    let x = Tensor::randn(&[4, 5], 1, &Device::Cpu).unwrap();
+    let w = Tensor::randn(&[3, 5], 2, &Device::Cpu).unwrap();
+    let b = Tensor::randn(&[3], 3, &Device::Cpu).unwrap();
+    let r = Tensor::randn(&[4, 3], 4, &Device::Cpu).unwrap();
+    let grads = r.linear_backward(&x, &w, true).unwrap();
+    assert!(close(&grads.input.to_vec().unwrap(), &numerical_grad(&x, &r, |t| t.linear(&w, Some(&b)).unwrap()), 1e-2));
+    assert!(close(&grads.weight.to_vec().unwrap(), &numerical_grad(&w, &r, |t| x.linear(t, Some(&b)).unwrap()), 1e-2));
+    assert!(close(
+        &grads.bias.unwrap().to_vec().unwrap(),
+        &numerical_grad(&b, &r, |t| x.linear(&w, Some(t)).unwrap()),
+        1e-2
+    ));
+}
+
+#[test]
+fn linear_and_flatten_input_errors() {
+    let x = Tensor::zeros(&[4, 5], &Device::Cpu).unwrap();
+    assert!(x.linear(&Tensor::zeros(&[3, 4], &Device::Cpu).unwrap(), None).is_err());
+    assert!(
+        x.linear(&Tensor::zeros(&[3, 5], &Device::Cpu).unwrap(), Some(&Tensor::zeros(&[4], &Device::Cpu).unwrap()))
+            .is_err()
+    );
+    let grad = Tensor::zeros(&[4, 2], &Device::Cpu).unwrap();
+    assert!(grad.linear_backward(&x, &Tensor::zeros(&[3, 5], &Device::Cpu).unwrap(), true).is_err());
+    let images = Tensor::zeros(&[2, 75, 3, 3], &Device::Cpu).unwrap();
+    assert_eq!(images.flatten(1).unwrap().shape(), &[2, 675]);
+    assert_eq!(images.flatten(0).unwrap().shape(), &[1350]);
+    assert!(images.flatten(4).is_err());
 }

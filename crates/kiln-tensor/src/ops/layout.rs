@@ -70,6 +70,15 @@ impl Tensor {
         self.permute(&dims)
     }
 
+    /// The axes from `start` on merged into one, as `torch.flatten(x, start)`; never copies.
+    pub fn flatten(&self, start: usize) -> Result<Tensor> {
+        if start >= self.rank().max(1) {
+            return Err(TensorError::InvalidAxis { op: "flatten", axis: start as isize, rank: self.rank() });
+        }
+        let shape = [&self.shape[..start], &[self.shape[start..].iter().product()]].concat();
+        self.reshape(&shape)
+    }
+
     /// The transpose of a matrix.
     pub fn t(&self) -> Result<Tensor> {
         if self.rank() != 2 {

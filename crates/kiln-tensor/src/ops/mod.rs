@@ -9,6 +9,7 @@ mod dropout;
 mod elementwise;
 mod indexing;
 mod layout;
+mod linear;
 mod loss;
 mod matmul;
 mod optimizer;
@@ -18,6 +19,7 @@ mod softmax;
 
 pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
 pub use conv::{Conv2d, Conv2dGrads};
+pub use linear::LinearGrads;
 pub use loss::Reduction;
 pub use optimizer::{AdamConfig, SgdConfig};
 pub use pool::Pool2d;
