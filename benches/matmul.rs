@@ -3,7 +3,9 @@
 //!
 //! `cargo bench --bench matmul -- gpu` (or `cpu`, or a shape such as `512x512x512`).
 
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kiln::{Device, Tensor};
@@ -31,23 +33,11 @@ fn check_against_cpu(gpu: &Device, m: usize, n: usize, k: usize, trans_b: bool) 
     let want = a.matmul_t(&b, false, trans_b).unwrap().to_vec().unwrap();
     let (ag, bg) = (a.to(gpu).unwrap(), b.to(gpu).unwrap());
     let got = ag.matmul_t(&bg, false, trans_b).unwrap().to_vec().unwrap();
-    let tolerance = 1e-4 * (k as f32).sqrt();
-    for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "GPU matmul disagrees with the CPU: {g} vs {w}");
-    }
+    support::check_close("matmul", &got, &want, 1e-4 * (k as f32).sqrt());
 }
 
 fn bench_matmul(c: &mut Criterion) {
-    let gpu = match Device::gpu() {
-        Ok(device) => Some(device),
-        Err(e) => {
-            eprintln!("matmul bench: no GPU ({e}); timing the CPU only");
-            None
-        }
-    };
-    if let Some(Device::Gpu(ctx)) = &gpu {
-        eprintln!("matmul bench: GPU adapter {}", ctx.adapter());
-    }
+    let gpu = support::gpu("matmul bench");
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (label, m, n, k, trans_b) in SHAPES {
@@ -59,19 +49,12 @@ fn bench_matmul(c: &mut Criterion) {
             bench.iter(|| a.matmul_t(&b, false, trans_b).unwrap());
         });
 
-        let Some(device @ Device::Gpu(ctx)) = &gpu else { continue };
+        let Some((device, ctx)) = &gpu else { continue };
         check_against_cpu(device, m, n, k, trans_b);
         let (a, b) = operands(m, n, k, trans_b, device);
         group.bench_function(BenchmarkId::new("gpu", &id), |bench| {
-            // Launches are queued; the clock stops only when the GPU has finished them.
             bench.iter_custom(|iterations| {
-                ctx.sync().unwrap();
-                let start = Instant::now();
-                for _ in 0..iterations {
-                    drop(a.matmul_t(&b, false, trans_b).unwrap());
-                }
-                ctx.sync().unwrap();
-                start.elapsed()
+                support::time_on_gpu(ctx, iterations, || drop(a.matmul_t(&b, false, trans_b).unwrap()))
             });
         });
     }

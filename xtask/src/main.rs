@@ -41,7 +41,7 @@ fn adapter() -> ExitCode {
 
 fn bench(filter: &[String]) -> ExitCode {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo).args(["bench", "-p", "kiln", "--bench", "matmul", "--"]).args(filter).status();
+    let status = Command::new(cargo).args(["bench", "-p", "kiln", "--benches", "--"]).args(filter).status();
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,

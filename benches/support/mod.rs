@@ -1,0 +1,43 @@
+//! What the criterion benches share: finding the GPU, and timing GPU work to completion.
+
+use std::time::{Duration, Instant};
+
+use kiln::Device;
+use kiln::wgsl::GpuContext;
+
+/// The GPU device, or `None` after a notice (the bench then times the CPU only).
+pub fn gpu(bench: &str) -> Option<(Device, GpuContext)> {
+    match Device::gpu() {
+        Ok(device @ Device::Gpu(_)) => {
+            let Device::Gpu(ctx) = &device else { unreachable!() };
+            eprintln!("{bench}: GPU adapter {}", ctx.adapter());
+            let ctx = ctx.clone();
+            Some((device, ctx))
+        }
+        Ok(Device::Cpu) => None,
+        Err(e) => {
+            eprintln!("{bench}: no GPU ({e}); timing the CPU only");
+            None
+        }
+    }
+}
+
+/// Runs `work` `iterations` times and returns the time until the GPU has finished all of it:
+/// launches are only queued, so timing them alone would measure recording, not execution.
+pub fn time_on_gpu(ctx: &GpuContext, iterations: u64, mut work: impl FnMut()) -> Duration {
+    ctx.sync().expect("GPU idle before timing");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        work();
+    }
+    ctx.sync().expect("GPU finished");
+    start.elapsed()
+}
+
+/// Panics unless `got` equals the CPU reference `want` within `tolerance` (relative).
+pub fn check_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{what}: GPU {g} disagrees with CPU {w}");
+    }
+}
