@@ -2,6 +2,7 @@
 //! backward. im2col/col2im are the device-specific parts; the products are `matmul`.
 
 use kiln_wgsl::kernels::conv::{ConvShape, col2im, im2col};
+use rayon::prelude::*;
 
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -81,13 +82,14 @@ fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) ->
     Ok(shape)
 }
 
-/// The CPU reference of im2col: `[N, C·KH·KW, OH·OW]`.
+/// The CPU reference of im2col: `[N, C·KH·KW, OH·OW]`, images in parallel.
 fn cpu_im2col(x: &[f32], s: &ConvShape) -> Vec<f32> {
     let [oh_n, ow_n] = s.output().expect("checked");
-    let mut cols = Vec::with_capacity(s.batch * s.patch_len() * oh_n * ow_n);
-    for n in 0..s.batch {
-        for c in 0..s.channels {
-            let plane = &x[(n * s.channels + c) * s.height * s.width..][..s.height * s.width];
+    let image_len = s.channels * s.height * s.width;
+    let mut cols = vec![0.0f32; s.batch * s.patch_len() * oh_n * ow_n];
+    cols.par_chunks_mut(s.patch_len() * oh_n * ow_n).zip(x.par_chunks(image_len)).for_each(|(cols, image)| {
+        let mut out = cols.iter_mut();
+        for plane in image.chunks(s.height * s.width) {
             for kh in 0..s.kernel[0] {
                 for kw in 0..s.kernel[1] {
                     for oh in 0..oh_n {
@@ -97,43 +99,46 @@ fn cpu_im2col(x: &[f32], s: &ConvShape) -> Vec<f32> {
                             let w = (ow * s.stride[1] + kw * s.dilation[1])
                                 .checked_sub(s.padding[1])
                                 .filter(|&w| w < s.width);
-                            cols.push(match (h, w) {
+                            *out.next().expect("sized") = match (h, w) {
                                 (Some(h), Some(w)) => plane[h * s.width + w],
                                 _ => 0.0,
-                            });
+                            };
                         }
                     }
                 }
             }
         }
-    }
+    });
     cols
 }
 
 /// The CPU reference of col2im: every column entry added back where im2col copied it from,
-/// visiting them in the order the GPU's gather does, so the sums round alike.
+/// visiting them in the order the GPU's gather does, so the sums round alike. Images in
+/// parallel.
 fn cpu_col2im(cols: &[f32], s: &ConvShape) -> Vec<f32> {
     let [oh_n, ow_n] = s.output().expect("checked");
     let spatial = oh_n * ow_n;
-    let mut x = vec![0.0f32; s.batch * s.channels * s.height * s.width];
-    for (i, out) in x.iter_mut().enumerate() {
-        let (w, h) = (i % s.width, (i / s.width) % s.height);
-        let (c, n) = ((i / (s.width * s.height)) % s.channels, i / (s.width * s.height * s.channels));
+    let image_len = s.channels * s.height * s.width;
+    let mut x = vec![0.0f32; s.batch * image_len];
+    x.par_chunks_mut(image_len).zip(cols.par_chunks(s.patch_len() * spatial)).for_each(|(image, cols)| {
         let source = |pos: usize, k: usize, d: usize| {
             (pos + s.padding[d])
                 .checked_sub(k * s.dilation[d])
                 .filter(|&v| v % s.stride[d] == 0 && v / s.stride[d] < [oh_n, ow_n][d])
                 .map(|v| v / s.stride[d])
         };
-        for kh in 0..s.kernel[0] {
-            let Some(oh) = source(h, kh, 0) else { continue };
-            for kw in 0..s.kernel[1] {
-                let Some(ow) = source(w, kw, 1) else { continue };
-                let row = (c * s.kernel[0] + kh) * s.kernel[1] + kw;
-                *out += cols[(n * s.patch_len() + row) * spatial + oh * ow_n + ow];
+        for (i, out) in image.iter_mut().enumerate() {
+            let (w, h, c) = (i % s.width, (i / s.width) % s.height, i / (s.width * s.height));
+            for kh in 0..s.kernel[0] {
+                let Some(oh) = source(h, kh, 0) else { continue };
+                for kw in 0..s.kernel[1] {
+                    let Some(ow) = source(w, kw, 1) else { continue };
+                    let row = (c * s.kernel[0] + kh) * s.kernel[1] + kw;
+                    *out += cols[row * spatial + oh * ow_n + ow];
+                }
             }
         }
-    }
+    });
     x
 }
 

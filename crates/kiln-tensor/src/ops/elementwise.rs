@@ -4,16 +4,26 @@ use kiln_wgsl::kernels::binary::{BinaryOp, binary};
 use kiln_wgsl::kernels::unary::{UnaryOp, unary};
 use ndarray::{IxDyn, Zip};
 
+use rayon::prelude::*;
+
 use super::{into_row_major, view};
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{DType, Device, Result, Tensor};
+
+/// Elementwise work on fewer elements stays on one thread; past this it is split across
+/// cores (measured on the ASL CNN's conv + bias shapes with benches/layers.rs).
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 impl Tensor {
     fn map(&self, name: &'static str, op: UnaryOp, scalar: f32) -> Result<Tensor> {
         self.expect_dtype(name, DType::F32)?;
         match &self.device {
             Device::Cpu => {
-                let values = self.cpu_values().iter().map(|&x| op.apply(x, scalar)).collect();
+                let values = if self.len() >= PARALLEL_MIN_ELEMENTS {
+                    self.cpu_values().par_iter().map(|&x| op.apply(x, scalar)).collect()
+                } else {
+                    self.cpu_values().iter().map(|&x| op.apply(x, scalar)).collect()
+                };
                 Ok(Tensor::cpu_f32(values, self.shape.clone()))
             }
             Device::Gpu(ctx) => {
@@ -94,7 +104,12 @@ impl Tensor {
                 let b = view(other.cpu_values(), &other.shape);
                 let (a, b) =
                     (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
-                let out = Zip::from(&a).and(&b).map_collect(|&x, &y| op.apply(x, y));
+                let zip = Zip::from(&a).and(&b);
+                let out = if shape.iter().product::<usize>() >= PARALLEL_MIN_ELEMENTS {
+                    zip.par_map_collect(|&x, &y| op.apply(x, y))
+                } else {
+                    zip.map_collect(|&x, &y| op.apply(x, y))
+                };
                 Ok(Tensor::cpu_f32(into_row_major(out), shape))
             }
             Device::Gpu(ctx) => {

@@ -1,8 +1,7 @@
 //! Matrix products, batched over leading dimensions.
 
 use kiln_wgsl::kernels::matmul::{MatmulShape, matmul};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
 
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -62,25 +61,60 @@ impl Tensor {
     }
 }
 
-fn matrix(data: &[f32], offset: usize, rows: usize, cols: usize, transposed: bool) -> ArrayView2<'_, f32> {
-    let slice = &data[offset..offset + rows * cols];
-    if transposed {
-        ArrayView2::from_shape((cols, rows), slice).expect("sized above").reversed_axes()
-    } else {
-        ArrayView2::from_shape((rows, cols), slice).expect("sized above")
-    }
-}
+/// Products smaller than this many multiply-adds run on one thread: below it, handing work
+/// to other cores costs more than it saves (measured with benches/matmul.rs).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
 
+/// C = op(A)·op(B) for every batch entry, with the `gemm` crate's kernels. Operands are
+/// addressed through strides, so a transposed operand is read in place. Large products
+/// split across cores inside `gemm`; a batch of small ones (a convolution's images) splits
+/// across cores by batch entry.
 fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
     let mut c = vec![0.0f32; s.batch * s.m * s.n];
     if s.m * s.n == 0 {
         return c;
     }
-    for (i, out) in c.chunks_mut(s.m * s.n).enumerate() {
-        let a = matrix(a, i * s.a_batch_stride, s.m, s.k, s.trans_a);
-        let b = matrix(b, i * s.b_batch_stride, s.k, s.n, s.trans_b);
-        let mut out = ArrayViewMut2::from_shape((s.m, s.n), out).expect("sized above");
-        general_mat_mul(1.0, &a, &b, 0.0, &mut out);
+    let product = |(i, out): (usize, &mut [f32]), parallelism| {
+        gemm_into(out, &a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..], &s, parallelism)
+    };
+    if s.m * s.n * s.k >= PARALLEL_MIN_MACS {
+        c.chunks_mut(s.m * s.n).enumerate().for_each(|entry| product(entry, gemm::Parallelism::Rayon(0)));
+    } else {
+        c.par_chunks_mut(s.m * s.n).enumerate().for_each(|entry| product(entry, gemm::Parallelism::None));
     }
     c
+}
+
+/// One product op(A)·op(B) into `out` (m × n), A and B starting at their batch entry.
+fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], s: &MatmulShape, parallelism: gemm::Parallelism) {
+    // (row stride, column stride) of op(A) [m × k] and op(B) [k × n] as stored.
+    let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
+    let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
+    assert!(a.len() >= s.m * s.k && b.len() >= s.k * s.n && out.len() == s.m * s.n, "operands sized by the caller");
+    // SAFETY: with the strides above, op(A) reaches at most element (m−1)·a_rs + (k−1)·a_cs
+    // < m·k of `a`, op(B) below k·n of `b`, and the output writes m·n elements of `out`,
+    // all within the slices as the assertion checks.
+    unsafe {
+        gemm::gemm(
+            s.m,
+            s.n,
+            s.k,
+            out.as_mut_ptr(),
+            1,
+            s.n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
