@@ -3,6 +3,7 @@
 //! This facade re-exports the layered crates so an application can depend on `kiln` alone:
 //! [`Tensor`] and [`Device`] from kiln-tensor, and the GPU runtime as [`wgsl`].
 
+pub use kiln_autograd as autograd;
 pub use kiln_data as data;
 pub use kiln_tensor::*;
 pub use kiln_wgsl as wgsl;

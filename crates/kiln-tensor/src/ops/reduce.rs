@@ -73,6 +73,32 @@ impl Tensor {
         self.reduce_axis("argmax", ReduceOp::Argmax, axis, keepdim)
     }
 
+    /// Sums a broadcast result back to `shape` (which must broadcast to this tensor's shape):
+    /// the gradient of an operand that an elementwise op broadcast.
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        let extra = self.rank().checked_sub(shape.len()).filter(|_| {
+            shape.iter().zip(&self.shape[self.rank() - shape.len().min(self.rank())..]).all(|(&s, &t)| s == t || s == 1)
+        });
+        let Some(extra) = extra else {
+            return Err(TensorError::ShapeMismatch {
+                op: "sum_to",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+                why: "the target does not broadcast to this shape",
+            });
+        };
+        let mut out = self.clone();
+        for _ in 0..extra {
+            out = out.sum(0, false)?;
+        }
+        for (axis, &size) in shape.iter().enumerate() {
+            if size == 1 && out.shape[axis] != 1 {
+                out = out.sum(axis as isize, true)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Sum of every element, as a rank-0 tensor on the same device.
     pub fn sum_all(&self) -> Result<Tensor> {
         self.reshape(&[self.len()])?.sum(0, false)

@@ -1,0 +1,195 @@
+//! `Var`: a tensor in a differentiable computation, and reverse-mode `backward`.
+//!
+//! Each result of a recorded op keeps its inputs and a closure that maps the gradient of
+//! the result to the gradients of the inputs. `backward` orders the nodes reachable from the
+//! loss into a tape (reverse topological order), runs the closures along it once, and takes
+//! them out of the graph as it goes, so the graph's memory is freed by the time it returns.
+//! Leaves that require gradients accumulate them in `grad()` until `zero_grad()`, as
+//! PyTorch's `.grad`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kiln_tensor::Tensor;
+
+use crate::{AutogradError, Result, grad_mode};
+
+/// Maps the gradient of an op's output to one optional gradient per input.
+pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send>;
+
+enum Origin {
+    /// Made by the user: a constant, or a parameter whose gradient accumulates.
+    Leaf,
+    /// The output of a recorded op, not yet differentiated.
+    Op { inputs: Vec<Var>, backward: BackwardFn },
+    /// The output of a recorded op whose backward pass already ran.
+    Consumed,
+}
+
+struct Node {
+    id: u64,
+    value: Tensor,
+    requires_grad: bool,
+    grad: Mutex<Option<Tensor>>,
+    origin: Mutex<Origin>,
+}
+
+/// A tensor that takes part in differentiation. Cloning shares the node.
+#[derive(Clone)]
+pub struct Var(Arc<Node>);
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Var {
+    fn leaf(value: Tensor, requires_grad: bool) -> Var {
+        Var(Arc::new(Node {
+            id: next_id(),
+            value,
+            requires_grad,
+            grad: Mutex::new(None),
+            origin: Mutex::new(Origin::Leaf),
+        }))
+    }
+
+    /// A value gradients do not flow into (inputs, labels).
+    pub fn constant(value: Tensor) -> Var {
+        Var::leaf(value, false)
+    }
+
+    /// A leaf whose gradient `backward` computes and accumulates (a parameter).
+    pub fn parameter(value: Tensor) -> Var {
+        Var::leaf(value, true)
+    }
+
+    /// The result of an op on `inputs`: recorded with its `backward` when gradients are
+    /// enabled and some input requires them, otherwise a plain constant.
+    pub(crate) fn record(
+        value: Tensor,
+        inputs: &[&Var],
+        backward: impl FnOnce(&Tensor) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Var {
+        if !grad_mode::is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
+            return Var::constant(value);
+        }
+        Var(Arc::new(Node {
+            id: next_id(),
+            value,
+            requires_grad: true,
+            grad: Mutex::new(None),
+            origin: Mutex::new(Origin::Op {
+                inputs: inputs.iter().map(|&v| v.clone()).collect(),
+                backward: Box::new(backward),
+            }),
+        }))
+    }
+
+    pub fn value(&self) -> &Tensor {
+        &self.0.value
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// True for values made by the user rather than by a recorded op.
+    pub fn is_leaf(&self) -> bool {
+        matches!(*self.0.origin.lock().expect("graph lock"), Origin::Leaf)
+    }
+
+    /// The gradient accumulated in this leaf by `backward`, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().expect("grad lock").clone()
+    }
+
+    /// Forgets the accumulated gradient, as `optimizer.zero_grad()` does.
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().expect("grad lock") = None;
+    }
+
+    /// The same value, cut off from the graph: nothing flows back through it.
+    pub fn detach(&self) -> Var {
+        Var::constant(self.0.value.clone())
+    }
+
+    /// Computes the gradient of this scalar with respect to every leaf that requires one and
+    /// adds it to that leaf's `grad()`. The graph is consumed: a second `backward` through
+    /// the same ops is an error, as in PyTorch.
+    pub fn backward(&self) -> Result<()> {
+        if self.value().len() != 1 {
+            return Err(AutogradError::NotScalar(self.value().shape().to_vec()));
+        }
+        if !self.requires_grad() {
+            return Err(AutogradError::NoGradient);
+        }
+        let seed = kiln_tensor::Tensor::ones(self.value().shape(), self.value().device())?;
+        let mut pending: HashMap<u64, Tensor> = HashMap::from([(self.0.id, seed)]);
+        for node in self.tape()? {
+            let Some(grad) = pending.remove(&node.0.id) else { continue };
+            let mut origin = node.0.origin.lock().expect("graph lock");
+            if matches!(*origin, Origin::Leaf) {
+                drop(origin);
+                let mut slot = node.0.grad.lock().expect("grad lock");
+                *slot = Some(match slot.take() {
+                    Some(sum) => sum.add(&grad)?,
+                    None => grad,
+                });
+                continue;
+            }
+            // Taking the closure out frees this part of the graph as the pass goes.
+            let taken = std::mem::replace(&mut *origin, Origin::Consumed);
+            drop(origin);
+            match taken {
+                Origin::Op { inputs, backward } => {
+                    let grads = backward(&grad)?;
+                    for (input, grad) in inputs.iter().zip(grads) {
+                        let Some(grad) = grad.filter(|_| input.requires_grad()) else { continue };
+                        let sum = match pending.remove(&input.0.id) {
+                            Some(sum) => sum.add(&grad)?,
+                            None => grad,
+                        };
+                        pending.insert(input.0.id, sum);
+                    }
+                }
+                Origin::Leaf | Origin::Consumed => return Err(AutogradError::GraphConsumed),
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes that need gradients, reachable from this one, each after every node that
+    /// uses it (reverse topological order), found without recursion.
+    fn tape(&self) -> Result<Vec<Var>> {
+        let mut order = Vec::new();
+        let mut visited = std::collections::HashSet::new();
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                order.push(node);
+                continue;
+            }
+            if !visited.insert(node.0.id) {
+                continue;
+            }
+            stack.push((node.clone(), true));
+            match &*node.0.origin.lock().expect("graph lock") {
+                Origin::Op { inputs, .. } => {
+                    stack.extend(inputs.iter().filter(|v| v.requires_grad()).map(|v| (v.clone(), false)));
+                }
+                Origin::Consumed => return Err(AutogradError::GraphConsumed),
+                Origin::Leaf => {}
+            }
+        }
+        order.reverse();
+        Ok(order)
+    }
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var({:?}, requires_grad: {})", self.0.value, self.0.requires_grad)
+    }
+}

@@ -1,0 +1,155 @@
+//! Gradients from `backward` against central differences (composite expressions and a small
+//! CNN with every layer type), the same gradients on the GPU as on the CPU, and the rules:
+//! accumulation, zero_grad, detach, no_grad, a consumed graph, a non-scalar loss.
+
+use kiln_autograd::{AutogradError, Var, no_grad};
+use kiln_tensor::{BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
+use kiln_wgsl::testing::context_or_skip;
+
+fn close(a: &[f32], b: &[f32], tolerance: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance * y.abs().max(1.0))
+}
+
+/// Central differences of `loss` with respect to element `i` of parameter `which`.
+fn numerical(params: &[Tensor], which: usize, i: usize, loss: &impl Fn(&[Tensor]) -> f32) -> f32 {
+    let h = 1e-2f32;
+    let shifted = |delta: f32| {
+        let mut values = params[which].to_vec().unwrap();
+        values[i] += delta;
+        let mut moved = params.to_vec();
+        moved[which] = Tensor::from_vec(values, params[which].shape(), &Device::Cpu).unwrap();
+        loss(&moved) as f64
+    };
+    ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32
+}
+
+/// Checks `backward` against central differences for every parameter, at up to 12
+/// elements of each.
+fn check_gradients(params: &[Tensor], forward: impl Fn(&[Var]) -> Var) {
+    let vars: Vec<Var> = params.iter().cloned().map(Var::parameter).collect();
+    forward(&vars).backward().unwrap();
+    let loss = |values: &[Tensor]| {
+        no_grad(|| forward(&values.iter().cloned().map(Var::constant).collect::<Vec<_>>()).value().to_scalar().unwrap())
+    };
+    for (which, var) in vars.iter().enumerate() {
+        let grad = var.grad().expect("every parameter gets a gradient").to_vec().unwrap();
+        let step = (grad.len() / 12).max(1);
+        for i in (0..grad.len()).step_by(step) {
+            let numeric = numerical(params, which, i, &loss);
+            assert!(
+                (grad[i] - numeric).abs() <= 3e-3 + 2e-2 * numeric.abs(),
+                "parameter {which}[{i}]: {} vs {numeric}",
+                grad[i]
+            );
+        }
+    }
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, seed, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn composite_expressions() {
+    let x = Var::constant(randn(&[4, 3], 1));
+    let r = Var::constant(randn(&[4, 2], 2));
+    check_gradients(&[randn(&[3, 2], 3), randn(&[2], 4)], |p| {
+        // Σ relu(x·W + b) · r − 0.5·mean(W²), with the bias broadcast over rows.
+        let hidden = x.matmul(&p[0]).unwrap().add(&p[1]).unwrap().relu().unwrap();
+        let fit = hidden.mul(&r).unwrap().sum_all().unwrap();
+        fit.sub(&p[0].mul(&p[0]).unwrap().mean_all().unwrap().mul_scalar(0.5).unwrap()).unwrap()
+    });
+}
+
+/// The ASL CNN's layer types in miniature: conv → batch norm → ReLU → max pool → dropout →
+/// flatten → linear → cross-entropy.
+fn small_cnn(p: &[Var], x: &Var, labels: &Tensor, training: bool) -> Var {
+    let (mut mean, mut var) =
+        (Tensor::zeros(&[3], x.value().device()).unwrap(), Tensor::ones(&[3], x.value().device()).unwrap());
+    let config = BatchNormConfig::default();
+    let h = x.conv2d(&p[0], Some(&p[1]), &Conv2d::default().padding(1)).unwrap();
+    let h = h.batch_norm2d(Some(&p[2]), Some(&p[3]), &mut mean, &mut var, &config, training).unwrap();
+    let h = h.relu().unwrap().max_pool2d(&Pool2d::new(2)).unwrap().dropout(0.25, 9, training).unwrap();
+    let logits = h.flatten(1).unwrap().linear(&p[4], Some(&p[5])).unwrap();
+    logits.cross_entropy(labels, None, Reduction::Mean).unwrap()
+}
+
+fn cnn_params(device: &Device) -> Vec<Tensor> {
+    [vec![3, 2, 3, 3], vec![3], vec![3], vec![3], vec![4, 12], vec![4]]
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            Tensor::randn(shape, 10 + i as u64, &Device::Cpu).unwrap().mul_scalar(0.5).unwrap().to(device).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_cnn_in_training_and_evaluation() {
+    let x = Var::constant(randn(&[3, 2, 4, 4], 5));
+    let labels = Tensor::from_vec_i32(vec![0, 3, 1], &[3], &Device::Cpu).unwrap();
+    for training in [true, false] {
+        check_gradients(&cnn_params(&Device::Cpu), |p| small_cnn(p, &x, &labels, training));
+    }
+}
+
+#[test]
+fn the_gpu_gives_the_cpus_gradients() {
+    let Some(ctx) = context_or_skip("the_gpu_gives_the_cpus_gradients") else { return };
+    let gpu = Device::Gpu(ctx);
+    let grads = |device: &Device| {
+        let params: Vec<Var> = cnn_params(device).into_iter().map(Var::parameter).collect();
+        let x = Var::constant(randn(&[3, 2, 4, 4], 5).to(device).unwrap());
+        let labels = Tensor::from_vec_i32(vec![0, 3, 1], &[3], device).unwrap();
+        let loss = small_cnn(&params, &x, &labels, true);
+        loss.backward().unwrap();
+        let mut all = loss.value().to_vec().unwrap();
+        for p in &params {
+            all.extend(p.grad().unwrap().to_vec().unwrap());
+        }
+        all
+    };
+    assert!(close(&grads(&gpu), &grads(&Device::Cpu), 1e-4));
+}
+
+#[test]
+fn gradients_accumulate_until_zeroed() {
+    let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2], &Device::Cpu).unwrap());
+    let x = Var::constant(Tensor::from_vec(vec![3.0, 5.0], &[2], &Device::Cpu).unwrap());
+    for _ in 0..2 {
+        w.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    }
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![6.0, 10.0]);
+    w.zero_grad();
+    assert!(w.grad().is_none());
+    // A parameter used twice in one expression gets both contributions.
+    w.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![2.0, 4.0]);
+}
+
+#[test]
+fn detach_and_no_grad_stop_the_gradient() {
+    let w = Var::parameter(Tensor::ones(&[2], &Device::Cpu).unwrap());
+    let frozen = w.detach();
+    assert!(!frozen.requires_grad() && frozen.is_leaf());
+    let loss = w.mul(&frozen).unwrap().sum_all().unwrap();
+    loss.backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![1.0, 1.0], "only the tracked factor contributes");
+
+    let untracked = no_grad(|| w.mul(&w).unwrap().sum_all().unwrap());
+    assert!(!untracked.requires_grad() && untracked.is_leaf(), "nothing recorded under no_grad");
+    assert!(matches!(untracked.backward(), Err(AutogradError::NoGradient)));
+    assert!(kiln_autograd::is_grad_enabled(), "recording resumes after no_grad");
+}
+
+#[test]
+fn a_graph_is_differentiated_once() {
+    let w = Var::parameter(Tensor::ones(&[2], &Device::Cpu).unwrap());
+    let hidden = w.relu().unwrap();
+    let loss = hidden.sum_all().unwrap();
+    loss.backward().unwrap();
+    assert!(matches!(loss.backward(), Err(AutogradError::GraphConsumed)));
+    assert!(matches!(hidden.sum_all().unwrap().backward(), Err(AutogradError::GraphConsumed)));
+    let not_scalar = w.mul_scalar(2.0).unwrap();
+    assert!(matches!(not_scalar.backward(), Err(AutogradError::NotScalar(_))));
+}
