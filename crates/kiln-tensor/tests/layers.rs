@@ -102,7 +102,20 @@ fn max_pool_input_errors() {
 
 /// A convolution problem: input shape, weight shape, geometry, bias or not.
 fn conv_case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Conv2d, bool)> {
-    (1..3usize, 1..4usize, 1..10usize, 1..10usize, 1..5usize, 1..4usize, 1..3usize, 0..3usize, 1..3usize, any::<bool>())
+    // Output channels on both sides of the GPU's direct-kernel threshold (16).
+    let out_channels = prop_oneof![1..5usize, Just(16usize), Just(17), Just(25)];
+    (
+        1..3usize,
+        1..4usize,
+        1..10usize,
+        1..10usize,
+        out_channels,
+        1..4usize,
+        1..3usize,
+        0..3usize,
+        1..3usize,
+        any::<bool>(),
+    )
         .prop_filter_map("the kernel must fit", |(n, c, h, w, o, k, s, p, d, bias)| {
             let span = d * (k - 1) + 1;
             (h + 2 * p >= span && w + 2 * p >= span).then_some((

@@ -50,7 +50,8 @@ impl ConvShape {
             pad_w: u(self.padding[1]),
             dilation_h: u(self.dilation[0]),
             dilation_w: u(self.dilation[1]),
-            _pad: [0; 2],
+            out_channels: 0,
+            _pad: 0,
         }
     }
 
@@ -77,11 +78,39 @@ struct Params {
     pad_w: u32,
     dilation_h: u32,
     dilation_w: u32,
-    _pad: [u32; 2],
+    out_channels: u32,
+    _pad: u32,
 }
 
 fn spec(entry: &'static str) -> KernelSpec {
-    KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
+    KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]).constant("HAS_BIAS", false)
+}
+
+/// The convolution output `[batch, O, OH, OW]` computed directly, one invocation per output
+/// element: for inputs with few channels, where [`im2col`] would mostly copy.
+pub fn conv2d_direct(
+    ctx: &GpuContext,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    shape: &ConvShape,
+    out_channels: usize,
+) -> Result<GpuBuffer> {
+    let [oh, ow] = shape.output().expect("checked by the caller");
+    let len = shape.batch * out_channels * oh * ow;
+    super::check_indexable("conv2d_direct", len, 1)?;
+    let out = ctx.alloc(len as u64 * 4)?;
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "conv2d_direct",
+        &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::Read), Slot(4, Access::Read)],
+    )
+    .constant("HAS_BIAS", bias.is_some());
+    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    // Without a bias the weight stands in for the unused binding.
+    let buffers = [x, &out, weight, bias.unwrap_or(weight)];
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(len, 256)?)?;
+    Ok(out)
 }
 
 /// The column matrix `[batch, C·KH·KW, OH·OW]` of input `x`.

@@ -1,5 +1,7 @@
-// The two data movements around convolution as a matrix product (NCHW).
+// Convolution (NCHW): directly, and the two data movements around it as a matrix product.
 //
+// conv2d_direct: one invocation per output element sums its C·KH·KW window; for few input
+//   channels, where a column matrix would be mostly copying.
 // im2col: cols[n, (c, kh, kw), (oh, ow)] = x[n, c, oh·s − p + kh·d, ow·s − p + kw·d], 0 in
 //   the padding; then the convolution is weight[O, C·KH·KW] · cols[n].
 // col2im: the adjoint, for the input gradient: each input element sums the column entries
@@ -20,11 +22,52 @@ struct Params {
     pad_w: u32,
     dilation_h: u32,
     dilation_w: u32,
+    out_channels: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+override HAS_BIAS: bool;
+
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+@compute @workgroup_size(256)
+fn conv2d_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, 256u);
+    let spatial = p.out_height * p.out_width;
+    if (i >= p.batch * p.out_channels * spatial) {
+        return;
+    }
+    let col = i % spatial;
+    let o = (i / spatial) % p.out_channels;
+    let n = i / (spatial * p.out_channels);
+    let oh = col / p.out_width;
+    let ow = col % p.out_width;
+    var acc = 0.0;
+    if (HAS_BIAS) {
+        acc = bias[o];
+    }
+    for (var c = 0u; c < p.channels; c++) {
+        let plane = (n * p.channels + c) * p.height;
+        let taps = (o * p.channels + c) * p.kernel_h;
+        for (var kh = 0u; kh < p.kernel_h; kh++) {
+            let h = i32(oh * p.stride_h + kh * p.dilation_h) - i32(p.pad_h);
+            if (h < 0 || h >= i32(p.height)) {
+                continue;
+            }
+            for (var kw = 0u; kw < p.kernel_w; kw++) {
+                let w = i32(ow * p.stride_w + kw * p.dilation_w) - i32(p.pad_w);
+                if (w >= 0 && w < i32(p.width)) {
+                    acc += src[(plane + u32(h)) * p.width + u32(w)] * weight[(taps + kh) * p.kernel_w + kw];
+                }
+            }
+        }
+    }
+    dst[i] = acc;
+}
 
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
