@@ -40,6 +40,9 @@ pub enum AutogradError {
     #[error("this graph was already differentiated; compute the loss again before another backward")]
     GraphConsumed,
 
+    #[error("only leaves (parameters and constants) can be updated in place")]
+    NotALeaf,
+
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::TensorError),
 }

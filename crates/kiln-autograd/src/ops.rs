@@ -13,21 +13,21 @@ fn present<'a>(required: &[&'a Var], optional: &[Option<&'a Var>]) -> Vec<&'a Va
 impl Var {
     /// Elementwise sum, broadcasting as NumPy.
     pub fn add(&self, other: &Var) -> Result<Var> {
-        let value = self.value().add(other.value())?;
+        let value = self.value().add(&other.value())?;
         let (a, b) = (self.value().shape().to_vec(), other.value().shape().to_vec());
         Ok(Var::record(value, &[self, other], move |g| Ok(vec![Some(g.sum_to(&a)?), Some(g.sum_to(&b)?)])))
     }
 
     pub fn sub(&self, other: &Var) -> Result<Var> {
-        let value = self.value().sub(other.value())?;
+        let value = self.value().sub(&other.value())?;
         let (a, b) = (self.value().shape().to_vec(), other.value().shape().to_vec());
         Ok(Var::record(value, &[self, other], move |g| Ok(vec![Some(g.sum_to(&a)?), Some(g.neg()?.sum_to(&b)?)])))
     }
 
     /// Elementwise product, broadcasting as NumPy.
     pub fn mul(&self, other: &Var) -> Result<Var> {
-        let value = self.value().mul(other.value())?;
-        let (a, b) = (self.value().clone(), other.value().clone());
+        let value = self.value().mul(&other.value())?;
+        let (a, b) = (self.value(), other.value());
         Ok(Var::record(value, &[self, other], move |g| {
             Ok(vec![Some(g.mul(&b)?.sum_to(a.shape())?), Some(g.mul(&a)?.sum_to(b.shape())?)])
         }))
@@ -42,7 +42,7 @@ impl Var {
     }
 
     pub fn relu(&self) -> Result<Var> {
-        let input = self.value().clone();
+        let input = self.value();
         Ok(Var::record(self.value().relu()?, &[self], move |g| Ok(vec![Some(g.relu_backward(&input)?)])))
     }
 
@@ -85,8 +85,8 @@ impl Var {
             }
             .into());
         }
-        let value = self.value().matmul(other.value())?;
-        let (a, b) = (self.value().clone(), other.value().clone());
+        let value = self.value().matmul(&other.value())?;
+        let (a, b) = (self.value(), other.value());
         Ok(Var::record(value, &[self, other], move |g| {
             Ok(vec![Some(g.matmul_t(&b, false, true)?), Some(a.matmul_t(g, true, false)?)])
         }))
@@ -94,8 +94,9 @@ impl Var {
 
     /// x · Wᵀ + b for this input `[batch, in]`, `weight` `[out, in]` and `bias` `[out]`.
     pub fn linear(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
-        let value = self.value().linear(weight.value(), bias.map(Var::value))?;
-        let (x, w, has_bias) = (self.value().clone(), weight.value().clone(), bias.is_some());
+        let (x, w) = (self.value(), weight.value());
+        let value = x.linear(&w, bias.map(Var::value).as_ref())?;
+        let has_bias = bias.is_some();
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
             let grads = g.linear_backward(&x, &w, has_bias)?;
             Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(grads.bias.map(Some)).collect())
@@ -104,8 +105,9 @@ impl Var {
 
     /// 2-D convolution of this `[N, C, H, W]` input with `weight` `[O, C, KH, KW]`.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, conv: &Conv2d) -> Result<Var> {
-        let value = self.value().conv2d(weight.value(), bias.map(Var::value), conv)?;
-        let (x, w, conv, has_bias) = (self.value().clone(), weight.value().clone(), *conv, bias.is_some());
+        let (x, w) = (self.value(), weight.value());
+        let value = x.conv2d(&w, bias.map(Var::value).as_ref(), conv)?;
+        let (conv, has_bias) = (*conv, bias.is_some());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
             let grads = g.conv2d_backward(&x, &w, &conv, has_bias)?;
             Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(grads.bias.map(Some)).collect())
@@ -130,14 +132,14 @@ impl Var {
         config: &BatchNormConfig,
         training: bool,
     ) -> Result<Var> {
-        let (w, b) = (weight.map(Var::value), bias.map(Var::value));
+        let (x, w, b) = (self.value(), weight.map(Var::value), bias.map(Var::value));
         let (value, saved) = if training {
-            self.value().batch_norm2d_train(w, b, running_mean, running_var, config)?
+            x.batch_norm2d_train(w.as_ref(), b.as_ref(), running_mean, running_var, config)?
         } else {
-            let value = self.value().batch_norm2d_eval(w, b, running_mean, running_var, config)?;
+            let value = x.batch_norm2d_eval(w.as_ref(), b.as_ref(), running_mean, running_var, config)?;
             (value, BatchNormSaved::from_running(running_mean, running_var, config)?)
         };
-        let (x, w, has_bias) = (self.value().clone(), w.cloned(), bias.is_some());
+        let has_bias = bias.is_some();
         Ok(Var::record(value, &present(&[self], &[weight, bias]), move |g| {
             let grads = g.batch_norm2d_backward(&x, w.as_ref(), has_bias, &saved, training)?;
             Ok(std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect())

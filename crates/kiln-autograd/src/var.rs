@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kiln_tensor::Tensor;
 
@@ -29,7 +29,8 @@ enum Origin {
 
 struct Node {
     id: u64,
-    value: Tensor,
+    /// Written only through `Var::update`, by optimizers between steps.
+    value: RwLock<Tensor>,
     requires_grad: bool,
     grad: Mutex<Option<Tensor>>,
     origin: Mutex<Origin>,
@@ -48,7 +49,7 @@ impl Var {
     fn leaf(value: Tensor, requires_grad: bool) -> Var {
         Var(Arc::new(Node {
             id: next_id(),
-            value,
+            value: RwLock::new(value),
             requires_grad,
             grad: Mutex::new(None),
             origin: Mutex::new(Origin::Leaf),
@@ -77,7 +78,7 @@ impl Var {
         }
         Var(Arc::new(Node {
             id: next_id(),
-            value,
+            value: RwLock::new(value),
             requires_grad: true,
             grad: Mutex::new(None),
             origin: Mutex::new(Origin::Op {
@@ -87,8 +88,18 @@ impl Var {
         }))
     }
 
-    pub fn value(&self) -> &Tensor {
-        &self.0.value
+    /// The tensor this variable holds (a cheap handle to shared data).
+    pub fn value(&self) -> Tensor {
+        self.0.value.read().expect("value lock").clone()
+    }
+
+    /// Changes a leaf's value in place, as an optimizer step does under `torch.no_grad()`.
+    /// Graphs recorded earlier keep the value they used.
+    pub fn update<T>(&self, change: impl FnOnce(&mut Tensor) -> kiln_tensor::Result<T>) -> Result<T> {
+        if !self.is_leaf() {
+            return Err(AutogradError::NotALeaf);
+        }
+        Ok(change(&mut self.0.value.write().expect("value lock"))?)
     }
 
     pub fn requires_grad(&self) -> bool {
@@ -112,7 +123,7 @@ impl Var {
 
     /// The same value, cut off from the graph: nothing flows back through it.
     pub fn detach(&self) -> Var {
-        Var::constant(self.0.value.clone())
+        Var::constant(self.value())
     }
 
     /// Computes the gradient of this scalar with respect to every leaf that requires one and
@@ -190,6 +201,6 @@ impl Var {
 
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Var({:?}, requires_grad: {})", self.0.value, self.0.requires_grad)
+        write!(f, "Var({:?}, requires_grad: {})", self.value(), self.0.requires_grad)
     }
 }

@@ -153,3 +153,22 @@ fn a_graph_is_differentiated_once() {
     let not_scalar = w.mul_scalar(2.0).unwrap();
     assert!(matches!(not_scalar.backward(), Err(AutogradError::NotScalar(_))));
 }
+
+#[test]
+fn leaves_update_in_place_and_recorded_graphs_keep_their_values() {
+    let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2], &Device::Cpu).unwrap());
+    let x = Var::constant(Tensor::from_vec(vec![3.0, 4.0], &[2], &Device::Cpu).unwrap());
+    let loss = x.mul(&w).unwrap().sum_all().unwrap();
+    w.update(|t| {
+        *t = t.add_scalar(10.0)?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(w.value().to_vec().unwrap(), vec![11.0, 12.0]);
+    loss.backward().unwrap();
+    // The recorded product used x, whose value did not change; w's gradient is x.
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![3.0, 4.0]);
+    assert_eq!(loss.value().to_scalar().unwrap(), 11.0, "the loss was computed before the update");
+    let hidden = w.relu().unwrap();
+    assert!(matches!(hidden.update(|_| Ok(())), Err(AutogradError::NotALeaf)));
+}
