@@ -5,5 +5,7 @@
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
+pub use kiln_nn as nn;
+pub use kiln_optim as optim;
 pub use kiln_tensor::*;
 pub use kiln_wgsl as wgsl;

@@ -1,0 +1,68 @@
+use kiln_autograd::Var;
+use kiln_tensor::{BatchNormConfig, Device, Tensor};
+
+use crate::{Module, Result};
+
+/// Batch normalisation over channels, as `torch.nn.BatchNorm2d`: scale (`weight`, ones) and
+/// shift (`bias`, zeros) as parameters; running mean (zeros) and variance (ones) as buffers,
+/// updated in training mode with momentum 0.1; `num_batches_tracked` counts those updates.
+pub struct BatchNorm2d {
+    pub weight: Var,
+    pub bias: Var,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: u64,
+    pub config: BatchNormConfig,
+    training: bool,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize) -> Result<Self> {
+        let cpu = Device::Cpu;
+        Ok(Self {
+            weight: Var::parameter(Tensor::ones(&[channels], &cpu)?),
+            bias: Var::parameter(Tensor::zeros(&[channels], &cpu)?),
+            running_mean: Tensor::zeros(&[channels], &cpu)?,
+            running_var: Tensor::ones(&[channels], &cpu)?,
+            num_batches_tracked: 0,
+            config: BatchNormConfig::default(),
+            training: true,
+        })
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        let out = input.batch_norm2d(
+            Some(&self.weight),
+            Some(&self.bias),
+            &mut self.running_mean,
+            &mut self.running_var,
+            &self.config,
+            self.training,
+        )?;
+        if self.training {
+            self.num_batches_tracked += 1;
+        }
+        Ok(out)
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        vec![("weight".into(), self.weight.clone()), ("bias".into(), self.bias.clone())]
+    }
+
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        vec![("running_mean".into(), self.running_mean.clone()), ("running_var".into(), self.running_var.clone())]
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn to_device(&mut self, device: &Device) -> Result<()> {
+        crate::module::move_parameters(&self.parameters(), device)?;
+        self.running_mean = self.running_mean.to(device)?;
+        self.running_var = self.running_var.to(device)?;
+        Ok(())
+    }
+}

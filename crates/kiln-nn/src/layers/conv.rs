@@ -1,0 +1,50 @@
+use kiln_autograd::Var;
+use kiln_tensor::{Conv2d as Geometry, Device};
+
+use crate::{Module, Result, Seeds, init};
+
+/// 2-D convolution, as `torch.nn.Conv2d` (groups = 1): weight `[out, in, k, k]` and bias
+/// `[out]`, initialised uniformly in ±1/√(in·k·k).
+pub struct Conv2d {
+    pub weight: Var,
+    pub bias: Option<Var>,
+    pub geometry: Geometry,
+}
+
+impl Conv2d {
+    /// A square `kernel`, stride 1, no padding, with a bias, on the CPU.
+    pub fn new(inputs: usize, outputs: usize, kernel: usize, seeds: &mut Seeds) -> Result<Self> {
+        let fan_in = inputs * kernel * kernel;
+        let weight =
+            init::kaiming_uniform(&[outputs, inputs, kernel, kernel], fan_in, seeds.next_seed(), &Device::Cpu)?;
+        let bias = init::kaiming_uniform(&[outputs], fan_in, seeds.next_seed(), &Device::Cpu)?;
+        Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)), geometry: Geometry::default() })
+    }
+
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.geometry = self.geometry.stride(stride);
+        self
+    }
+
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.geometry = self.geometry.padding(padding);
+        self
+    }
+
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
+        self
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.conv2d(&self.weight, self.bias.as_ref(), &self.geometry)?)
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        std::iter::once(("weight".to_string(), self.weight.clone()))
+            .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))
+            .collect()
+    }
+}

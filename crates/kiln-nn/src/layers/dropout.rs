@@ -1,0 +1,33 @@
+use kiln_autograd::Var;
+use kiln_tensor::random;
+
+use crate::{Module, Result, Seeds};
+
+/// Inverted dropout, as `torch.nn.Dropout`: in training mode each call draws its mask from
+/// the next seed of this layer's own stream; in evaluation mode it is the identity.
+pub struct Dropout {
+    pub p: f32,
+    seed: u64,
+    calls: u64,
+    training: bool,
+}
+
+impl Dropout {
+    pub fn new(p: f32, seeds: &mut Seeds) -> Self {
+        Self { p, seed: seeds.next_seed(), calls: 0, training: true }
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        if !self.training {
+            return Ok(input.clone());
+        }
+        self.calls += 1;
+        Ok(input.dropout(self.p, random::derive(self.seed, self.calls), true)?)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}

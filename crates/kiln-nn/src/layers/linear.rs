@@ -1,0 +1,38 @@
+use kiln_autograd::Var;
+use kiln_tensor::Device;
+
+use crate::{Module, Result, Seeds, init};
+
+/// y = x·Wᵀ + b, as `torch.nn.Linear`: weight `[out, in]`, bias `[out]`, both initialised
+/// uniformly in ±1/√in.
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Option<Var>,
+}
+
+impl Linear {
+    /// A layer with a bias, on the CPU (move it with `to_device`).
+    pub fn new(inputs: usize, outputs: usize, seeds: &mut Seeds) -> Result<Self> {
+        let weight = init::kaiming_uniform(&[outputs, inputs], inputs, seeds.next_seed(), &Device::Cpu)?;
+        let bias = init::kaiming_uniform(&[outputs], inputs, seeds.next_seed(), &Device::Cpu)?;
+        Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)) })
+    }
+
+    /// The same layer without a bias.
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
+        self
+    }
+}
+
+impl Module for Linear {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.linear(&self.weight, self.bias.as_ref())?)
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        std::iter::once(("weight".to_string(), self.weight.clone()))
+            .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))
+            .collect()
+    }
+}

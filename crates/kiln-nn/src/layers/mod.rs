@@ -1,0 +1,15 @@
+//! The layers of the tutorial models, one family per file.
+
+mod activation;
+mod batch_norm;
+mod conv;
+mod dropout;
+mod linear;
+mod pool;
+
+pub use activation::{Flatten, ReLU, Softmax};
+pub use batch_norm::BatchNorm2d;
+pub use conv::Conv2d;
+pub use dropout::Dropout;
+pub use linear::Linear;
+pub use pool::MaxPool2d;

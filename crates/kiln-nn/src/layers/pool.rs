@@ -1,0 +1,31 @@
+use kiln_autograd::Var;
+use kiln_tensor::Pool2d;
+
+use crate::{Module, Result};
+
+/// 2-D max pooling, as `torch.nn.MaxPool2d` (stride defaults to the kernel size).
+pub struct MaxPool2d {
+    pub pool: Pool2d,
+}
+
+impl MaxPool2d {
+    pub fn new(kernel: usize) -> Self {
+        Self { pool: Pool2d::new(kernel) }
+    }
+
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.pool = self.pool.stride(stride);
+        self
+    }
+
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.pool = self.pool.padding(padding);
+        self
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.max_pool2d(&self.pool)?)
+    }
+}

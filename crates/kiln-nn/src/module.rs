@@ -1,0 +1,111 @@
+use kiln_autograd::Var;
+use kiln_tensor::{Device, Tensor};
+
+use crate::Result;
+
+/// A layer or a model, as `torch.nn.Module`.
+pub trait Module: Send {
+    /// The forward pass. `&mut self` because some layers change state as they run (batch
+    /// norm's running statistics, dropout's mask stream).
+    fn forward(&mut self, input: &Var) -> Result<Var>;
+
+    /// Trainable parameters with their state-dict names ("weight", "0.bias", …).
+    fn parameters(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
+    /// Non-trainable state with its state-dict names (batch norm's running statistics).
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Switches between training and evaluation behaviour (dropout, batch norm).
+    fn set_training(&mut self, _training: bool) {}
+
+    /// Moves every parameter and buffer to `device`.
+    fn to_device(&mut self, device: &Device) -> Result<()> {
+        move_parameters(&self.parameters(), device)
+    }
+
+    /// Training mode, as `model.train()`.
+    fn train(&mut self) {
+        self.set_training(true);
+    }
+
+    /// Evaluation mode, as `model.eval()`.
+    fn eval(&mut self) {
+        self.set_training(false);
+    }
+}
+
+/// Moves parameters' values to `device` in place, keeping the parameters themselves (so an
+/// optimizer made before the move still updates them).
+pub(crate) fn move_parameters(parameters: &[(String, Var)], device: &Device) -> Result<()> {
+    for (_, p) in parameters {
+        p.update(|t| {
+            *t = t.to(device)?;
+            Ok(())
+        })?;
+        p.zero_grad();
+    }
+    Ok(())
+}
+
+/// Modules applied one after another, named "0", "1", … as `torch.nn.Sequential`.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a layer.
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+fn prefixed<T>(index: usize, named: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
+    named.into_iter().map(move |(name, item)| (format!("{index}.{name}"), item))
+}
+
+impl Module for Sequential {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        let mut x = input.clone();
+        for layer in &mut self.layers {
+            x = layer.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.parameters())).collect()
+    }
+
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.buffers())).collect()
+    }
+
+    fn set_training(&mut self, training: bool) {
+        for layer in &mut self.layers {
+            layer.set_training(training);
+        }
+    }
+
+    fn to_device(&mut self, device: &Device) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|layer| layer.to_device(device))
+    }
+}

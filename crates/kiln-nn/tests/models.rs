@@ -1,0 +1,138 @@
+//! The tutorials' ASL models built from kiln-nn: PyTorch's parameter names and shapes, the
+//! default initialisation, train/eval behaviour, moving to the GPU, and a few Adam steps
+//! that lower the loss alike on the CPU and on the GPU.
+
+use kiln_autograd::{Var, no_grad};
+use kiln_nn::{
+    BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Seeds, Sequential,
+};
+use kiln_optim::{Adam, Optimizer};
+use kiln_tensor::{Device, Tensor};
+use kiln_wgsl::testing::context_or_skip;
+
+/// The DLI notebook's ASL MLP: 784 → 512 → 512 → 24.
+fn asl_mlp(seed: u64) -> Sequential {
+    let mut s = Seeds::new(seed);
+    Sequential::new()
+        .add(Flatten::new())
+        .add(Linear::new(784, 512, &mut s).unwrap())
+        .add(ReLU)
+        .add(Linear::new(512, 512, &mut s).unwrap())
+        .add(ReLU)
+        .add(Linear::new(512, 24, &mut s).unwrap())
+}
+
+/// The DLI notebook's ASL CNN: three conv blocks, dropout, 675 → 512 → 24.
+fn asl_cnn(seed: u64) -> Sequential {
+    let mut s = Seeds::new(seed);
+    Sequential::new()
+        .add(Conv2d::new(1, 25, 3, &mut s).unwrap().padding(1))
+        .add(BatchNorm2d::new(25).unwrap())
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(25, 50, 3, &mut s).unwrap().padding(1))
+        .add(BatchNorm2d::new(50).unwrap())
+        .add(ReLU)
+        .add(Dropout::new(0.2, &mut s))
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(50, 75, 3, &mut s).unwrap().padding(1))
+        .add(BatchNorm2d::new(75).unwrap())
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Linear::new(675, 512, &mut s).unwrap())
+        .add(Dropout::new(0.3, &mut s))
+        .add(ReLU)
+        .add(Linear::new(512, 24, &mut s).unwrap())
+}
+
+fn shapes(model: &Sequential) -> Vec<(String, Vec<usize>)> {
+    model.parameters().into_iter().map(|(name, p)| (name, p.value().shape().to_vec())).collect()
+}
+
+#[test]
+fn parameters_carry_pytorchs_names_and_shapes() {
+    let cnn = asl_cnn(0);
+    let names = shapes(&cnn);
+    assert_eq!(names[0], ("0.weight".to_string(), vec![25, 1, 3, 3]));
+    assert_eq!(names[2], ("1.weight".to_string(), vec![25]), "batch norm scale");
+    assert_eq!(names.last().unwrap(), &("17.bias".to_string(), vec![24]));
+    let buffers: Vec<String> = cnn.buffers().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(&buffers[..2], &["1.running_mean".to_string(), "1.running_var".to_string()]);
+    let count: usize = cnn.parameters().iter().map(|(_, p)| p.value().len()).sum();
+    // PyTorch's summary of the DLI model: 250 + 50 + 11,300 + 100 + 33,825 + 150 + 346,112 + 12,312.
+    assert_eq!(count, 404_099);
+    assert_eq!(shapes(&asl_mlp(0))[0], ("1.weight".to_string(), vec![512, 784]));
+}
+
+#[test]
+fn initialisation_is_pytorchs_default_and_seeded() {
+    let weights = |seed| asl_mlp(seed).parameters()[0].1.value().to_vec().unwrap();
+    let w = weights(1);
+    let bound = 1.0 / 784f32.sqrt();
+    assert!(w.iter().all(|v| v.abs() <= bound));
+    let mean = w.iter().sum::<f32>() / w.len() as f32;
+    let spread = w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+    assert!(mean.abs() < 1e-3 && (spread - bound * bound / 3.0).abs() < 1e-4, "uniform on ±1/√784");
+    assert_eq!(w, weights(1));
+    assert_ne!(w, weights(2));
+}
+
+#[test]
+fn train_and_eval_switch_dropout_and_batch_norm() {
+    let mut model = asl_cnn(3);
+    let x = Var::constant(Tensor::rand(&[4, 1, 28, 28], 4, &Device::Cpu).unwrap());
+    let run = |model: &mut Sequential| no_grad(|| model.forward(&x).unwrap().value().to_vec().unwrap());
+    let (a, b) = (run(&mut model), run(&mut model));
+    assert_ne!(a, b, "training: fresh dropout masks each call");
+    model.eval();
+    let (c, d) = (run(&mut model), run(&mut model));
+    assert_eq!(c, d, "evaluation: deterministic");
+    let single = no_grad(|| {
+        model.forward(&Var::constant(x.value().index_select(&[0]).unwrap())).unwrap().value().to_vec().unwrap()
+    });
+    assert!(
+        single.iter().zip(&c).all(|(s, c)| (s - c).abs() < 1e-4),
+        "running statistics: a sample's output ignores the batch"
+    );
+}
+
+/// Logits and losses of `steps` Adam steps of `model` on one fixed batch, on `device`.
+fn train(mut model: Sequential, device: &Device, steps: usize) -> Vec<f32> {
+    model.to_device(device).unwrap();
+    let x = Var::constant(Tensor::rand(&[16, 1, 28, 28], 7, &Device::Cpu).unwrap().to(device).unwrap());
+    let labels: Vec<i32> = (0..16).map(|i| i % 24).collect();
+    let labels = Tensor::from_vec_i32(labels, &[16], device).unwrap();
+    let params = model.parameters().into_iter().map(|(_, p)| p).collect();
+    let mut optimizer = Adam::new(params, 1e-3);
+    let loss_fn = CrossEntropyLoss::new();
+    (0..steps)
+        .map(|_| {
+            optimizer.zero_grad();
+            let loss = loss_fn.forward(&model.forward(&x).unwrap(), &labels).unwrap();
+            loss.backward().unwrap();
+            optimizer.step().unwrap();
+            loss.value().to_scalar().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_few_adam_steps_lower_the_loss_on_the_cpu() {
+    for (name, model) in [("mlp", asl_mlp(5)), ("cnn", asl_cnn(5))] {
+        let losses = train(model, &Device::Cpu, 8);
+        assert!(losses[7] < losses[0] * 0.7, "{name}: {losses:?}");
+    }
+}
+
+#[test]
+fn the_gpu_trains_like_the_cpu() {
+    let Some(ctx) = context_or_skip("the_gpu_trains_like_the_cpu") else { return };
+    let gpu = Device::Gpu(ctx);
+    for (name, make) in [("mlp", asl_mlp as fn(u64) -> Sequential), ("cnn", asl_cnn)] {
+        let (cpu, on_gpu) = (train(make(6), &Device::Cpu, 4), train(make(6), &gpu, 4));
+        for (c, g) in cpu.iter().zip(&on_gpu) {
+            assert!((c - g).abs() <= 1e-3 * c.abs().max(1.0), "{name}: cpu {cpu:?} gpu {on_gpu:?}");
+        }
+    }
+}

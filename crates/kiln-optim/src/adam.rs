@@ -1,0 +1,78 @@
+use kiln_autograd::{Result, Var};
+use kiln_tensor::{AdamConfig, Tensor};
+
+use crate::Optimizer;
+
+/// Adam, as `torch.optim.Adam` (β = (0.9, 0.999), eps 1e-8, no weight decay by default),
+/// or AdamW with [`Adam::adamw`].
+pub struct Adam {
+    parameters: Vec<Var>,
+    config: AdamConfig,
+    /// Per parameter: (first moment, second moment), made at its first step.
+    moments: Vec<Option<(Tensor, Tensor)>>,
+    /// Per parameter: steps taken, for the bias corrections.
+    steps: Vec<u64>,
+}
+
+impl Adam {
+    pub fn new(parameters: Vec<Var>, lr: f32) -> Self {
+        let n = parameters.len();
+        Self {
+            parameters,
+            config: AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
+            moments: vec![None; n],
+            steps: vec![0; n],
+        }
+    }
+
+    /// AdamW, as `torch.optim.AdamW`: decoupled weight decay, 0.01 by default.
+    pub fn adamw(parameters: Vec<Var>, lr: f32) -> Self {
+        let mut adam = Self::new(parameters, lr);
+        adam.config.decoupled = true;
+        adam.config.weight_decay = 0.01;
+        adam
+    }
+
+    pub fn betas(mut self, beta1: f32, beta2: f32) -> Self {
+        (self.config.beta1, self.config.beta2) = (beta1, beta2);
+        self
+    }
+
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.config.eps = eps;
+        self
+    }
+
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.config.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        for ((p, moments), steps) in self.parameters.iter().zip(&mut self.moments).zip(&mut self.steps) {
+            let Some(grad) = p.grad() else { continue };
+            if moments.is_none() {
+                let zeros = || Tensor::zeros(grad.shape(), grad.device());
+                *moments = Some((zeros()?, zeros()?));
+            }
+            let (m, v) = moments.as_mut().expect("made above");
+            *steps += 1;
+            p.update(|value| value.adam_step(&grad, m, v, &self.config, *steps))?;
+        }
+        Ok(())
+    }
+
+    fn parameters(&self) -> &[Var] {
+        &self.parameters
+    }
+
+    fn lr(&self) -> f32 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+}

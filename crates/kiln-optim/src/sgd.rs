@@ -1,0 +1,70 @@
+use kiln_autograd::{Result, Var};
+use kiln_tensor::{SgdConfig, Tensor};
+
+use crate::Optimizer;
+
+/// Stochastic gradient descent, as `torch.optim.SGD`.
+pub struct Sgd {
+    parameters: Vec<Var>,
+    config: SgdConfig,
+    /// One momentum buffer per parameter, made at its first step.
+    momentum: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// Plain SGD with learning rate `lr` (no momentum, no weight decay).
+    pub fn new(parameters: Vec<Var>, lr: f32) -> Self {
+        let momentum = vec![None; parameters.len()];
+        Self {
+            parameters,
+            config: SgdConfig { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false },
+            momentum,
+        }
+    }
+
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.config.momentum = momentum;
+        self
+    }
+
+    pub fn dampening(mut self, dampening: f32) -> Self {
+        self.config.dampening = dampening;
+        self
+    }
+
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.config.nesterov = nesterov;
+        self
+    }
+
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.config.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        for (p, buffer) in self.parameters.iter().zip(&mut self.momentum) {
+            let Some(grad) = p.grad() else { continue };
+            let first_step = buffer.is_none();
+            if self.config.momentum != 0.0 && first_step {
+                *buffer = Some(Tensor::zeros(grad.shape(), grad.device())?);
+            }
+            p.update(|value| value.sgd_step(&grad, buffer.as_mut(), &self.config, first_step))?;
+        }
+        Ok(())
+    }
+
+    fn parameters(&self) -> &[Var] {
+        &self.parameters
+    }
+
+    fn lr(&self) -> f32 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+}
