@@ -20,12 +20,14 @@
 //! # }
 //! ```
 
+mod checkpoint;
 mod init;
 mod layers;
 mod loss;
 mod module;
 mod seeds;
 
+pub use checkpoint::{StateDict, load, load_into, load_state_dict, save, save_state_dict, state_dict};
 pub use init::{kaiming_uniform, uniform};
 pub use layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax};
 pub use loss::CrossEntropyLoss;
@@ -43,6 +45,9 @@ pub enum NnError {
 
     #[error("{0}")]
     Invalid(String),
+
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 pub type Result<T, E = NnError> = std::result::Result<T, E>;

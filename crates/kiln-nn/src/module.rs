@@ -1,7 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Tensor};
 
-use crate::Result;
+use crate::{NnError, Result};
 
 /// A layer or a model, as `torch.nn.Module`.
 pub trait Module: Send {
@@ -17,6 +17,11 @@ pub trait Module: Send {
     /// Non-trainable state with its state-dict names (batch norm's running statistics).
     fn buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
+    }
+
+    /// Replaces the buffer `name` (as `buffers` names it) when loading a checkpoint.
+    fn set_buffer(&mut self, name: &str, _value: Tensor) -> Result<()> {
+        Err(NnError::Checkpoint(format!("no buffer named '{name}'")))
     }
 
     /// Switches between training and evaluation behaviour (dropout, batch norm).
@@ -97,6 +102,14 @@ impl Module for Sequential {
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
         self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.buffers())).collect()
+    }
+
+    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
+        let layer = name.split_once('.').and_then(|(index, rest)| Some((index.parse::<usize>().ok()?, rest)));
+        match layer {
+            Some((index, rest)) if index < self.layers.len() => self.layers[index].set_buffer(rest, value),
+            _ => Err(NnError::Checkpoint(format!("no buffer named '{name}'"))),
+        }
     }
 
     fn set_training(&mut self, training: bool) {

@@ -10,49 +10,13 @@ use kiln_optim::{Adam, Optimizer};
 use kiln_tensor::{Device, Tensor};
 use kiln_wgsl::testing::context_or_skip;
 
-/// The DLI notebook's ASL MLP: 784 → 512 → 512 → 24.
-fn asl_mlp(seed: u64) -> Sequential {
-    let mut s = Seeds::new(seed);
-    Sequential::new()
-        .add(Flatten::new())
-        .add(Linear::new(784, 512, &mut s).unwrap())
-        .add(ReLU)
-        .add(Linear::new(512, 512, &mut s).unwrap())
-        .add(ReLU)
-        .add(Linear::new(512, 24, &mut s).unwrap())
-}
-
-/// The DLI notebook's ASL CNN: three conv blocks, dropout, 675 → 512 → 24.
-fn asl_cnn(seed: u64) -> Sequential {
-    let mut s = Seeds::new(seed);
-    Sequential::new()
-        .add(Conv2d::new(1, 25, 3, &mut s).unwrap().padding(1))
-        .add(BatchNorm2d::new(25).unwrap())
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(25, 50, 3, &mut s).unwrap().padding(1))
-        .add(BatchNorm2d::new(50).unwrap())
-        .add(ReLU)
-        .add(Dropout::new(0.2, &mut s))
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(50, 75, 3, &mut s).unwrap().padding(1))
-        .add(BatchNorm2d::new(75).unwrap())
-        .add(ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten::new())
-        .add(Linear::new(675, 512, &mut s).unwrap())
-        .add(Dropout::new(0.3, &mut s))
-        .add(ReLU)
-        .add(Linear::new(512, 24, &mut s).unwrap())
-}
-
 fn shapes(model: &Sequential) -> Vec<(String, Vec<usize>)> {
     model.parameters().into_iter().map(|(name, p)| (name, p.value().shape().to_vec())).collect()
 }
 
 #[test]
 fn parameters_carry_pytorchs_names_and_shapes() {
-    let cnn = asl_cnn(0);
+    let cnn = asl_cnn(0, 1.0);
     let names = shapes(&cnn);
     assert_eq!(names[0], ("0.weight".to_string(), vec![25, 1, 3, 3]));
     assert_eq!(names[2], ("1.weight".to_string(), vec![25]), "batch norm scale");
@@ -80,7 +44,7 @@ fn initialisation_is_pytorchs_default_and_seeded() {
 
 #[test]
 fn train_and_eval_switch_dropout_and_batch_norm() {
-    let mut model = asl_cnn(3);
+    let mut model = asl_cnn(3, 1.0);
     let x = Var::constant(Tensor::rand(&[4, 1, 28, 28], 4, &Device::Cpu).unwrap());
     let run = |model: &mut Sequential| no_grad(|| model.forward(&x).unwrap().value().to_vec().unwrap());
     let (a, b) = (run(&mut model), run(&mut model));
@@ -119,7 +83,7 @@ fn train(mut model: Sequential, device: &Device, steps: usize) -> Vec<f32> {
 
 #[test]
 fn a_few_adam_steps_lower_the_loss_on_the_cpu() {
-    for (name, model) in [("mlp", asl_mlp(5)), ("cnn", asl_cnn(5))] {
+    for (name, model) in [("mlp", asl_mlp(5)), ("cnn", asl_cnn(5, 1.0))] {
         let losses = train(model, &Device::Cpu, 8);
         assert!(losses[7] < losses[0] * 0.7, "{name}: {losses:?}");
     }
@@ -129,7 +93,7 @@ fn a_few_adam_steps_lower_the_loss_on_the_cpu() {
 fn the_gpu_trains_like_the_cpu() {
     let Some(ctx) = context_or_skip("the_gpu_trains_like_the_cpu") else { return };
     let gpu = Device::Gpu(ctx);
-    for (name, make) in [("mlp", asl_mlp as fn(u64) -> Sequential), ("cnn", asl_cnn)] {
+    for (name, make) in [("mlp", asl_mlp as fn(u64) -> Sequential), ("cnn", |seed| asl_cnn(seed, 1.0))] {
         let (cpu, on_gpu) = (train(make(6), &Device::Cpu, 4), train(make(6), &gpu, 4));
         for (c, g) in cpu.iter().zip(&on_gpu) {
             assert!((c - g).abs() <= 1e-3 * c.abs().max(1.0), "{name}: cpu {cpu:?} gpu {on_gpu:?}");

@@ -1,7 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{BatchNormConfig, Device, Tensor};
 
-use crate::{Module, Result};
+use crate::{Module, NnError, Result};
 
 /// Batch normalisation over channels, as `torch.nn.BatchNorm2d`: scale (`weight`, ones) and
 /// shift (`bias`, zeros) as parameters; running mean (zeros) and variance (ones) as buffers,
@@ -52,7 +52,23 @@ impl Module for BatchNorm2d {
     }
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        vec![("running_mean".into(), self.running_mean.clone()), ("running_var".into(), self.running_var.clone())]
+        let tracked = Tensor::from_vec_i32(vec![self.num_batches_tracked as i32], &[], &Device::Cpu)
+            .expect("one value for a rank-0 tensor");
+        vec![
+            ("running_mean".into(), self.running_mean.clone()),
+            ("running_var".into(), self.running_var.clone()),
+            ("num_batches_tracked".into(), tracked),
+        ]
+    }
+
+    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
+        match name {
+            "running_mean" => self.running_mean = value,
+            "running_var" => self.running_var = value,
+            "num_batches_tracked" => self.num_batches_tracked = value.to_vec_i32()?[0].max(0) as u64,
+            _ => return Err(NnError::Checkpoint(format!("no buffer named '{name}'"))),
+        }
+        Ok(())
     }
 
     fn set_training(&mut self, training: bool) {

@@ -1,0 +1,149 @@
+//! State dicts and safetensors checkpoints with PyTorch's key names, so a file written here
+//! loads with `model.load_state_dict(safetensors.torch.load_file(path))` and the reverse.
+//!
+//! f32 tensors are stored as F32; i32 ones (batch norm's `num_batches_tracked`) as I64,
+//! PyTorch's integer type, and read back as i32.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kiln_tensor::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::{Module, NnError, Result};
+
+/// Parameters and buffers by name, as `model.state_dict()`.
+pub type StateDict = BTreeMap<String, Tensor>;
+
+fn checkpoint_error(path: &Path, why: impl std::fmt::Display) -> NnError {
+    NnError::Checkpoint(format!("{}: {why}", path.display()))
+}
+
+/// Writes `state` to `path` as safetensors, atomically: the bytes go to a temporary file
+/// beside it, which replaces `path` only once complete and synced, so a crash or a full disk
+/// never leaves a truncated checkpoint in place of a good one.
+pub fn save_state_dict(state: &StateDict, path: &Path) -> Result<()> {
+    let mut payloads = Vec::with_capacity(state.len());
+    for (name, tensor) in state {
+        let (dtype, bytes) = match tensor.dtype() {
+            DType::F32 => (Dtype::F32, tensor.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+            DType::I32 => (Dtype::I64, tensor.to_vec_i32()?.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect()),
+            DType::U8 => (Dtype::U8, tensor.to_vec_u8()?),
+        };
+        payloads.push((name.clone(), dtype, tensor.shape().to_vec(), bytes));
+    }
+    let views = payloads
+        .iter()
+        .map(|(name, dtype, shape, bytes)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes)?)))
+        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| checkpoint_error(path, e))?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| checkpoint_error(path, e))?;
+    write_atomically(path, &bytes)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| checkpoint_error(path, "not a file path"))?;
+    let temporary: PathBuf = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        checkpoint_error(path, e)
+    })
+}
+
+/// Reads a safetensors checkpoint into CPU tensors.
+pub fn load_state_dict(path: &Path) -> Result<StateDict> {
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e))?;
+    let file =
+        SafeTensors::deserialize(&bytes).map_err(|e| checkpoint_error(path, format!("not a safetensors file: {e}")))?;
+    let mut state = StateDict::new();
+    for (name, view) in file.tensors() {
+        let (shape, data) = (view.shape().to_vec(), view.data());
+        let tensor = match view.dtype() {
+            Dtype::F32 => {
+                let values = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                Tensor::from_vec(values, &shape, &Device::Cpu)?
+            }
+            Dtype::I64 => {
+                let values = data
+                    .chunks_exact(8)
+                    .map(|b| i32::try_from(i64::from_le_bytes(b.try_into().expect("8 bytes"))))
+                    .collect::<std::result::Result<Vec<i32>, _>>()
+                    .map_err(|_| checkpoint_error(path, format!("tensor '{name}' holds integers beyond 32 bits")))?;
+                Tensor::from_vec_i32(values, &shape, &Device::Cpu)?
+            }
+            Dtype::U8 => Tensor::from_vec_u8(data.to_vec(), &shape, &Device::Cpu)?,
+            other => {
+                return Err(checkpoint_error(
+                    path,
+                    format!("tensor '{name}' has type {other:?}; Kiln reads F32, I64 and U8"),
+                ));
+            }
+        };
+        state.insert(name, tensor);
+    }
+    Ok(state)
+}
+
+/// The model's parameters and buffers, on the CPU, by their PyTorch names.
+pub fn state_dict(model: &dyn Module) -> Result<StateDict> {
+    let parameters = model.parameters().into_iter().map(|(name, p)| (name, p.value()));
+    parameters.chain(model.buffers()).map(|(name, t)| Ok((name, t.to(&Device::Cpu)?))).collect()
+}
+
+/// Loads `state` into `model` (onto the devices its tensors are on), refusing — with every
+/// problem named — a state with missing or unexpected keys or a tensor of the wrong shape or
+/// type. Nothing is changed unless everything fits.
+pub fn load_into(model: &mut dyn Module, state: &StateDict) -> Result<()> {
+    let parameters = model.parameters();
+    let buffers = model.buffers();
+    let expected: BTreeMap<&str, &Tensor> = buffers.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let current: Vec<(String, Tensor)> = parameters.iter().map(|(n, p)| (n.clone(), p.value())).collect();
+    let mut expected_all: BTreeMap<&str, &Tensor> = current.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    expected_all.extend(expected);
+    let mut problems = Vec::new();
+    for (name, want) in &expected_all {
+        match state.get(*name) {
+            None => problems.push(format!("missing '{name}'")),
+            Some(got) if got.shape() != want.shape() || got.dtype() != want.dtype() => problems.push(format!(
+                "'{name}' is {:?} {:?} in the checkpoint but {:?} {:?} in the model",
+                got.dtype(),
+                got.shape(),
+                want.dtype(),
+                want.shape()
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+        .extend(state.keys().filter(|k| !expected_all.contains_key(k.as_str())).map(|k| format!("unexpected '{k}'")));
+    if !problems.is_empty() {
+        return Err(NnError::Checkpoint(format!("the state does not fit the model: {}", problems.join("; "))));
+    }
+    for (name, p) in &parameters {
+        p.update(|t| {
+            *t = state[name].to(t.device())?;
+            Ok(())
+        })?;
+    }
+    for (name, current) in buffers {
+        model.set_buffer(&name, state[&name].to(current.device())?)?;
+    }
+    Ok(())
+}
+
+/// Saves `model`'s state to `path` (see [`save_state_dict`]).
+pub fn save(model: &dyn Module, path: &Path) -> Result<()> {
+    save_state_dict(&state_dict(model)?, path)
+}
+
+/// Loads the checkpoint at `path` into `model` (see [`load_into`]).
+pub fn load(model: &mut dyn Module, path: &Path) -> Result<()> {
+    load_into(model, &load_state_dict(path)?)
+}
