@@ -2,10 +2,11 @@
 //! default initialisation, train/eval behaviour, moving to the GPU, and a few Adam steps
 //! that lower the loss alike on the CPU and on the GPU.
 
+mod common;
+
+use common::{asl_cnn, asl_mlp};
 use kiln_autograd::{Var, no_grad};
-use kiln_nn::{
-    BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Seeds, Sequential,
-};
+use kiln_nn::{CrossEntropyLoss, Module, Sequential};
 use kiln_optim::{Adam, Optimizer};
 use kiln_tensor::{Device, Tensor};
 use kiln_wgsl::testing::context_or_skip;
