@@ -15,6 +15,11 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// β1, which OneCycleLR cycles.
+    pub fn beta1(&self) -> f32 {
+        self.config.beta1
+    }
+
     pub fn new(parameters: Vec<Var>, lr: f32) -> Self {
         let n = parameters.len();
         Self {
@@ -74,5 +79,9 @@ impl Optimizer for Adam {
 
     fn set_lr(&mut self, lr: f32) {
         self.config.lr = lr;
+    }
+
+    fn set_momentum(&mut self, momentum: f32) {
+        self.config.beta1 = momentum;
     }
 }

@@ -18,10 +18,12 @@
 //! ```
 
 mod adam;
+mod scheduler;
 mod sgd;
 
 pub use adam::Adam;
 pub use kiln_tensor::{AdamConfig, SgdConfig};
+pub use scheduler::{CosineAnnealingLr, LrScheduler, OneCycleLr, ReduceLrOnPlateau, StepLr};
 pub use sgd::Sgd;
 
 use kiln_autograd::{Result, Var};
@@ -46,4 +48,7 @@ pub trait Optimizer {
 
     /// Sets the learning rate of the next steps (what schedulers do).
     fn set_lr(&mut self, lr: f32);
+
+    /// Sets the momentum (SGD's momentum, Adam's β1), as OneCycleLR cycles it.
+    fn set_momentum(&mut self, momentum: f32);
 }

@@ -67,4 +67,8 @@ impl Optimizer for Sgd {
     fn set_lr(&mut self, lr: f32) {
         self.config.lr = lr;
     }
+
+    fn set_momentum(&mut self, momentum: f32) {
+        self.config.momentum = momentum;
+    }
 }
