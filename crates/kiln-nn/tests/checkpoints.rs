@@ -160,3 +160,21 @@ fn checkpoints_that_do_not_fit_are_refused_whole() {
     assert!(kiln_nn::save(&model, &nowhere).is_err());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "a failed save leaves no temporary file");
 }
+
+#[test]
+fn optimizer_state_travels_in_the_same_files() {
+    let mut model = mini_cnn(3);
+    let x = Var::constant(Tensor::rand(&[2, 1, 28, 28], 4, &Device::Cpu).unwrap());
+    let y = Tensor::from_vec_i32(vec![1, 7], &[2], &Device::Cpu).unwrap();
+    let mut adam = Adam::new(model.parameters().into_iter().map(|(_, p)| p).collect(), 1e-2);
+    CrossEntropyLoss::new().forward(&model.forward(&x).unwrap(), &y).unwrap().backward().unwrap();
+    adam.step().unwrap();
+    let path = scratch("optimizer").join("adam.safetensors");
+    kiln_nn::save_state_dict(&adam.state().unwrap(), &path).unwrap();
+    let restored = kiln_nn::load_state_dict(&path).unwrap();
+    let saved = adam.state().unwrap();
+    assert_eq!(restored.keys().collect::<Vec<_>>(), saved.keys().collect::<Vec<_>>());
+    let mut fresh = Adam::new(model.parameters().into_iter().map(|(_, p)| p).collect(), 1.0);
+    fresh.load_state(&restored).unwrap();
+    assert_eq!(fresh.lr(), 1e-2);
+}

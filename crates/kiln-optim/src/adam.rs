@@ -1,7 +1,7 @@
 use kiln_autograd::{Result, Var};
-use kiln_tensor::{AdamConfig, Tensor};
+use kiln_tensor::{AdamConfig, Device, Tensor};
 
-use crate::Optimizer;
+use crate::{Optimizer, OptimizerState, check_keys, per_parameter, scalar, scalar_tensor};
 
 /// Adam, as `torch.optim.Adam` (β = (0.9, 0.999), eps 1e-8, no weight decay by default),
 /// or AdamW with [`Adam::adamw`].
@@ -83,5 +83,52 @@ impl Optimizer for Adam {
 
     fn set_momentum(&mut self, momentum: f32) {
         self.config.beta1 = momentum;
+    }
+
+    fn state(&self) -> Result<OptimizerState> {
+        let mut state = OptimizerState::from([
+            ("lr".to_string(), scalar_tensor(self.config.lr)?),
+            ("beta1".to_string(), scalar_tensor(self.config.beta1)?),
+        ]);
+        for (i, (moments, &steps)) in self.moments.iter().zip(&self.steps).enumerate() {
+            if let Some((m, v)) = moments {
+                state.insert(format!("{i}.exp_avg"), m.to(&Device::Cpu)?);
+                state.insert(format!("{i}.exp_avg_sq"), v.to(&Device::Cpu)?);
+                state.insert(format!("{i}.step"), Tensor::from_vec_i32(vec![steps as i32], &[], &Device::Cpu)?);
+            }
+        }
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let n = self.parameters.len();
+        check_keys(state, |k| {
+            k == "lr"
+                || k == "beta1"
+                || k.split_once('.').is_some_and(|(i, what)| {
+                    i.parse::<usize>().is_ok_and(|i| i < n) && ["exp_avg", "exp_avg_sq", "step"].contains(&what)
+                })
+        })?;
+        let mut moments = Vec::with_capacity(n);
+        let mut steps = Vec::with_capacity(n);
+        for (i, p) in self.parameters.iter().enumerate() {
+            let m = per_parameter(state, &format!("{i}.exp_avg"), p)?;
+            let v = per_parameter(state, &format!("{i}.exp_avg_sq"), p)?;
+            match (m, v) {
+                (Some(m), Some(v)) => {
+                    moments.push(Some((m, v)));
+                    steps.push(scalar(state, &format!("{i}.step"))? as u64);
+                }
+                (None, None) => {
+                    moments.push(None);
+                    steps.push(0);
+                }
+                _ => return Err(crate::invalid(format!("parameter {i} has only one of its two moments"))),
+            }
+        }
+        self.config.lr = scalar(state, "lr")?;
+        self.config.beta1 = scalar(state, "beta1")?;
+        (self.moments, self.steps) = (moments, steps);
+        Ok(())
     }
 }

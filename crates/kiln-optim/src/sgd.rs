@@ -1,7 +1,7 @@
 use kiln_autograd::{Result, Var};
-use kiln_tensor::{SgdConfig, Tensor};
+use kiln_tensor::{Device, SgdConfig, Tensor};
 
-use crate::Optimizer;
+use crate::{Optimizer, OptimizerState, check_keys, per_parameter, scalar, scalar_tensor};
 
 /// Stochastic gradient descent, as `torch.optim.SGD`.
 pub struct Sgd {
@@ -70,5 +70,31 @@ impl Optimizer for Sgd {
 
     fn set_momentum(&mut self, momentum: f32) {
         self.config.momentum = momentum;
+    }
+
+    fn state(&self) -> Result<OptimizerState> {
+        let mut state = OptimizerState::from([("lr".to_string(), scalar_tensor(self.config.lr)?)]);
+        for (i, buffer) in self.momentum.iter().enumerate() {
+            if let Some(buffer) = buffer {
+                state.insert(format!("{i}.momentum_buffer"), buffer.to(&Device::Cpu)?);
+            }
+        }
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let n = self.parameters.len();
+        check_keys(state, |k| {
+            k == "lr" || k.strip_suffix(".momentum_buffer").and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < n)
+        })?;
+        let buffers = self
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(i, p)| per_parameter(state, &format!("{i}.momentum_buffer"), p))
+            .collect::<Result<Vec<_>>>()?;
+        self.config.lr = scalar(state, "lr")?;
+        self.momentum = buffers;
+        Ok(())
     }
 }
