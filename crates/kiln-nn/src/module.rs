@@ -1,7 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Tensor};
 
-use crate::{NnError, Result};
+use crate::{NnError, Result, StateDict};
 
 /// A layer or a model, as `torch.nn.Module`.
 pub trait Module: Send {
@@ -30,6 +30,22 @@ pub trait Module: Send {
     /// Moves every parameter and buffer to `device`.
     fn to_device(&mut self, device: &Device) -> Result<()> {
         move_parameters(&self.parameters(), device)
+    }
+
+    /// Parameters and buffers by their PyTorch names, on the CPU, as `model.state_dict()`.
+    fn state_dict(&self) -> Result<StateDict>
+    where
+        Self: Sized,
+    {
+        crate::checkpoint::state_dict(self)
+    }
+
+    /// Loads a state dict, refusing one that does not fit (see [`crate::load_into`]).
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>
+    where
+        Self: Sized,
+    {
+        crate::checkpoint::load_into(self, state)
     }
 
     /// Training mode, as `model.train()`.

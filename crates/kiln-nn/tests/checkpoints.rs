@@ -124,7 +124,10 @@ fn a_saved_model_loads_back_exactly() {
     kiln_nn::save(&trained, &path).unwrap();
     let mut restored = mini_cnn(2);
     kiln_nn::load(&mut restored, &path).unwrap();
-    let (a, b) = (kiln_nn::state_dict(&trained).unwrap(), kiln_nn::state_dict(&restored).unwrap());
+    let (a, b) = (trained.state_dict().unwrap(), restored.state_dict().unwrap());
+    let mut copy = mini_cnn(3);
+    copy.load_state_dict(&a).unwrap();
+    assert_eq!(copy.state_dict().unwrap()["5.weight"].to_vec().unwrap(), a["5.weight"].to_vec().unwrap());
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, t) in &a {
         let same = match t.dtype() {
