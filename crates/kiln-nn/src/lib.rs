@@ -24,6 +24,7 @@ mod checkpoint;
 mod init;
 mod layers;
 mod loss;
+pub mod models;
 mod module;
 mod seeds;
 
