@@ -1,11 +1,15 @@
 //! Kiln: a small deep-learning stack whose GPU work is hand-written WGSL run through wgpu.
 //!
 //! This facade re-exports the layered crates so an application can depend on `kiln` alone:
-//! [`Tensor`] and [`Device`] from kiln-tensor, and the GPU runtime as [`wgsl`].
+//! [`Tensor`] and [`Device`] from kiln-tensor, [`autograd`], [`nn`], [`optim`], [`data`],
+//! the GPU runtime as [`wgsl`]; and it adds [`training`], the epoch loops and resumable
+//! checkpoints the tutorial programs share.
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
+pub mod training;
+
 pub use kiln_tensor::*;
 pub use kiln_wgsl as wgsl;

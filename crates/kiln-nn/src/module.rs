@@ -24,6 +24,18 @@ pub trait Module: Send {
         Err(NnError::Checkpoint(format!("no buffer named '{name}'")))
     }
 
+    /// Positions of the random streams the module draws from as it runs (dropout's call
+    /// count), by name: not part of the state dict (PyTorch has no such entries), but what a
+    /// resumed run needs to draw the same masks as an uninterrupted one.
+    fn random_state(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// Restores a position that `random_state` reported.
+    fn set_random_state(&mut self, name: &str, _position: u64) -> Result<()> {
+        Err(NnError::Checkpoint(format!("no random stream named '{name}'")))
+    }
+
     /// Switches between training and evaluation behaviour (dropout, batch norm).
     fn set_training(&mut self, _training: bool) {}
 
@@ -97,6 +109,12 @@ impl Sequential {
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
+
+    /// The layer a prefixed name ("3.running_mean") belongs to, and the rest of the name.
+    fn layer_for<'a>(&mut self, name: &'a str) -> Option<(&mut Box<dyn Module>, &'a str)> {
+        let (index, rest) = name.split_once('.')?;
+        Some((self.layers.get_mut(index.parse::<usize>().ok()?)?, rest))
+    }
 }
 
 fn prefixed<T>(index: usize, named: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
@@ -121,10 +139,20 @@ impl Module for Sequential {
     }
 
     fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
-        let layer = name.split_once('.').and_then(|(index, rest)| Some((index.parse::<usize>().ok()?, rest)));
-        match layer {
-            Some((index, rest)) if index < self.layers.len() => self.layers[index].set_buffer(rest, value),
-            _ => Err(NnError::Checkpoint(format!("no buffer named '{name}'"))),
+        match self.layer_for(name) {
+            Some((layer, rest)) => layer.set_buffer(rest, value),
+            None => Err(NnError::Checkpoint(format!("no buffer named '{name}'"))),
+        }
+    }
+
+    fn random_state(&self) -> Vec<(String, u64)> {
+        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.random_state())).collect()
+    }
+
+    fn set_random_state(&mut self, name: &str, position: u64) -> Result<()> {
+        match self.layer_for(name) {
+            Some((layer, rest)) => layer.set_random_state(rest, position),
+            None => Err(NnError::Checkpoint(format!("no random stream named '{name}'"))),
         }
     }
 

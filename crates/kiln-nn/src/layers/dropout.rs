@@ -1,7 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::random;
 
-use crate::{Module, Result, Seeds};
+use crate::{Module, NnError, Result, Seeds};
 
 /// Inverted dropout, as `torch.nn.Dropout`: in training mode each call draws its mask from
 /// the next seed of this layer's own stream; in evaluation mode it is the identity.
@@ -25,6 +25,18 @@ impl Module for Dropout {
         }
         self.calls += 1;
         Ok(input.dropout(self.p, random::derive(self.seed, self.calls), true)?)
+    }
+
+    fn random_state(&self) -> Vec<(String, u64)> {
+        vec![("calls".into(), self.calls)]
+    }
+
+    fn set_random_state(&mut self, name: &str, position: u64) -> Result<()> {
+        if name != "calls" {
+            return Err(NnError::Checkpoint(format!("no random stream named '{name}'")));
+        }
+        self.calls = position;
+        Ok(())
     }
 
     fn set_training(&mut self, training: bool) {
