@@ -1,6 +1,6 @@
 use std::fmt;
 
-use kiln_wgsl::GpuContext;
+use kiln_wgsl::{ADAPTER_ENV, GpuContext};
 
 use crate::Result;
 
@@ -17,10 +17,20 @@ impl Device {
         Ok(Device::Gpu(GpuContext::global()?))
     }
 
-    /// The GPU when there is one; otherwise the CPU, after saying so on stderr.
+    /// The hardware GPU when there is one; otherwise the CPU, after saying why on stderr.
+    /// A software adapter (lavapipe and the like) runs on the same CPU cores far slower than
+    /// Kiln's CPU path, so it is chosen only when `KILN_ADAPTER` asks for it.
     pub fn best() -> Device {
-        match Device::gpu() {
-            Ok(device) => device,
+        match GpuContext::global() {
+            Ok(ctx) if !ctx.adapter().is_software() || std::env::var_os(ADAPTER_ENV).is_some() => Device::Gpu(ctx),
+            Ok(ctx) => {
+                eprintln!(
+                    "kiln: the only GPU adapter is a software one ({}); running on the CPU, which is faster \
+                     (set {ADAPTER_ENV}=software to use it anyway)",
+                    ctx.adapter().name
+                );
+                Device::Cpu
+            }
             Err(e) => {
                 eprintln!("kiln: no GPU available ({e}); running on the CPU");
                 Device::Cpu
