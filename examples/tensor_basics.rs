@@ -5,7 +5,11 @@
 use kiln::{Device, Tensor};
 
 fn main() -> kiln::Result<()> {
-    let gpu = Device::best();
+    // Any adapter, software ones included: this example is about the GPU path.
+    let gpu = Device::gpu().unwrap_or_else(|e| {
+        eprintln!("no GPU ({e}); showing the CPU twice");
+        Device::Cpu
+    });
     println!("device: {gpu}");
 
     // A batch of 4 inputs through one linear layer: relu(x · Wᵀ + b).
