@@ -79,3 +79,16 @@ fn bad_input_is_a_clear_error() {
     resume.resume = true;
     assert!(asl_app::train(&resume, &Device::Cpu, &mut Quiet).unwrap_err().to_string().contains("no checkpoint"));
 }
+
+#[test]
+fn augmentation_trains_on_changed_images() {
+    let plain = config("plain", ModelKind::Mlp, 1, 256);
+    let mut augmented = config("augmented", ModelKind::Mlp, 1, 256);
+    augmented.augment = true;
+    let (a, b) = (
+        asl_app::train(&plain, &Device::Cpu, &mut Quiet).unwrap(),
+        asl_app::train(&augmented, &Device::Cpu, &mut Quiet).unwrap(),
+    );
+    assert!(b.train[0].loss.is_finite());
+    assert_ne!(a.train[0].loss, b.train[0].loss, "augmentation changed nothing");
+}
