@@ -45,12 +45,14 @@ fn bench_conv(c: &mut Criterion) {
         // Forward: 2·N·O·H·W·C·9 FLOPs (padding keeps H×W); each backward half the same again.
         group.throughput(Throughput::Elements((2 * n * out * h * w * ci * 9) as u64));
         let cpu = conv_case(input, out, &Device::Cpu);
-        group.bench_function(BenchmarkId::new("cpu forward", label), |bench| {
-            bench.iter(|| cpu.x.conv2d(&cpu.w, Some(&cpu.b), &conv).unwrap())
-        });
-        group.bench_function(BenchmarkId::new("cpu backward", label), |bench| {
-            bench.iter(|| cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap())
-        });
+        if support::cpu() {
+            group.bench_function(BenchmarkId::new("cpu forward", label), |bench| {
+                bench.iter(|| cpu.x.conv2d(&cpu.w, Some(&cpu.b), &conv).unwrap())
+            });
+            group.bench_function(BenchmarkId::new("cpu backward", label), |bench| {
+                bench.iter(|| cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap())
+            });
+        }
         let Some((device, ctx)) = &gpu else { continue };
         let on_gpu = conv_case(input, out, device);
         let patch = (ci * 9) as f32;
@@ -94,9 +96,11 @@ fn bench_cross_entropy(c: &mut Criterion) {
     let labels: Vec<i32> = (0..rows as i32).map(|i| i % classes as i32).collect();
     let labels = Tensor::from_vec_i32(labels, &[rows], &Device::Cpu).unwrap();
     let id = "asl 32×24 with grad";
-    group.bench_function(BenchmarkId::new("cpu", id), |bench| {
-        bench.iter(|| logits.cross_entropy_with_grad(&labels, None, Reduction::Mean).unwrap())
-    });
+    if support::cpu() {
+        group.bench_function(BenchmarkId::new("cpu", id), |bench| {
+            bench.iter(|| logits.cross_entropy_with_grad(&labels, None, Reduction::Mean).unwrap())
+        });
+    }
     if let Some((device, ctx)) = &gpu {
         let (lg, yg) = (logits.to(device).unwrap(), labels.to(device).unwrap());
         let (loss, _) = lg.cross_entropy_with_grad(&yg, None, Reduction::Mean).unwrap();

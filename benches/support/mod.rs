@@ -5,8 +5,21 @@ use std::time::{Duration, Instant};
 use kiln::Device;
 use kiln::wgsl::GpuContext;
 
-/// The GPU device, or `None` after a notice (the bench then times the CPU only).
+/// `KILN_BENCH_DEVICE` (set by `cargo xtask bench --device`): cpu, gpu or all (default).
+fn wanted(device: &str) -> bool {
+    std::env::var("KILN_BENCH_DEVICE").map_or(true, |wanted| wanted == "all" || wanted == device)
+}
+
+/// Whether to time the CPU.
+pub fn cpu() -> bool {
+    wanted("cpu")
+}
+
+/// The GPU device, or `None` when it is not wanted or there is none (after a notice).
 pub fn gpu(bench: &str) -> Option<(Device, GpuContext)> {
+    if !wanted("gpu") {
+        return None;
+    }
     match Device::gpu() {
         Ok(device @ Device::Gpu(_)) => {
             let Device::Gpu(ctx) = &device else { unreachable!() };
