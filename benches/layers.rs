@@ -1,15 +1,17 @@
 //! The ASL CNN's layer ops at batch 32 (the DLI notebook's model): conv2d forward and
-//! backward for its three convolutions, and the fused cross-entropy with its gradient, on
-//! the GPU adapter and on the CPU. Each GPU op is checked against the CPU once before timing.
+//! backward for its three convolutions, batch norm (training forward + backward) and max
+//! pooling after the first, the fused cross-entropy with its gradient, and an Adam step on
+//! its largest weight — on the GPU adapter and on the CPU. Each GPU op is checked against
+//! the CPU once before timing.
 //!
-//! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `cross_entropy`).
+//! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `batch_norm`, `cross_entropy`, …).
 
 mod support;
 
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kiln::{Conv2d, Device, Reduction, Tensor};
+use kiln::{AdamConfig, BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
 
 /// (label, input [N, C, H, W], output channels): 3×3 kernels, padding 1, stride 1.
 const CONVS: [(&str, [usize; 4], usize); 3] = [
@@ -117,5 +119,85 @@ fn bench_cross_entropy(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_cross_entropy);
+/// Batch norm's training forward and backward, and 2×2 max pooling, on the first conv's
+/// output `[32, 25, 28, 28]`; elements per second.
+fn bench_norm_and_pool(c: &mut Criterion) {
+    let gpu = support::gpu("layers bench");
+    let mut group = c.benchmark_group("batch_norm_and_pool");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let shape = [32, 25, 28, 28];
+    group.throughput(Throughput::Elements(shape.iter().product::<usize>() as u64));
+    let config = BatchNormConfig::default();
+    let pool = Pool2d::new(2);
+    let run_norm = |x: &Tensor, dy: &Tensor| {
+        let (mut mean, mut var) = (Tensor::zeros(&[25], x.device()).unwrap(), Tensor::ones(&[25], x.device()).unwrap());
+        let (y, saved) = x.batch_norm2d_train(None, None, &mut mean, &mut var, &config).unwrap();
+        (y, dy.batch_norm2d_backward(x, None, false, &saved, true).unwrap().input)
+    };
+    let (x, dy) = (Tensor::randn(&shape, 8, &Device::Cpu).unwrap(), Tensor::randn(&shape, 9, &Device::Cpu).unwrap());
+    if support::cpu() {
+        group.bench_function(BenchmarkId::new("cpu", "batch_norm2d 32×25×28×28"), |bench| {
+            bench.iter(|| run_norm(&x, &dy))
+        });
+        group.bench_function(BenchmarkId::new("cpu", "max_pool2d 32×25×28×28"), |bench| {
+            bench.iter(|| x.max_pool2d(&pool).unwrap())
+        });
+    }
+    if let Some((device, ctx)) = &gpu {
+        let (xg, dyg) = (x.to(device).unwrap(), dy.to(device).unwrap());
+        let (want, got) = (run_norm(&x, &dy).1.to_vec().unwrap(), run_norm(&xg, &dyg).1.to_vec().unwrap());
+        support::check_close("batch_norm2d backward", &got, &want, 1e-3);
+        group.bench_function(BenchmarkId::new("gpu", "batch_norm2d 32×25×28×28"), |bench| {
+            bench.iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(run_norm(&xg, &dyg))))
+        });
+        group.bench_function(BenchmarkId::new("gpu", "max_pool2d 32×25×28×28"), |bench| {
+            bench
+                .iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(xg.max_pool2d(&pool).unwrap())))
+        });
+    }
+    group.finish();
+}
+
+/// One fused Adam step on the CNN's largest weight (675 → 512); parameters per second.
+fn bench_adam(c: &mut Criterion) {
+    let gpu = support::gpu("layers bench");
+    let mut group = c.benchmark_group("adam");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let shape = [512, 675];
+    group.throughput(Throughput::Elements((512 * 675) as u64));
+    let config = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false };
+    let state = |device: &Device| {
+        let zeros = || Tensor::zeros(&shape, device).unwrap();
+        (Tensor::randn(&shape, 1, device).unwrap(), Tensor::randn(&shape, 2, device).unwrap(), zeros(), zeros())
+    };
+    if support::cpu() {
+        let (mut w, g, mut m, mut v) = state(&Device::Cpu);
+        let mut step = 0;
+        group.bench_function(BenchmarkId::new("cpu", "step 512×675"), |bench| {
+            bench.iter(|| {
+                step += 1;
+                w.adam_step(&g, &mut m, &mut v, &config, step).unwrap()
+            })
+        });
+    }
+    if let Some((device, ctx)) = &gpu {
+        let (mut w, g, mut m, mut v) = state(device);
+        let (mut wc, gc, mut mc, mut vc) = state(&Device::Cpu);
+        w.adam_step(&g, &mut m, &mut v, &config, 1).unwrap();
+        wc.adam_step(&gc, &mut mc, &mut vc, &config, 1).unwrap();
+        support::check_close("adam step", &w.to_vec().unwrap(), &wc.to_vec().unwrap(), 1e-5);
+        let mut step = 1;
+        group.bench_function(BenchmarkId::new("gpu", "step 512×675"), |bench| {
+            bench.iter_custom(|iterations| {
+                support::time_on_gpu(ctx, iterations, || {
+                    step += 1;
+                    w.adam_step(&g, &mut m, &mut v, &config, step).unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_cross_entropy, bench_norm_and_pool, bench_adam);
 criterion_main!(benches);

@@ -162,5 +162,7 @@ fn print_table(rows: &[Value]) {
             rate
         );
     }
-    println!("\nthroughput: GFLOP/s for matmul and conv2d, G elements/s for cross_entropy");
+    println!(
+        "\nthroughput: GFLOP/s for matmul and conv2d; billions of elements (or parameters) per second for the rest"
+    );
 }
