@@ -451,6 +451,18 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_are_built_once_per_specialisation() {
+        let Some(ctx) = private_context("pipelines_are_built_once_per_specialisation") else { return };
+        let x = ctx.upload(&[1.0f32, -2.0]).unwrap();
+        for _ in 0..3 {
+            unary(&ctx, UnaryOp::Relu, &x, 2, 0.0).unwrap();
+        }
+        assert_eq!(ctx.cached_pipelines(), 1, "the same op reuses its pipeline");
+        unary(&ctx, UnaryOp::Exp, &x, 2, 0.0).unwrap();
+        assert_eq!(ctx.cached_pipelines(), 2, "another op code is another specialisation");
+    }
+
+    #[test]
     fn dropped_buffers_are_reused() {
         let Some(ctx) = private_context("dropped_buffers_are_reused") else { return };
         drop(ctx.alloc(1000).unwrap());
