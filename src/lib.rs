@@ -3,13 +3,16 @@
 //! This facade re-exports the layered crates so an application can depend on `kiln` alone:
 //! [`Tensor`] and [`Device`] from kiln-tensor, [`autograd`], [`nn`], [`optim`], [`data`],
 //! the GPU runtime as [`wgsl`]; and it adds [`training`], the epoch loops and resumable
-//! checkpoints the tutorial programs share.
+//! checkpoints the tutorial programs share, and [`metrics`] (confusion matrix, per-class
+//! precision/recall/F1) and [`tutorials`] (each tutorial's model, optimizer, data and settings).
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
+pub mod metrics;
 pub mod training;
+pub mod tutorials;
 
 pub use kiln_tensor::*;
 pub use kiln_wgsl as wgsl;

@@ -13,6 +13,8 @@ use kiln_nn::{CrossEntropyLoss, Module, StateDict};
 use kiln_optim::Optimizer;
 use kiln_tensor::{DType, Device, Tensor};
 
+use crate::metrics::ConfusionMatrix;
+
 /// Why a training run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -33,6 +35,9 @@ pub enum TrainError {
 
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
@@ -138,6 +143,40 @@ pub fn evaluate(
         }
         totals.finish()
     })
+}
+
+/// Each sample's true and predicted class from one evaluation pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Predictions {
+    pub labels: Vec<i32>,
+    pub predicted: Vec<i32>,
+}
+
+impl Predictions {
+    pub fn confusion_matrix(&self, classes: usize) -> Result<ConfusionMatrix> {
+        Ok(ConfusionMatrix::from_predictions(classes, &self.labels, &self.predicted)?)
+    }
+}
+
+/// The model's class (the highest logit) for every sample, in evaluation mode without
+/// gradients. The per-batch predictions stay on the device until the pass ends.
+pub fn predict(model: &mut dyn Module, batches: impl Iterator<Item = kiln_data::Result<Batch>>) -> Result<Predictions> {
+    model.eval();
+    let pending = no_grad(|| -> Result<Vec<(Tensor, Tensor)>> {
+        let mut pending = Vec::new();
+        for batch in batches {
+            let batch = batch?;
+            let logits = model.forward(&Var::constant(batch.images))?;
+            pending.push((batch.labels, logits.value().argmax(1, false)?));
+        }
+        Ok(pending)
+    })?;
+    let mut predictions = Predictions::default();
+    for (labels, predicted) in pending {
+        predictions.labels.extend(labels.to_vec_i32()?);
+        predictions.predicted.extend(predicted.to_vec_i32()?);
+    }
+    Ok(predictions)
 }
 
 /// Per-epoch metrics of a run so far.

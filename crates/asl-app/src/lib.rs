@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln::Device;
-use kiln::data::presets::{AslLabels, sign_language_mnist};
+use kiln::data::presets::sign_language_mnist_dir;
 use kiln::data::{DataLoader, ImageDataset, Transform};
 use kiln::nn::{CrossEntropyLoss, Module, Seeds, Sequential, models};
 use kiln::optim::Adam;
@@ -78,26 +78,9 @@ impl From<kiln::TensorError> for AppError {
     }
 }
 
-/// The first of `names` (plain or .gz) in `dir`.
-fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
-    names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]).find(|p| p.is_file())
-}
-
 /// The training and validation sets from `dir`, Kaggle's or DLI's copies.
 pub fn load_data(dir: &Path, limit: Option<usize>) -> Result<(ImageDataset, ImageDataset), AppError> {
-    let train = find(dir, &["sign_mnist_train.csv"])
-        .ok_or_else(|| AppError::Setup(format!("{} holds no sign_mnist_train.csv (or .csv.gz)", dir.display())))?;
-    let (valid, labels) = match (find(dir, &["sign_mnist_valid.csv"]), find(dir, &["sign_mnist_test.csv"])) {
-        (Some(valid), _) => (valid, AslLabels::Contiguous),
-        (None, Some(test)) => (test, AslLabels::Kaggle),
-        (None, None) => {
-            return Err(AppError::Setup(format!(
-                "{} holds neither sign_mnist_valid.csv nor sign_mnist_test.csv (or .csv.gz)",
-                dir.display()
-            )));
-        }
-    };
-    let (train, valid) = (sign_language_mnist(&train, labels)?, sign_language_mnist(&valid, labels)?);
+    let (train, valid) = sign_language_mnist_dir(dir)?;
     Ok(match limit {
         Some(n) => (train.take(n), valid.take(n)),
         None => (train, valid),

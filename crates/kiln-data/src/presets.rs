@@ -45,13 +45,25 @@ pub fn sign_language_mnist(csv: &Path, labels: AslLabels) -> Result<ImageDataset
     read_csv_images(csv, &options)
 }
 
+/// The training and validation sets of Sign Language MNIST from a directory holding
+/// `sign_mnist_train.csv` and either `sign_mnist_test.csv` (Kaggle's copy, Kaggle's labels)
+/// or `sign_mnist_valid.csv` (NVIDIA DLI's copy, contiguous labels); each plain or gzipped.
+pub fn sign_language_mnist_dir(dir: &Path) -> Result<(ImageDataset, ImageDataset)> {
+    let train = plain_or_gz(dir, "sign_mnist_train.csv")?;
+    let (valid, labels) = match find_plain_or_gz(dir, "sign_mnist_valid.csv") {
+        Some(valid) => (valid, AslLabels::Contiguous),
+        None => (plain_or_gz(dir, "sign_mnist_test.csv")?, AslLabels::Kaggle),
+    };
+    Ok((sign_language_mnist(&train, labels)?, sign_language_mnist(&valid, labels)?))
+}
+
+fn find_plain_or_gz(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
+}
+
 /// `dir/name` or `dir/name.gz`, whichever exists.
 fn plain_or_gz(dir: &Path, name: &str) -> Result<PathBuf> {
-    let plain = dir.join(name);
-    let gz = dir.join(format!("{name}.gz"));
-    [plain, gz]
-        .into_iter()
-        .find(|p| p.is_file())
+    find_plain_or_gz(dir, name)
         .ok_or_else(|| DataError::Invalid(format!("{} holds neither {name} nor {name}.gz", dir.display())))
 }
 

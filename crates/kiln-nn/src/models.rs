@@ -38,3 +38,60 @@ pub fn asl_cnn(seeds: &mut Seeds, dropout: f32) -> Result<Sequential> {
         .add(ReLU)
         .add(Linear::new(512, 24, seeds)?))
 }
+
+/// The Fashion-MNIST CNN of the Keras tutorial: 5×5 convolutions with 32 and 64 channels
+/// (no padding), each followed by ReLU and 2×2 max pooling, dropout 0.3, then
+/// 1024 → 512 → 10.
+pub fn fashion_mnist_cnn(seeds: &mut Seeds) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Conv2d::new(1, 32, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(32, 64, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Dropout::new(0.3, seeds))
+        .add(Flatten::new())
+        .add(Linear::new(1024, 512, seeds)?)
+        .add(ReLU)
+        .add(Linear::new(512, 10, seeds)?))
+}
+
+/// The MLP of PyTorch's quickstart on Fashion-MNIST: 784 → 512 → 512 → 10 with ReLUs.
+pub fn fashion_mnist_mlp(seeds: &mut Seeds) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Flatten::new())
+        .add(Linear::new(784, 512, seeds)?)
+        .add(ReLU)
+        .add(Linear::new(512, 512, seeds)?)
+        .add(ReLU)
+        .add(Linear::new(512, 10, seeds)?))
+}
+
+/// The MLP of TensorFlow's beginner quickstart on MNIST: 784 → 128, ReLU, dropout 0.2, → 10.
+pub fn mnist_mlp(seeds: &mut Seeds) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Flatten::new())
+        .add(Linear::new(784, 128, seeds)?)
+        .add(ReLU)
+        .add(Dropout::new(0.2, seeds))
+        .add(Linear::new(128, 10, seeds)?))
+}
+
+/// The LeNet of PyTorch's CIFAR-10 tutorial: 5×5 convolutions with 6 and 16 channels, each
+/// followed by ReLU and 2×2 max pooling, then 400 → 120 → 84 → 10 with ReLUs.
+pub fn cifar10_lenet(seeds: &mut Seeds) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Conv2d::new(3, 6, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(6, 16, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Linear::new(400, 120, seeds)?)
+        .add(ReLU)
+        .add(Linear::new(120, 84, seeds)?)
+        .add(ReLU)
+        .add(Linear::new(84, 10, seeds)?))
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::{asl_cnn, asl_mlp};
 use kiln_autograd::{Var, no_grad};
-use kiln_nn::{CrossEntropyLoss, Module, Sequential};
+use kiln_nn::{CrossEntropyLoss, Module, Seeds, Sequential, models};
 use kiln_optim::{Adam, Optimizer};
 use kiln_tensor::{Device, Tensor};
 use kiln_wgsl::testing::context_or_skip;
@@ -99,5 +99,26 @@ fn the_gpu_trains_like_the_cpu() {
         for (c, g) in cpu.iter().zip(&on_gpu) {
             assert!((c - g).abs() <= 1e-3 * c.abs().max(1.0), "{name}: cpu {cpu:?} gpu {on_gpu:?}");
         }
+    }
+}
+
+#[test]
+fn the_other_tutorials_models_have_their_sizes_and_outputs() {
+    type Build = fn(&mut Seeds) -> kiln_nn::Result<Sequential>;
+    // Parameter totals as the tutorials' own summaries print them (Keras `model.summary()`,
+    // PyTorch `sum(p.numel())`), and each model's input and output shapes.
+    let cases: [(&str, Build, [usize; 3], usize, usize); 4] = [
+        ("fashion_mnist_cnn", models::fashion_mnist_cnn, [1, 28, 28], 10, 582_026),
+        ("fashion_mnist_mlp", models::fashion_mnist_mlp, [1, 28, 28], 10, 669_706),
+        ("mnist_mlp", models::mnist_mlp, [1, 28, 28], 10, 101_770),
+        ("cifar10_lenet", models::cifar10_lenet, [3, 32, 32], 10, 62_006),
+    ];
+    for (name, build, [c, h, w], classes, parameters) in cases {
+        let mut model = build(&mut Seeds::new(1)).unwrap();
+        let count: usize = model.parameters().iter().map(|(_, p)| p.value().len()).sum();
+        assert_eq!(count, parameters, "{name}");
+        let x = Var::constant(Tensor::rand(&[3, c, h, w], 2, &Device::Cpu).unwrap());
+        let logits = no_grad(|| model.forward(&x)).unwrap();
+        assert_eq!(logits.value().shape(), &[3, classes], "{name}");
     }
 }

@@ -1,0 +1,174 @@
+//! The classic tutorials Kiln reproduces, each as a recipe: its dataset, model, optimizer,
+//! batch size, epochs and input scaling, as the tutorial sets them. The examples, the
+//! end-to-end tests and `cargo xtask bench --train` all read their settings from here, so
+//! they cannot drift apart.
+
+use std::path::Path;
+
+use kiln_autograd::Var;
+use kiln_data::presets::{self, Split};
+use kiln_data::{DataLoader, ImageDataset, Transform, read_cifar10};
+use kiln_nn::{Module, Seeds, Sequential, models};
+use kiln_optim::{Adam, Optimizer, Sgd};
+use kiln_tensor::Device;
+
+use crate::training::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tutorial {
+    /// NVIDIA DLI's American Sign Language CNN: Adam 1e-3, batch 32, 20 epochs.
+    AslCnn,
+    /// NVIDIA DLI's American Sign Language MLP: Adam 1e-3, batch 32, 20 epochs.
+    AslMlp,
+    /// The Keras Fashion-MNIST CNN: Adam 1e-3, batch 256, 20 epochs.
+    FashionMnistCnn,
+    /// PyTorch's quickstart on Fashion-MNIST: SGD 1e-3, batch 64, 5 epochs, unshuffled
+    /// (its `DataLoader` is built without `shuffle=True`).
+    FashionMnistMlp,
+    /// TensorFlow's beginner quickstart on MNIST: Adam 1e-3, batch 32, 5 epochs.
+    MnistMlp,
+    /// PyTorch's CIFAR-10 classifier tutorial: SGD 1e-3 with momentum 0.9, batch 4, 2
+    /// epochs, pixels normalised to [-1, 1].
+    Cifar10Lenet,
+}
+
+impl Tutorial {
+    pub const ALL: [Tutorial; 6] = [
+        Tutorial::AslCnn,
+        Tutorial::AslMlp,
+        Tutorial::FashionMnistCnn,
+        Tutorial::FashionMnistMlp,
+        Tutorial::MnistMlp,
+        Tutorial::Cifar10Lenet,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tutorial::AslCnn => "asl_cnn",
+            Tutorial::AslMlp => "asl_mlp",
+            Tutorial::FashionMnistCnn => "fashion_mnist_cnn",
+            Tutorial::FashionMnistMlp => "fashion_mnist_mlp",
+            Tutorial::MnistMlp => "mnist_mlp",
+            Tutorial::Cifar10Lenet => "cifar10_lenet",
+        }
+    }
+
+    /// The conventional name of the dataset's directory (as in `../shared/data`).
+    pub fn dataset_dir(self) -> &'static str {
+        match self {
+            Tutorial::AslCnn | Tutorial::AslMlp => "sign-language-mnist",
+            Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp => "fashion-mnist",
+            Tutorial::MnistMlp => "mnist",
+            Tutorial::Cifar10Lenet => "cifar-10",
+        }
+    }
+
+    pub fn batch_size(self) -> usize {
+        match self {
+            Tutorial::AslCnn | Tutorial::AslMlp | Tutorial::MnistMlp => 32,
+            Tutorial::FashionMnistCnn => 256,
+            Tutorial::FashionMnistMlp => 64,
+            Tutorial::Cifar10Lenet => 4,
+        }
+    }
+
+    pub fn epochs(self) -> usize {
+        match self {
+            Tutorial::AslCnn | Tutorial::AslMlp | Tutorial::FashionMnistCnn => 20,
+            Tutorial::FashionMnistMlp | Tutorial::MnistMlp => 5,
+            Tutorial::Cifar10Lenet => 2,
+        }
+    }
+
+    pub fn shuffle(self) -> bool {
+        self != Tutorial::FashionMnistMlp
+    }
+
+    /// The tutorial's model, initialised from `seed`.
+    pub fn model(self, seed: u64) -> Result<Sequential> {
+        let seeds = &mut Seeds::new(seed);
+        Ok(match self {
+            Tutorial::AslCnn => models::asl_cnn(seeds, 1.0)?,
+            Tutorial::AslMlp => models::asl_mlp(seeds)?,
+            Tutorial::FashionMnistCnn => models::fashion_mnist_cnn(seeds)?,
+            Tutorial::FashionMnistMlp => models::fashion_mnist_mlp(seeds)?,
+            Tutorial::MnistMlp => models::mnist_mlp(seeds)?,
+            Tutorial::Cifar10Lenet => models::cifar10_lenet(seeds)?,
+        })
+    }
+
+    /// The tutorial's learning rate.
+    pub fn lr(self) -> f32 {
+        1e-3
+    }
+
+    /// The tutorial's optimizer over `model`'s parameters, with learning rate `lr`.
+    pub fn optimizer(self, model: &dyn Module, lr: f32) -> Box<dyn Optimizer> {
+        let parameters: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).collect();
+        match self {
+            Tutorial::FashionMnistMlp => Box::new(Sgd::new(parameters, lr)),
+            Tutorial::Cifar10Lenet => Box::new(Sgd::new(parameters, lr).momentum(0.9)),
+            _ => Box::new(Adam::new(parameters, lr)),
+        }
+    }
+
+    /// How the tutorial turns pixels into the model's input.
+    pub fn transform(self) -> Transform {
+        match self {
+            Tutorial::Cifar10Lenet => Transform::to_float().normalize(&[0.5; 3], &[0.5; 3]),
+            _ => Transform::to_float(),
+        }
+    }
+
+    /// The training and test (validation) sets from the dataset's own directory: the
+    /// Sign Language MNIST CSVs, the four (Fashion-)MNIST IDX files, or CIFAR-10's batch
+    /// files or archive.
+    pub fn datasets(self, dir: &Path) -> Result<(ImageDataset, ImageDataset)> {
+        Ok(match self {
+            Tutorial::AslCnn | Tutorial::AslMlp => presets::sign_language_mnist_dir(dir)?,
+            Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp => {
+                (presets::fashion_mnist(dir, Split::Train)?, presets::fashion_mnist(dir, Split::Test)?)
+            }
+            Tutorial::MnistMlp => (presets::mnist(dir, Split::Train)?, presets::mnist(dir, Split::Test)?),
+            Tutorial::Cifar10Lenet => (read_cifar10(dir, Split::Train)?, read_cifar10(dir, Split::Test)?),
+        })
+    }
+
+    /// The training loader (shuffled by `seed` when the tutorial shuffles) and the test
+    /// loader, both with the tutorial's batch size and transform. On a GPU the datasets are
+    /// uploaded once and batches are gathered there.
+    pub fn loaders(
+        self,
+        train: &ImageDataset,
+        test: &ImageDataset,
+        device: &Device,
+        seed: u64,
+    ) -> Result<(DataLoader, DataLoader)> {
+        let loader = |dataset: &ImageDataset| -> Result<DataLoader> {
+            let loader = if device.is_gpu() {
+                DataLoader::resident(dataset, self.batch_size(), device)?
+            } else {
+                DataLoader::new(dataset.clone(), self.batch_size()).to_device(device)
+            };
+            Ok(loader.transform(self.transform()))
+        };
+        Ok((loader(train)?.shuffle(self.shuffle()).seed(seed), loader(test)?))
+    }
+}
+
+impl std::fmt::Display for Tutorial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Tutorial {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Tutorial::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Tutorial::ALL.iter().map(|t| t.name()).collect();
+            format!("unknown tutorial {s:?}; one of {}", names.join(", "))
+        })
+    }
+}
