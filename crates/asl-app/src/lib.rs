@@ -2,14 +2,18 @@
 //! model, the epoch loop with checkpoints and resumption. The binary only parses arguments
 //! and draws progress; everything here is callable (and tested) as a library.
 
+pub mod plots;
+
 use std::path::{Path, PathBuf};
 
-use kiln::Device;
-use kiln::data::presets::sign_language_mnist_dir;
+use kiln::autograd::{Var, no_grad};
+use kiln::data::presets::{ASL_LETTERS, sign_language_mnist_dir};
 use kiln::data::{DataLoader, ImageDataset, Transform};
+use kiln::metrics::ConfusionMatrix;
 use kiln::nn::{CrossEntropyLoss, Module, Seeds, Sequential, models};
 use kiln::optim::Adam;
 use kiln::training::{self, EpochMetrics, History, TrainError};
+use kiln::{Device, Tensor};
 
 /// Which of the DLI notebooks' models to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,10 +127,14 @@ impl Observer for Quiet {}
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
 pub const METRICS: &str = "metrics.csv";
+pub const CURVES: &str = "curves.png";
+pub const PREDICTIONS: &str = "predictions.png";
+pub const CONFUSION: &str = "confusion.png";
 
 /// Trains, writing after every epoch (each atomically) the resumable checkpoint, the model
-/// alone (loadable in PyTorch) and the metrics. With `resume`, continues from the
-/// checkpoint in `out` and ends with the weights an uninterrupted run would have.
+/// alone (loadable in PyTorch), the metrics and their curves; at the end, the figures of
+/// the validation predictions. With `resume`, continues from the checkpoint in `out` and
+/// ends with the weights an uninterrupted run would have.
 pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
     let (train_set, valid_set) = load_data(&config.data, config.limit)?;
     std::fs::create_dir_all(&config.out).map_err(|e| AppError::Setup(format!("{}: {e}", config.out.display())))?;
@@ -160,7 +168,7 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
     let valid_loader = if device.is_gpu() {
         DataLoader::resident(&valid_set, config.batch_size, device)?
     } else {
-        DataLoader::new(valid_set, config.batch_size).to_device(device)
+        DataLoader::new(valid_set.clone(), config.batch_size).to_device(device)
     }
     .transform(Transform::to_float());
 
@@ -177,9 +185,111 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
         training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
         kiln::nn::save(&model, &config.out.join(MODEL))?;
         write_text(&config.out.join(METRICS), &history.to_csv())?;
+        plots::curves(&history, &config.out.join(CURVES)).map_err(AppError::Setup)?;
         observer.epoch_finished(epoch, &train, &valid);
     }
+    let predictions = training::predict(&mut model, valid_loader.epoch(0)?)?;
+    let matrix = predictions.confusion_matrix(valid_set.num_classes())?;
+    plots::prediction_grid(&valid_set, &predictions.predicted, &config.out.join(PREDICTIONS))
+        .map_err(AppError::Setup)?;
+    plots::confusion(&matrix, valid_set.class_names(), &config.out.join(CONFUSION)).map_err(AppError::Setup)?;
     Ok(history)
+}
+
+/// A trained ASL model read from a file written by [`train`]: the model alone
+/// (`model.safetensors`, or a PyTorch `state_dict` of the same model saved with
+/// safetensors), the resumable checkpoint, or a run's output directory. Which model it
+/// is (CNN or MLP) is read from its tensors.
+pub fn load_model(path: &Path, device: &Device) -> Result<(Sequential, ModelKind), AppError> {
+    let file = if path.is_dir() { path.join(MODEL) } else { path.to_path_buf() };
+    let mut state = kiln::nn::load_state_dict(&file)?;
+    if state.keys().any(|k| k.starts_with("model.")) {
+        state = state.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("model.")?.to_string(), v))).collect();
+    }
+    let kind = match (state.get("0.weight"), state.get("1.weight")) {
+        (Some(w), _) if w.rank() == 4 => ModelKind::Cnn,
+        (_, Some(w)) if w.rank() == 2 => ModelKind::Mlp,
+        _ => {
+            return Err(AppError::Setup(format!(
+                "{} is not a checkpoint of the ASL CNN or MLP: it has neither a convolution weight \
+                 \"0.weight\" nor a linear weight \"1.weight\"",
+                file.display()
+            )));
+        }
+    };
+    let mut model = build_model(kind, 0)?;
+    kiln::nn::load_into(&mut model, &state).map_err(|e| AppError::Setup(format!("{}: {e}", file.display())))?;
+    model.to_device(device)?;
+    model.eval();
+    Ok((model, kind))
+}
+
+/// The validation set's predictions by a saved model, as a confusion matrix over the
+/// letters (see [`load_model`] for `checkpoint` and [`load_data`] for `data`).
+pub fn evaluate_checkpoint(
+    checkpoint: &Path,
+    data: &Path,
+    device: &Device,
+    limit: Option<usize>,
+) -> Result<(ConfusionMatrix, ImageDataset), AppError> {
+    let (mut model, _) = load_model(checkpoint, device)?;
+    let (_, valid) = load_data(data, limit)?;
+    let loader = if device.is_gpu() {
+        DataLoader::resident(&valid, 64, device)?
+    } else {
+        DataLoader::new(valid.clone(), 64).to_device(device)
+    }
+    .transform(Transform::to_float());
+    let predictions = training::predict(&mut model, loader.epoch(0)?)?;
+    Ok((predictions.confusion_matrix(valid.num_classes())?, valid))
+}
+
+/// The model's letter for one image, its probability and the runner-up's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImagePrediction {
+    pub letter: &'static str,
+    pub probability: f32,
+    pub runner_up: (&'static str, f32),
+}
+
+/// An image file (PNG or JPEG, any size or colour) as the 28×28 greyscale pixels the
+/// models read: converted to grey, then resized when it is not 28×28 already.
+pub fn read_image(path: &Path) -> Result<Vec<u8>, AppError> {
+    let image = image::open(path).map_err(|e| AppError::Setup(format!("{}: {e}", path.display())))?.to_luma8();
+    let image = if image.dimensions() == (28, 28) {
+        image
+    } else {
+        image::imageops::resize(&image, 28, 28, image::imageops::FilterType::Triangle)
+    };
+    Ok(image.into_raw())
+}
+
+/// The letter `model` sees in each image file.
+pub fn predict_images(
+    model: &mut Sequential,
+    paths: &[PathBuf],
+    device: &Device,
+) -> Result<Vec<ImagePrediction>, AppError> {
+    let mut pixels = Vec::with_capacity(paths.len() * 784);
+    for path in paths {
+        pixels.extend(read_image(path)?.into_iter().map(|p| p as f32 / 255.0));
+    }
+    let images = Tensor::from_vec(pixels, &[paths.len(), 1, 28, 28], device)?;
+    model.eval();
+    let logits = no_grad(|| model.forward(&Var::constant(images)))?;
+    let probabilities = logits.value().softmax(1)?.to_vec()?;
+    Ok(probabilities
+        .chunks(ASL_LETTERS.len())
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            ImagePrediction {
+                letter: ASL_LETTERS[order[0]],
+                probability: row[order[0]],
+                runner_up: (ASL_LETTERS[order[1]], row[order[1]]),
+            }
+        })
+        .collect())
 }
 
 /// Replaces `path` with `text` through a temporary file, so it is never half-written.

@@ -1,11 +1,13 @@
 //! `cargo run --release -p asl-app`: trains the ASL alphabet CNN (or MLP) from NVIDIA DLI's
-//! tutorial on the best device present, showing progress and per-epoch metrics.
+//! tutorial on the best device present, showing progress and per-epoch metrics;
+//! `asl-app eval --checkpoint RUN` scores a saved model per letter, and
+//! `asl-app predict --checkpoint RUN IMAGE...` reads letters from image files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use asl_app::{DeviceChoice, ModelKind, Observer, TrainConfig};
-use clap::{Parser, ValueEnum};
+use asl_app::{AppError, DeviceChoice, ModelKind, Observer, TrainConfig};
+use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::training::EpochMetrics;
 
@@ -22,10 +24,30 @@ enum DeviceArg {
     Gpu,
 }
 
-/// Train the American Sign Language alphabet classifier (24 letters, Sign Language MNIST).
+/// Train and use the American Sign Language alphabet classifier (24 letters, Sign
+/// Language MNIST). Without a subcommand, trains.
 #[derive(Parser)]
-#[command(version)]
-struct Args {
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (the default).
+    Train(TrainArgs),
+    /// Accuracy, per-letter precision/recall/F1 and the confusion matrix of a saved model
+    /// on the validation set.
+    Eval(EvalArgs),
+    /// The letter shown in each image file (PNG or JPEG; greyscale 28×28, or converted).
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
     /// The notebook's model to train.
     #[arg(long, value_enum, default_value_t = Model::Cnn)]
     model: Model,
@@ -47,7 +69,7 @@ struct Args {
     /// Directory with the Sign Language MNIST CSVs (Kaggle's or DLI's); default: bundled.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Where checkpoints and metrics go; default: runs/asl-<model>.
+    /// Where checkpoints, metrics and figures go; default: runs/asl-<model>.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run whose checkpoint is in --out.
@@ -56,6 +78,36 @@ struct Args {
     /// Use only the first N training and validation samples.
     #[arg(long)]
     limit: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A model file (model.safetensors), a resumable checkpoint, or a run's directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory with the Sign Language MNIST CSVs; default: bundled.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Also write the confusion matrix here as confusion.png and confusion.csv.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use only the first N validation samples.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A model file (model.safetensors), a resumable checkpoint, or a run's directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// The image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
 }
 
 struct Progress {
@@ -99,8 +151,32 @@ impl Observer for Progress {
     }
 }
 
+fn device_choice(arg: DeviceArg) -> DeviceChoice {
+    match arg {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Gpu => DeviceChoice::Gpu,
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => train(cli.train),
+        Some(Command::Train(args)) => train(args),
+        Some(Command::Eval(args)) => eval(args),
+        Some(Command::Predict(args)) => predict(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("asl-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> Result<(), AppError> {
     let model = match args.model {
         Model::Cnn => ModelKind::Cnn,
         Model::Mlp => ModelKind::Mlp,
@@ -111,11 +187,7 @@ fn main() -> ExitCode {
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
-        device: match args.device {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-            DeviceArg::Gpu => DeviceChoice::Gpu,
-        },
+        device: device_choice(args.device),
         augment: args.augment,
         data: args.data.unwrap_or_else(asl_app::bundled_data),
         out: args.out.unwrap_or_else(|| {
@@ -124,31 +196,84 @@ fn main() -> ExitCode {
         resume: args.resume,
         limit: args.limit,
     };
-    let device = match asl_app::pick_device(config.device) {
-        Ok(device) => device,
-        Err(e) => {
-            eprintln!("asl-app: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let device = asl_app::pick_device(config.device)?;
     println!("device: {device}");
     println!("data: {}   output: {}", config.data.display(), config.out.display());
     let mut progress = Progress { bar: None, epochs: config.epochs };
-    match asl_app::train(&config, &device, &mut progress) {
-        Ok(history) => {
-            if let Some((best, epoch)) =
-                history.valid.iter().zip(1..).map(|(m, e)| (m.accuracy, e)).max_by(|a, b| a.0.total_cmp(&b.0))
-            {
-                let last = history.valid.last().expect("at least one epoch");
-                println!("done: final valid accuracy {:.4}, best {best:.4} (epoch {epoch})", last.accuracy);
-            }
-            println!("checkpoint, model and metrics in {}", config.out.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("asl-app: {e}");
-            eprintln!("the last completed epoch's checkpoint (if any) is in {}", config.out.display());
-            ExitCode::FAILURE
-        }
+    let history = asl_app::train(&config, &device, &mut progress).inspect_err(|_| {
+        eprintln!("the last completed epoch's checkpoint (if any) is in {}", config.out.display());
+    })?;
+    if let Some((best, epoch)) =
+        history.valid.iter().zip(1..).map(|(m, e)| (m.accuracy, e)).max_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        let last = history.valid.last().expect("at least one epoch");
+        let seconds: f64 = history.train.iter().map(|m| m.seconds).sum();
+        let samples: usize = history.train.iter().map(|m| m.samples).sum();
+        println!(
+            "done: final valid accuracy {:.4}, best {best:.4} (epoch {epoch}); {:.0} samples/s over {} epochs",
+            last.accuracy,
+            samples as f64 / seconds.max(1e-9),
+            history.epochs()
+        );
     }
+    println!(
+        "checkpoint, model, metrics and figures ({}, {}, {}) in {}",
+        asl_app::CURVES,
+        asl_app::PREDICTIONS,
+        asl_app::CONFUSION,
+        config.out.display()
+    );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<(), AppError> {
+    let device = asl_app::pick_device(device_choice(args.device))?;
+    let data = args.data.unwrap_or_else(asl_app::bundled_data);
+    let (matrix, valid) = asl_app::evaluate_checkpoint(&args.checkpoint, &data, &device, args.limit)?;
+    let names = valid.class_names();
+    println!(
+        "{} on {} validation images of {} (device: {device})",
+        args.checkpoint.display(),
+        valid.len(),
+        data.display()
+    );
+    println!("accuracy {:.4}\n", matrix.accuracy());
+    println!("{}", matrix.report(names));
+    println!("confusion matrix (rows: true letter, columns: predicted)");
+    print!("   ");
+    for name in names {
+        print!("{name:>4}");
+    }
+    println!();
+    for (t, name) in names.iter().enumerate() {
+        print!("{name:>3}");
+        for p in 0..matrix.classes() {
+            print!("{:>4}", matrix.count(t, p));
+        }
+        println!();
+    }
+    if let Some(out) = args.out {
+        std::fs::create_dir_all(&out).map_err(|e| AppError::Setup(format!("{}: {e}", out.display())))?;
+        asl_app::plots::confusion(&matrix, names, &out.join(asl_app::CONFUSION)).map_err(AppError::Setup)?;
+        let csv = out.join("confusion.csv");
+        std::fs::write(&csv, matrix.to_csv(names)).map_err(|e| AppError::Setup(format!("{}: {e}", csv.display())))?;
+        println!("wrote {} and {}", out.join(asl_app::CONFUSION).display(), csv.display());
+    }
+    Ok(())
+}
+
+fn predict(args: PredictArgs) -> Result<(), AppError> {
+    let device = asl_app::pick_device(device_choice(args.device))?;
+    let (mut model, _) = asl_app::load_model(&args.checkpoint, &device)?;
+    for (path, p) in args.images.iter().zip(asl_app::predict_images(&mut model, &args.images, &device)?) {
+        println!(
+            "{}: {} ({:.1}%; next {} {:.1}%)",
+            path.display(),
+            p.letter,
+            100.0 * p.probability,
+            p.runner_up.0,
+            100.0 * p.runner_up.1
+        );
+    }
+    Ok(())
 }

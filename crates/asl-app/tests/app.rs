@@ -1,6 +1,7 @@
 //! The trainer end to end on small slices of the bundled data: the loss falls and accuracy
 //! ends well above chance on the CPU and on the GPU, an interrupted run resumes to exactly
-//! the weights of an uninterrupted one, and bad input is a clear error.
+//! the weights of an uninterrupted one, a saved model evaluates and reads image files as
+//! training saw them, and bad input is a clear error.
 
 use std::path::PathBuf;
 
@@ -35,6 +36,11 @@ fn learns(config: &TrainConfig, device: &Device) {
     for file in [asl_app::CHECKPOINT, asl_app::MODEL, asl_app::METRICS] {
         assert!(config.out.join(file).is_file(), "{file}");
     }
+    for (file, size) in [(asl_app::CURVES, (1000, 420)), (asl_app::CONFUSION, (906, 906))] {
+        let figure = image::open(config.out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((figure.width(), figure.height()), size, "{file}");
+    }
+    assert!(image::open(config.out.join(asl_app::PREDICTIONS)).is_ok());
     let csv = std::fs::read_to_string(config.out.join(asl_app::METRICS)).unwrap();
     assert_eq!(csv.lines().count(), history.epochs() + 1, "a header and one row per epoch");
 }
@@ -92,4 +98,101 @@ fn augmentation_trains_on_changed_images() {
     );
     assert!(b.train[0].loss.is_finite());
     assert_ne!(a.train[0].loss, b.train[0].loss, "augmentation changed nothing");
+}
+
+/// A trained MLP's directory, shared by the eval/predict tests.
+fn trained_mlp(name: &str) -> TrainConfig {
+    let config = config(name, ModelKind::Mlp, 2, 2048);
+    asl_app::train(&config, &Device::Cpu, &mut Quiet).unwrap();
+    config
+}
+
+#[test]
+fn a_saved_model_evaluates_as_its_last_epoch_did() {
+    let config = trained_mlp("eval");
+    let (last_epoch, _) = {
+        let csv = std::fs::read_to_string(config.out.join(asl_app::METRICS)).unwrap();
+        let row: Vec<f32> = csv.lines().last().unwrap().split(',').map(|f| f.parse().unwrap()).collect();
+        (row[4], row)
+    };
+    for path in [config.out.clone(), config.out.join(asl_app::MODEL), config.out.join(asl_app::CHECKPOINT)] {
+        let (model, kind) = asl_app::load_model(&path, &Device::Cpu).unwrap();
+        assert_eq!((kind, model.len()), (ModelKind::Mlp, 6));
+        let (matrix, valid) = asl_app::evaluate_checkpoint(&path, &config.data, &Device::Cpu, Some(2048)).unwrap();
+        assert_eq!((matrix.total(), valid.len()), (2048, 2048));
+        assert!((matrix.accuracy() as f32 - last_epoch).abs() < 2e-6, "{} vs {last_epoch}", matrix.accuracy());
+    }
+}
+
+#[test]
+fn predict_reads_image_files_as_the_dataset_holds_them() {
+    let config = trained_mlp("predict");
+    let (_, valid) = asl_app::load_data(&config.data, Some(6)).unwrap();
+    let mut paths = Vec::new();
+    for i in 0..6 {
+        let grey = image::GrayImage::from_raw(28, 28, valid.image(i).to_vec()).unwrap();
+        let path = config.out.join(format!("sample{i}.png"));
+        if i % 2 == 0 {
+            grey.save(&path).unwrap();
+        } else {
+            image::DynamicImage::ImageLuma8(grey).to_rgb8().save(&path).unwrap(); // colour PNG of a grey image
+        }
+        assert_eq!(asl_app::read_image(&path).unwrap(), valid.image(i), "sample {i}");
+        paths.push(path);
+    }
+    let big = config.out.join("big.jpg");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([90, 120, 200])).save(&big).unwrap();
+    assert_eq!(asl_app::read_image(&big).unwrap().len(), 784, "resized to 28×28");
+
+    let (mut model, _) = asl_app::load_model(&config.out, &Device::Cpu).unwrap();
+    let predicted = asl_app::predict_images(&mut model, &paths, &Device::Cpu).unwrap();
+    let loader = kiln::data::DataLoader::new(valid.clone(), 6).transform(kiln::data::Transform::to_float());
+    let expected = kiln::training::predict(&mut model, loader.epoch(0).unwrap()).unwrap().predicted;
+    for (p, e) in predicted.iter().zip(expected) {
+        assert_eq!(p.letter, kiln::data::presets::ASL_LETTERS[e as usize]);
+        assert!(p.probability >= p.runner_up.1 && p.probability <= 1.0);
+    }
+}
+
+fn load_error(path: &std::path::Path) -> String {
+    match asl_app::load_model(path, &Device::Cpu) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_models_and_images_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("asl-app-bad-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.png");
+    std::fs::write(&text, "not an image").unwrap();
+    let message = asl_app::read_image(&text).unwrap_err().to_string();
+    assert!(message.contains("notes.png"), "{message}");
+    let message = load_error(&text);
+    assert!(message.contains("notes.png"), "{message}");
+
+    // A safetensors file of some other model: named, with what it lacks.
+    let mut other = kiln::nn::StateDict::new();
+    other.insert("1.weight".into(), kiln::Tensor::zeros(&[10, 784], &Device::Cpu).unwrap());
+    let other_path = dir.join("other.safetensors");
+    kiln::nn::save_state_dict(&other, &other_path).unwrap();
+    let message = load_error(&other_path);
+    assert!(message.contains("other.safetensors") && message.contains("1.bias"), "{message}");
+    let mut conv = kiln::nn::StateDict::new();
+    conv.insert("weight".into(), kiln::Tensor::zeros(&[3], &Device::Cpu).unwrap());
+    kiln::nn::save_state_dict(&conv, &other_path).unwrap();
+    let message = load_error(&other_path);
+    assert!(message.contains("not a checkpoint of the ASL CNN or MLP"), "{message}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let good = config("diverging", ModelKind::Mlp, 1, 512);
+    asl_app::train(&good, &Device::Cpu, &mut Quiet).unwrap();
+    let saved = std::fs::read(good.out.join(asl_app::CHECKPOINT)).unwrap();
+    let diverging = TrainConfig { lr: 1e30, ..good.clone() };
+    let message = asl_app::train(&diverging, &Device::Cpu, &mut Quiet).unwrap_err().to_string();
+    assert!(message.contains("the training loss became") && message.contains("learning rate"), "{message}");
+    assert!(std::fs::read(good.out.join(asl_app::CHECKPOINT)).unwrap() == saved, "the good checkpoint was replaced");
 }
