@@ -1,8 +1,9 @@
-//! The ASL CNN's layer ops at batch 32 (the DLI notebook's model): conv2d forward and
-//! backward for its three convolutions, batch norm (training forward + backward) and max
-//! pooling after the first, the fused cross-entropy with its gradient, and an Adam step on
-//! its largest weight — on the GPU adapter and on the CPU. Each GPU op is checked against
-//! the CPU once before timing.
+//! The tutorial models' layer ops: conv2d forward and backward (input and weight gradients)
+//! for every convolution of the ASL CNN (batch 32), the Fashion-MNIST CNN (batch 256) and
+//! LeNet (batch 4); and at the ASL CNN's shapes batch norm (training forward + backward),
+//! max pooling, the fused cross-entropy with its gradient and an Adam step on its largest
+//! weight — on the GPU adapter and on the CPU. Each GPU op is checked against the CPU once
+//! before timing.
 //!
 //! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `batch_norm`, `cross_entropy`, …).
 
@@ -13,11 +14,15 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kiln::{AdamConfig, BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
 
-/// (label, input [N, C, H, W], output channels): 3×3 kernels, padding 1, stride 1.
-const CONVS: [(&str, [usize; 4], usize); 3] = [
-    ("conv1 1→25 28×28", [32, 1, 28, 28], 25),
-    ("conv2 25→50 14×14", [32, 25, 14, 14], 50),
-    ("conv3 50→75 7×7", [32, 50, 7, 7], 75),
+/// (label, input [N, C, H, W], output channels, kernel, padding), stride 1.
+const CONVS: [(&str, [usize; 4], usize, usize, usize); 7] = [
+    ("asl conv1 1→25 28×28", [32, 1, 28, 28], 25, 3, 1),
+    ("asl conv2 25→50 14×14", [32, 25, 14, 14], 50, 3, 1),
+    ("asl conv3 50→75 7×7", [32, 50, 7, 7], 75, 3, 1),
+    ("fashion conv1 1→32 28×28 5×5", [256, 1, 28, 28], 32, 5, 0),
+    ("fashion conv2 32→64 12×12 5×5", [256, 32, 12, 12], 64, 5, 0),
+    ("lenet conv1 3→6 32×32 5×5", [4, 3, 32, 32], 6, 5, 0),
+    ("lenet conv2 6→16 14×14 5×5", [4, 6, 14, 14], 16, 5, 0),
 ];
 
 struct ConvCase {
@@ -27,26 +32,26 @@ struct ConvCase {
     grad: Tensor,
 }
 
-fn conv_case(input: [usize; 4], out: usize, device: &Device) -> ConvCase {
-    let conv = Conv2d::default().padding(1);
+fn conv_case(input: [usize; 4], out: usize, kernel: usize, conv: &Conv2d, device: &Device) -> ConvCase {
     let x = Tensor::randn(&input, 1, device).unwrap();
-    let w = Tensor::randn(&[out, input[1], 3, 3], 2, device).unwrap();
+    let w = Tensor::randn(&[out, input[1], kernel, kernel], 2, device).unwrap();
     let b = Tensor::randn(&[out], 3, device).unwrap();
-    let y_shape = x.conv2d(&w, Some(&b), &conv).unwrap().shape().to_vec();
+    let y_shape = x.conv2d(&w, Some(&b), conv).unwrap().shape().to_vec();
     let grad = Tensor::randn(&y_shape, 4, device).unwrap();
     ConvCase { x, w, b, grad }
 }
 
 fn bench_conv(c: &mut Criterion) {
     let gpu = support::gpu("layers bench");
-    let conv = Conv2d::default().padding(1);
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    for (label, input, out) in CONVS {
+    for (label, input, out, kernel, padding) in CONVS {
+        let conv = Conv2d::default().padding(padding);
         let [n, ci, h, w] = input;
-        // Forward: 2·N·O·H·W·C·9 FLOPs (padding keeps H×W); each backward half the same again.
-        group.throughput(Throughput::Elements((2 * n * out * h * w * ci * 9) as u64));
-        let cpu = conv_case(input, out, &Device::Cpu);
+        let (ho, wo) = (h + 2 * padding + 1 - kernel, w + 2 * padding + 1 - kernel);
+        // Forward: 2·N·O·Ho·Wo·C·k² FLOPs; the backward computes two products of that size.
+        group.throughput(Throughput::Elements((2 * n * out * ho * wo * ci * kernel * kernel) as u64));
+        let cpu = conv_case(input, out, kernel, &conv, &Device::Cpu);
         if support::cpu() {
             group.bench_function(BenchmarkId::new("cpu forward", label), |bench| {
                 bench.iter(|| cpu.x.conv2d(&cpu.w, Some(&cpu.b), &conv).unwrap())
@@ -56,8 +61,8 @@ fn bench_conv(c: &mut Criterion) {
             });
         }
         let Some((device, ctx)) = &gpu else { continue };
-        let on_gpu = conv_case(input, out, device);
-        let patch = (ci * 9) as f32;
+        let on_gpu = conv_case(input, out, kernel, &conv, device);
+        let patch = (ci * kernel * kernel) as f32;
         support::check_close(
             "conv2d forward",
             &on_gpu.x.conv2d(&on_gpu.w, Some(&on_gpu.b), &conv).unwrap().to_vec().unwrap(),
@@ -68,7 +73,7 @@ fn bench_conv(c: &mut Criterion) {
             "conv2d weight gradient",
             &on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
             &cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
-            1e-4 * ((n * h * w) as f32).sqrt(),
+            1e-4 * ((n * ho * wo) as f32).sqrt(),
         );
         group.bench_function(BenchmarkId::new("gpu forward", label), |bench| {
             bench.iter_custom(|iterations| {

@@ -12,10 +12,11 @@ use kiln::{Device, Tensor};
 
 /// (label, M, N, K, B transposed): square sizes, then the ASL MLP's Linear layers at batch 32
 /// (x · Wᵀ with W stored [out, in]).
-const SHAPES: [(&str, usize, usize, usize, bool); 6] = [
+const SHAPES: [(&str, usize, usize, usize, bool); 7] = [
     ("square", 256, 256, 256, false),
     ("square", 512, 512, 512, false),
     ("square", 1024, 1024, 1024, false),
+    ("square", 2048, 2048, 2048, false),
     ("asl-mlp fc1", 32, 512, 784, true),
     ("asl-mlp fc2", 32, 512, 512, true),
     ("asl-mlp fc3", 32, 24, 512, true),

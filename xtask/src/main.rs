@@ -4,6 +4,10 @@
 //! - `bench [FILTER] [--device cpu|gpu|all] [--json PATH]`: runs the criterion benches of
 //!   the `kiln` package (those whose name matches FILTER), then prints one table — bench,
 //!   device, median time, throughput — and with `--json` writes the same rows for tools.
+//! - `bench --train [TUTORIAL...] [--device …] [--seconds S] [--compare-torch] [--json PATH]`:
+//!   training throughput (steps/s, samples/s, peak memory) of each tutorial on each device
+//!   (`benches/train.rs`); with `--compare-torch`, the same models in PyTorch on the CPU
+//!   (`benches/torch_train.py`, same data, settings and thread count) and the ratio.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -17,7 +21,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("adapter") => adapter(),
         Some("bench") => bench(&args[1..]),
-        _ => Err("usage: cargo xtask adapter | cargo xtask bench [FILTER] [--device cpu|gpu|all] [--json PATH]".into()),
+        _ => Err("usage: cargo xtask adapter | cargo xtask bench [FILTER] [--device cpu|gpu|all] [--json PATH]\n       \
+                  cargo xtask bench --train [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--compare-torch] [--json PATH]"
+            .into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,10 +50,20 @@ struct BenchArgs {
     filter: Vec<String>,
     device: String,
     json: Option<PathBuf>,
+    train: bool,
+    compare_torch: bool,
+    seconds: Option<String>,
 }
 
 fn parse_bench_args(args: &[String]) -> Result<BenchArgs, String> {
-    let mut parsed = BenchArgs { filter: Vec::new(), device: "all".into(), json: None };
+    let mut parsed = BenchArgs {
+        filter: Vec::new(),
+        device: "all".into(),
+        json: None,
+        train: false,
+        compare_torch: false,
+        seconds: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -58,14 +74,23 @@ fn parse_bench_args(args: &[String]) -> Result<BenchArgs, String> {
                 }
             }
             "--json" => parsed.json = Some(args.next().ok_or("--json needs a path")?.into()),
+            "--train" => parsed.train = true,
+            "--compare-torch" => parsed.compare_torch = true,
+            "--seconds" => parsed.seconds = Some(args.next().ok_or("--seconds needs a number")?.clone()),
             other => parsed.filter.push(other.to_string()),
         }
+    }
+    if (parsed.compare_torch || parsed.seconds.is_some()) && !parsed.train {
+        return Err("--compare-torch and --seconds go with --train".into());
     }
     Ok(parsed)
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
     let args = parse_bench_args(args)?;
+    if args.train {
+        return bench_train(&args);
+    }
     let started = SystemTime::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The benches read KILN_BENCH_DEVICE to time only the devices asked for.
@@ -165,4 +190,86 @@ fn print_table(rows: &[Value]) {
     println!(
         "\nthroughput: GFLOP/s for matmul and conv2d; billions of elements (or parameters) per second for the rest"
     );
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read_rows(path: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `bench --train`: Kiln's training throughput, and PyTorch's beside it when asked.
+fn bench_train(args: &BenchArgs) -> Result<(), String> {
+    let target = workspace_root().join("target");
+    let kiln_json = target.join("bench-train-kiln.json");
+    let mut bench_args = args.filter.clone();
+    bench_args.extend(["--device".to_string(), args.device.clone(), "--json".into(), kiln_json.display().to_string()]);
+    if let Some(seconds) = &args.seconds {
+        bench_args.extend(["--seconds".to_string(), seconds.clone()]);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["bench", "-p", "kiln", "--bench", "train", "--"])
+        .args(&bench_args)
+        .status()
+        .map_err(|e| format!("could not run cargo bench: {e}"))?;
+    if !status.success() {
+        return Err("the training bench failed".into());
+    }
+    let mut rows = read_rows(&kiln_json)?;
+
+    if args.compare_torch {
+        let has_torch = Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+        if has_torch {
+            let torch_json = target.join("bench-train-torch.json");
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+            let mut script_args = args.filter.clone();
+            script_args.extend(["--threads".to_string(), threads, "--json".into(), torch_json.display().to_string()]);
+            if let Some(seconds) = &args.seconds {
+                script_args.extend(["--seconds".to_string(), seconds.clone()]);
+            }
+            println!();
+            let status = Command::new("python3")
+                .arg(workspace_root().join("benches/torch_train.py"))
+                .args(&script_args)
+                .status()
+                .map_err(|e| format!("could not run python3: {e}"))?;
+            if !status.success() {
+                return Err("benches/torch_train.py failed".into());
+            }
+            let torch_rows = read_rows(&torch_json)?;
+            print_comparison(&rows, &torch_rows);
+            rows.extend(torch_rows);
+        } else {
+            println!("\n--compare-torch: PyTorch is not installed for python3 (pip install torch); skipped");
+        }
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&json!({ "machine": machine(), "results": rows })).expect("valid JSON");
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Samples/s of Kiln (CPU and GPU) beside PyTorch's CPU figure from the same run.
+fn print_comparison(kiln: &[Value], torch: &[Value]) {
+    let rate = |rows: &[Value], tutorial: &str, device_prefix: &str| {
+        rows.iter()
+            .find(|r| r["tutorial"] == tutorial && r["device"].as_str().is_some_and(|d| d.starts_with(device_prefix)))
+            .and_then(|r| r["samples_per_second"].as_f64())
+    };
+    let machine = machine();
+    println!("\nCPU: {}\nGPU: {}\n", machine["cpu"].as_str().unwrap_or(""), machine["gpu"].as_str().unwrap_or(""));
+    println!("{:<18} {:>16} {:>16} {:>14} {:>16}", "samples/s", "kiln cpu", "pytorch cpu", "kiln/pytorch", "kiln gpu");
+    for row in torch {
+        let tutorial = row["tutorial"].as_str().unwrap_or("");
+        let (k, t, g) = (rate(kiln, tutorial, "cpu"), rate(torch, tutorial, "cpu"), rate(kiln, tutorial, "gpu"));
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let ratio = k.zip(t).map_or("-".to_string(), |(k, t)| format!("{:.2}×", k / t));
+        println!("{tutorial:<18} {:>16} {:>16} {ratio:>14} {:>16}", show(k), show(t), show(g));
+    }
 }

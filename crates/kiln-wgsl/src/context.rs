@@ -29,6 +29,11 @@ pub struct RuntimeStats {
     pub readbacks: u64,
     pub buffers_created: u64,
     pub buffers_reused: u64,
+    /// Bytes of device memory held in pooled buffers, in use or idle (staging buffers for
+    /// readback are short-lived and not counted).
+    pub buffer_bytes: u64,
+    /// The most `buffer_bytes` has been since the context opened or `reset_peak`.
+    pub peak_buffer_bytes: u64,
 }
 
 /// A handle to the GPU runtime. Cloning is cheap and shares the device.
@@ -156,7 +161,16 @@ impl GpuContext {
 
     /// Releases every idle pooled buffer back to the driver.
     pub fn trim_pool(&self) {
-        self.batch().pool.clear();
+        let mut batch = self.batch();
+        let freed = batch.pool.free_bytes();
+        batch.pool.clear();
+        batch.stats.buffer_bytes -= freed;
+    }
+
+    /// Starts a new peak-memory measurement at the bytes held now.
+    pub fn reset_peak(&self) {
+        let mut batch = self.batch();
+        batch.stats.peak_buffer_bytes = batch.stats.buffer_bytes;
     }
 
     /// True when two handles share one device.
@@ -187,6 +201,8 @@ impl GpuContext {
             return Ok(buffer);
         }
         batch.stats.buffers_created += 1;
+        batch.stats.buffer_bytes += class;
+        batch.stats.peak_buffer_bytes = batch.stats.peak_buffer_bytes.max(batch.stats.buffer_bytes);
         drop(batch);
         Ok(self.rt.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -466,11 +482,18 @@ mod tests {
     fn dropped_buffers_are_reused() {
         let Some(ctx) = private_context("dropped_buffers_are_reused") else { return };
         drop(ctx.alloc(1000).unwrap());
-        let _again = ctx.alloc(1020).unwrap();
+        let again = ctx.alloc(1020).unwrap();
         let stats = ctx.stats();
         assert_eq!((stats.buffers_created, stats.buffers_reused), (1, 1));
+        let other = ctx.alloc(5000).unwrap();
+        let held = |ctx: &GpuContext| (ctx.stats().buffer_bytes, ctx.stats().peak_buffer_bytes);
+        assert_eq!(held(&ctx), (1024 + 5120, 1024 + 5120), "size classes: 1,024 and 5,120 bytes");
+        drop(other);
         ctx.trim_pool();
-        assert_eq!(ctx.pooled_bytes(), 0);
+        assert_eq!((ctx.pooled_bytes(), held(&ctx)), (0, (1024, 6144)), "trimmed; the peak stays");
+        ctx.reset_peak();
+        assert_eq!(held(&ctx), (1024, 1024));
+        drop(again);
     }
 
     #[test]

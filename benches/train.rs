@@ -1,0 +1,187 @@
+//! End-to-end training throughput: steps/s and samples/s of each tutorial's training loop
+//! (its model, optimizer, batch size and data loader on the real dataset) on the CPU and
+//! the GPU adapter, after a warm-up, with peak memory.
+//!
+//! `cargo xtask bench --train` runs this and prints its table; directly:
+//! `cargo bench --bench train -- [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--json PATH]`.
+//! The datasets come from `KILN_DATA_DIR` (default `../shared/data` beside the checkout).
+//!
+//! A measurement trains from the start of an epoch until the epoch ends or `--seconds`
+//! (default 30) have passed, and ends by reading the loss, so GPU timings include all the
+//! queued work. Memory: the process's peak resident set (reset before each measurement
+//! through `/proc/self/clear_refs`) and, on the GPU, the peak bytes of device buffers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln::Device;
+use kiln::nn::{CrossEntropyLoss, Module};
+use kiln::training;
+use kiln::tutorials::Tutorial;
+use serde_json::json;
+
+struct Options {
+    tutorials: Vec<Tutorial>,
+    devices: Vec<String>,
+    seconds: f64,
+    json: Option<PathBuf>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options =
+        Options { tutorials: Vec::new(), devices: vec!["cpu".into(), "gpu".into()], seconds: 30.0, json: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--device" => {
+                options.devices = match args.next().as_deref() {
+                    Some("all") => vec!["cpu".into(), "gpu".into()],
+                    Some(d @ ("cpu" | "gpu")) => vec![d.to_string()],
+                    other => return Err(format!("--device {other:?}: expected cpu, gpu or all")),
+                }
+            }
+            "--seconds" => {
+                options.seconds =
+                    args.next().and_then(|s| s.parse().ok()).ok_or("--seconds needs a number of seconds")?
+            }
+            "--json" => options.json = Some(args.next().ok_or("--json needs a path")?.into()),
+            // What cargo bench passes to every bench target.
+            "--bench" => {}
+            name => options.tutorials.push(name.parse()?),
+        }
+    }
+    if options.tutorials.is_empty() {
+        options.tutorials = Tutorial::ALL.to_vec();
+    }
+    Ok(options)
+}
+
+/// The process's peak resident set in bytes since the last `reset_peak_rss`.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 resets the peak resident set to the current one.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Measurement {
+    steps: usize,
+    samples: usize,
+    seconds: f64,
+    full_epoch: bool,
+    loss: f32,
+}
+
+fn measure(
+    tutorial: Tutorial,
+    device: &Device,
+    data: &(kiln::data::ImageDataset, kiln::data::ImageDataset),
+    budget: Duration,
+) -> Result<Measurement, Box<dyn std::error::Error>> {
+    let mut model = tutorial.model(0)?;
+    model.to_device(device)?;
+    let mut optimizer = tutorial.optimizer(&model, tutorial.lr());
+    let (train, _) = tutorial.loaders(&data.0, &data.1, device, 0)?;
+    let loss_fn = CrossEntropyLoss::new();
+
+    // Warm-up: pipelines compiled, buffer pool and allocator filled, caches warm.
+    let warm_up = Instant::now();
+    let batches = train
+        .epoch(0)?
+        .enumerate()
+        .take_while(|(i, _)| *i < 3 || (*i < 50 && warm_up.elapsed() < Duration::from_secs(3)));
+    training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, batches.map(|(_, b)| b), |_| {})?;
+
+    let started = Instant::now();
+    let batches = train.epoch(1)?;
+    let total = train.len();
+    let mut steps = 0;
+    let timed = batches.take_while(|_| started.elapsed() < budget).inspect(|_| steps += 1);
+    let metrics = training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, timed, |_| {})?;
+    Ok(Measurement {
+        steps,
+        samples: metrics.samples,
+        seconds: started.elapsed().as_secs_f64(),
+        full_epoch: steps == total,
+        loss: metrics.loss,
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = options()?;
+    let root = std::env::var_os("KILN_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut rows = Vec::new();
+    println!(
+        "{:<18} {:<34} {:>6} {:>9} {:>10} {:>10} {:>12}",
+        "tutorial", "device", "batch", "steps/s", "samples/s", "peak RSS", "peak GPU mem"
+    );
+    for tutorial in &options.tutorials {
+        let dir = root.join(tutorial.dataset_dir());
+        let data = tutorial.datasets(&dir).map_err(|e| format!("{tutorial}: {e} (set KILN_DATA_DIR)"))?;
+        for device_name in &options.devices {
+            let device = match device_name.as_str() {
+                "cpu" => Device::Cpu,
+                _ => match Device::gpu() {
+                    Ok(device) => device,
+                    Err(e) => {
+                        eprintln!("{tutorial}: no GPU ({e}); skipping the GPU");
+                        continue;
+                    }
+                },
+            };
+            if let Device::Gpu(ctx) = &device {
+                ctx.trim_pool();
+                ctx.reset_peak();
+            }
+            reset_peak_rss();
+            let m = measure(*tutorial, &device, &data, Duration::from_secs_f64(options.seconds))?;
+            let gpu_peak = match &device {
+                Device::Gpu(ctx) => Some(ctx.stats().peak_buffer_bytes),
+                Device::Cpu => None,
+            };
+            let rss = peak_rss();
+            let device_label = match &device {
+                Device::Gpu(ctx) => format!("gpu: {}", ctx.adapter().name),
+                Device::Cpu => format!("cpu ({threads} threads)"),
+            };
+            let mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{} MiB", b >> 20));
+            println!(
+                "{:<18} {:<34} {:>6} {:>9.1} {:>10.0} {:>10} {:>12}{}",
+                tutorial.name(),
+                device_label.chars().take(34).collect::<String>(),
+                tutorial.batch_size(),
+                m.steps as f64 / m.seconds,
+                m.samples as f64 / m.seconds,
+                mib(rss),
+                mib(gpu_peak),
+                if m.full_epoch { "" } else { "  (part of an epoch)" }
+            );
+            rows.push(json!({
+                "tutorial": tutorial.name(),
+                "framework": "kiln",
+                "device": device_label,
+                "batch_size": tutorial.batch_size(),
+                "threads": threads,
+                "steps": m.steps,
+                "seconds": m.seconds,
+                "steps_per_second": m.steps as f64 / m.seconds,
+                "samples_per_second": m.samples as f64 / m.seconds,
+                "full_epoch": m.full_epoch,
+                "mean_loss": m.loss,
+                "peak_rss_bytes": rss,
+                "peak_gpu_buffer_bytes": gpu_peak,
+            }));
+        }
+    }
+    if let Some(path) = options.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
