@@ -107,10 +107,17 @@ impl Var {
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, conv: &Conv2d) -> Result<Var> {
         let (x, w) = (self.value(), weight.value());
         let value = x.conv2d(&w, bias.map(Var::value).as_ref(), conv)?;
-        let (conv, has_bias) = (*conv, bias.is_some());
+        let (conv, has_bias, input_needs_grad) = (*conv, bias.is_some(), self.requires_grad());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
-            let grads = g.conv2d_backward(&x, &w, &conv, has_bias)?;
-            Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(grads.bias.map(Some)).collect())
+            // A first layer's input is the data: skip its gradient, a matmul and a col2im.
+            let (input, weight, bias) = if input_needs_grad {
+                let grads = g.conv2d_backward(&x, &w, &conv, has_bias)?;
+                (Some(grads.input), grads.weight, grads.bias)
+            } else {
+                let (weight, bias) = g.conv2d_parameter_backward(&x, &w, &conv, has_bias)?;
+                (None, weight, bias)
+            };
+            Ok([input, Some(weight)].into_iter().chain(bias.map(Some)).collect())
         }))
     }
 

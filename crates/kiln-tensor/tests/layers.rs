@@ -61,6 +61,21 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// 2×2 windows with stride 2, the tutorials' pooling, have their own CPU loop.
+    #[test]
+    fn two_by_two_pooling_matches(n in 1..3usize, c in 1..4usize, h in 2..15usize, w in 2..15usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("two_by_two_pooling_matches") else { return Ok(()) };
+        let x = Tensor::randn(&[n, c, h, w], seed, &Device::Cpu).unwrap().relu().unwrap().minimum_scalar(0.5).unwrap();
+        let (y, at) = x.max_pool2d(&Pool2d::new(2)).unwrap();
+        let (yg, atg) = x.to(&gpu).unwrap().max_pool2d(&Pool2d::new(2)).unwrap();
+        prop_assert_eq!(yg.to_vec().unwrap(), y.to_vec().unwrap());
+        prop_assert_eq!(atg.to_vec_i32().unwrap(), at.to_vec_i32().unwrap());
+    }
+}
+
 #[test]
 fn max_pool_known_values_and_ties() {
     let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4], &Device::Cpu).unwrap();

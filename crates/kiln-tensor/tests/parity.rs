@@ -256,3 +256,23 @@ fn byte_tensors_only_move_and_convert() {
         assert!(err.contains("row 2 is out of range for 2 rows"), "{err}");
     }
 }
+
+/// Large enough for the CPU's parallel loops: per-channel and per-row operands, checked
+/// against index arithmetic.
+#[test]
+fn large_broadcasts_on_the_cpu_follow_the_indices() {
+    let (n, c, hw) = (3, 5, 60 * 60);
+    let x = Tensor::randn(&[n, c, 60, 60], 1, &Device::Cpu).unwrap();
+    let per_channel = Tensor::randn(&[c, 1, 1], 2, &Device::Cpu).unwrap();
+    let row = Tensor::randn(&[60], 3, &Device::Cpu).unwrap();
+    let (xs, cs, rs) = (x.to_vec().unwrap(), per_channel.to_vec().unwrap(), row.to_vec().unwrap());
+    let sum = x.add(&per_channel).unwrap().to_vec().unwrap();
+    let difference = per_channel.sub(&x).unwrap().to_vec().unwrap();
+    let product = x.mul(&row).unwrap().to_vec().unwrap();
+    for i in 0..n * c * hw {
+        let channel = (i / hw) % c;
+        assert_eq!(sum[i], xs[i] + cs[channel]);
+        assert_eq!(difference[i], cs[channel] - xs[i]);
+        assert_eq!(product[i], xs[i] * rs[i % 60]);
+    }
+}

@@ -1,9 +1,13 @@
 //! Batch normalisation over the channels of NCHW tensors, as PyTorch's BatchNorm2d.
 //!
-//! Built from the tensor ops, so it runs on every device, and its statistics come from the
-//! deterministic axis reductions: the same input gives the same bits on every run.
+//! On the GPU it is composed from the tensor ops, whose reductions are deterministic. On
+//! the CPU, where every composed op would be a pass over memory and an allocation, it runs
+//! as a few fused passes per channel (statistics summed in f64 in a fixed order, so also
+//! deterministic); that fused version is the reference the GPU's is tested against.
 
-use crate::{DType, Result, Tensor, TensorError};
+use rayon::prelude::*;
+
+use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Batch statistics a training-mode forward pass saves for its backward pass.
 #[derive(Clone, Debug)]
@@ -99,6 +103,9 @@ impl Tensor {
                 why: format!("training needs more than one value per channel, got shape {:?}", self.shape),
             });
         }
+        if self.device == Device::Cpu {
+            return Ok(self.cpu_batch_norm_train(weight, bias, running_mean, running_var, config));
+        }
         let mean = self.sum_per_channel()?.div_scalar(count)?;
         let centered = self.sub(&mean.per_channel()?)?;
         let var = centered.square()?.sum_per_channel()?.div_scalar(count)?;
@@ -122,6 +129,9 @@ impl Tensor {
     ) -> Result<Tensor> {
         self.check_batch_norm("batch_norm2d_eval", &[weight, bias, Some(running_mean), Some(running_var)])?;
         let saved = BatchNormSaved::from_running(running_mean, running_var, config)?;
+        if self.device == Device::Cpu {
+            return Ok(self.cpu_normalize(&saved, weight, bias));
+        }
         affine(self.sub(&saved.mean.per_channel()?)?.mul(&saved.invstd.per_channel()?)?, weight, bias)
     }
 
@@ -146,6 +156,9 @@ impl Tensor {
                 rhs: input.shape.clone(),
                 why: "the gradient must have the input's shape",
             });
+        }
+        if self.device == Device::Cpu {
+            return Ok(self.cpu_batch_norm_backward(input, weight, has_bias, saved, training));
         }
         let count = (input.len() / input.shape[1]) as f32;
         let invstd = saved.invstd.per_channel()?;
@@ -179,5 +192,152 @@ fn affine(normalized: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) ->
     match bias {
         Some(b) => scaled.add(&b.per_channel()?),
         None => Ok(scaled),
+    }
+}
+
+/// Channel `c`'s values in an NCHW buffer: one run of H·W per batch item.
+fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl Iterator<Item = &[f32]> {
+    data.chunks(plane).skip(c).step_by(channels)
+}
+
+/// Small planes are grouped so each parallel task has enough work.
+fn planes_per_task(plane: usize) -> usize {
+    (4096 / plane.max(1)).max(1)
+}
+
+/// The per-channel scalar of `t` (a `[C]` tensor on the CPU), or `default` without one.
+fn per_channel_values(t: Option<&Tensor>, channels: usize, default: f32) -> Vec<f32> {
+    t.map_or_else(|| vec![default; channels], |t| t.cpu_values().to_vec())
+}
+
+impl Tensor {
+    fn nchw(&self) -> (usize, usize) {
+        (self.shape[1], self.shape[2] * self.shape[3])
+    }
+
+    /// `(x − center[c])·scale[c] + shift[c]` over every plane, in parallel.
+    fn cpu_per_channel_affine(&self, center: &[f32], scale: &[f32], shift: &[f32]) -> Tensor {
+        let (channels, plane) = self.nchw();
+        let mut out = vec![0.0f32; self.len()];
+        out.par_chunks_mut(plane)
+            .zip(self.cpu_values().par_chunks(plane))
+            .enumerate()
+            .with_min_len(planes_per_task(plane))
+            .for_each(|(i, (out, x))| {
+                let c = i % channels;
+                let (center, scale, shift) = (center[c], scale[c], shift[c]);
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o = (x - center) * scale + shift;
+                }
+            });
+        Tensor::cpu_f32(out, self.shape.clone())
+    }
+
+    /// (x − mean)·invstd·γ + β with saved statistics, as one pass.
+    fn cpu_normalize(&self, saved: &BatchNormSaved, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Tensor {
+        let channels = self.shape[1];
+        let (gamma, beta) = (per_channel_values(weight, channels, 1.0), per_channel_values(bias, channels, 0.0));
+        let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
+        let scale: Vec<f32> = (0..channels).map(|c| invstd[c] * gamma[c]).collect();
+        self.cpu_per_channel_affine(mean, &scale, &beta)
+    }
+
+    fn cpu_batch_norm_train(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        config: &BatchNormConfig,
+    ) -> (Tensor, BatchNormSaved) {
+        let (channels, plane) = self.nchw();
+        let x = self.cpu_values();
+        let count = (self.len() / channels) as f64;
+        // Two passes per channel (mean, then squared deviations) keep the variance accurate
+        // when the mean is large against the spread.
+        let stats: Vec<(f32, f32)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let sum: f64 = channel_runs(x, channels, plane, c).flatten().map(|&v| v as f64).sum();
+                let mean = sum / count;
+                let squares: f64 =
+                    channel_runs(x, channels, plane, c).flatten().map(|&v| (v as f64 - mean).powi(2)).sum();
+                (mean as f32, (squares / count) as f32)
+            })
+            .collect();
+        let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
+        let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
+        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + config.eps).sqrt()).collect();
+        let saved = BatchNormSaved {
+            mean: Tensor::cpu_f32(mean.clone(), vec![channels]),
+            invstd: Tensor::cpu_f32(invstd, vec![channels]),
+        };
+        let output = self.cpu_normalize(&saved, weight, bias);
+        let (m, unbias) = (config.momentum, (count / (count - 1.0)) as f32);
+        let blend = |running: &Tensor, batch: &[f32]| {
+            let values = running.cpu_values().iter().zip(batch).map(|(r, b)| r * (1.0 - m) + b * m).collect();
+            Tensor::cpu_f32(values, vec![channels])
+        };
+        *running_mean = blend(running_mean, &mean);
+        *running_var = blend(running_var, &var.iter().map(|v| v * unbias).collect::<Vec<_>>());
+        (output, saved)
+    }
+
+    fn cpu_batch_norm_backward(
+        &self,
+        input: &Tensor,
+        weight: Option<&Tensor>,
+        has_bias: bool,
+        saved: &BatchNormSaved,
+        training: bool,
+    ) -> BatchNormGrads {
+        let (channels, plane) = input.nchw();
+        let (dy, x) = (self.cpu_values(), input.cpu_values());
+        let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
+        // Σdy and Σdy·x̂ per channel.
+        let sums: Vec<(f32, f32)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let (mut sum, mut dot) = (0.0f64, 0.0f64);
+                for (g, v) in channel_runs(dy, channels, plane, c).zip(channel_runs(x, channels, plane, c)) {
+                    for (&g, &v) in g.iter().zip(v) {
+                        sum += g as f64;
+                        dot += (g * (v - mean[c]) * invstd[c]) as f64;
+                    }
+                }
+                (sum as f32, dot as f32)
+            })
+            .collect();
+        let gamma = per_channel_values(weight, channels, 1.0);
+        let count = (input.len() / channels) as f32;
+        let input_grad = if training {
+            // dx = γ·invstd·(dy − Σdy/m − x̂·Σ(dy·x̂)/m), with x̂ = (x − mean)·invstd.
+            let mut grad = vec![0.0f32; input.len()];
+            grad.par_chunks_mut(plane)
+                .zip(dy.par_chunks(plane).zip(x.par_chunks(plane)))
+                .enumerate()
+                .with_min_len(planes_per_task(plane))
+                .for_each(|(i, (grad, (dy, x)))| {
+                    let c = i % channels;
+                    let (sum, dot) = sums[c];
+                    let scale = gamma[c] * invstd[c];
+                    let (mean_dy, mean_dot) = (sum / count, dot / count);
+                    for ((g, &d), &v) in grad.iter_mut().zip(dy).zip(x) {
+                        let normalized = (v - mean[c]) * invstd[c];
+                        *g = scale * (d - mean_dy - normalized * mean_dot);
+                    }
+                });
+            Tensor::cpu_f32(grad, input.shape.clone())
+        } else {
+            let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * invstd[c]).collect();
+            let zeros = vec![0.0; channels];
+            self.cpu_per_channel_affine(&zeros, &scale, &zeros)
+        };
+        let column = |pick: fn(&(f32, f32)) -> f32| Tensor::cpu_f32(sums.iter().map(pick).collect(), vec![channels]);
+        BatchNormGrads {
+            input: input_grad,
+            weight: weight.map(|_| column(|s| s.1)),
+            bias: has_bias.then(|| column(|s| s.0)),
+        }
     }
 }

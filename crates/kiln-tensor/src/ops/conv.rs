@@ -210,6 +210,24 @@ impl Tensor {
         conv: &Conv2d,
         with_bias: bool,
     ) -> Result<Conv2dGrads> {
+        let (weight_grad, bias) = self.conv2d_parameter_backward(input, weight, conv, with_bias)?;
+        let s = geometry("conv2d_backward", input, weight, conv)?;
+        let (out_channels, [oh, ow]) = (weight.shape[0], s.output().expect("checked"));
+        let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
+        let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
+        let input_grad = kernel.matmul_t(&grad, true, false)?.col2im(&s)?;
+        Ok(Conv2dGrads { input: input_grad, weight: weight_grad, bias })
+    }
+
+    /// The weight and (when `with_bias`) bias gradients of `conv2d` alone: what a first
+    /// layer needs, whose input (the data) wants no gradient.
+    pub fn conv2d_parameter_backward(
+        &self,
+        input: &Tensor,
+        weight: &Tensor,
+        conv: &Conv2d,
+        with_bias: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         const OP: &str = "conv2d_backward";
         let s = geometry(OP, input, weight, conv)?;
         self.expect_dtype(OP, DType::F32)?;
@@ -225,10 +243,8 @@ impl Tensor {
             });
         }
         let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
-        let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
         let weight_grad = grad.matmul_t(&input.im2col(&s)?, false, true)?.sum(0, false)?.reshape(&weight.shape)?;
-        let input_grad = kernel.matmul_t(&grad, true, false)?.col2im(&s)?;
         let bias = if with_bias { Some(grad.sum(2, false)?.sum(0, false)?) } else { None };
-        Ok(Conv2dGrads { input: input_grad, weight: weight_grad, bias })
+        Ok((weight_grad, bias))
     }
 }

@@ -2,11 +2,8 @@
 
 use kiln_wgsl::kernels::binary::{BinaryOp, binary};
 use kiln_wgsl::kernels::unary::{UnaryOp, unary};
-use ndarray::{IxDyn, Zip};
-
 use rayon::prelude::*;
 
-use super::{into_row_major, view};
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{DType, Device, Result, Tensor};
 
@@ -14,18 +11,128 @@ use crate::{DType, Device, Result, Tensor};
 /// cores (measured on the ASL CNN's conv + bias shapes with benches/layers.rs).
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
+/// `f` over every value, on several threads when there are many.
+fn map_values(values: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    if values.len() >= PARALLEL_MIN_ELEMENTS {
+        values.par_iter().map(|&x| f(x)).collect()
+    } else {
+        values.iter().map(|&x| f(x)).collect()
+    }
+}
+
+/// `f` over pairs of equally long slices.
+fn zip_values(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    if a.len() >= PARALLEL_MIN_ELEMENTS {
+        a.par_iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    } else {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+}
+
+/// `run(|x| op.apply(x, …))` with `op` a constant in each arm, so each op gets its own
+/// loop (which the compiler can vectorise) instead of a `match` per element.
+macro_rules! specialise {
+    ($op:expr, $ty:ident, [$($variant:ident),*], $run:expr) => {
+        match $op {
+            $($ty::$variant => $run($ty::$variant),)*
+        }
+    };
+}
+
+fn cpu_unary(values: &[f32], op: UnaryOp, s: f32) -> Vec<f32> {
+    specialise!(
+        op,
+        UnaryOp,
+        [
+            Neg, Abs, Exp, Log, Sqrt, Relu, Sigmoid, Tanh, Square, Recip, AddScalar, MulScalar, PowScalar, MaxScalar,
+            MinScalar, ScalarSub
+        ],
+        |op: UnaryOp| map_values(values, |x| op.apply(x, s))
+    )
+}
+
+fn cpu_binary_same_shape(a: &[f32], b: &[f32], op: BinaryOp) -> Vec<f32> {
+    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward], |op: BinaryOp| {
+        zip_values(a, b, |x, y| op.apply(x, y))
+    })
+}
+
+/// One operand as the broadcast sees it: its values and its stride along each output axis
+/// (0 where it is broadcast).
+struct Strided<'a> {
+    values: &'a [f32],
+    strides: Vec<usize>,
+}
+
+impl Strided<'_> {
+    /// Where row `row` of the output (all axes but the last) starts in this operand.
+    fn row_start(&self, row: usize, shape: &[usize]) -> usize {
+        let (mut rest, mut start) = (row, 0);
+        for axis in (0..shape.len() - 1).rev() {
+            start += (rest % shape[axis]) * self.strides[axis];
+            rest /= shape[axis];
+        }
+        start
+    }
+}
+
+/// A broadcasting binary op, row by row along the last axis. Each operand either runs
+/// along a row or repeats one value across it, so the inner loops stay simple enough to
+/// vectorise.
+fn cpu_binary_broadcast(a: &Strided, b: &Strided, shape: &[usize], op: BinaryOp) -> Vec<f32> {
+    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward], |op: BinaryOp| {
+        broadcast_rows(a, b, shape, |x, y| op.apply(x, y))
+    })
+}
+
+fn broadcast_rows(a: &Strided, b: &Strided, shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let len: usize = shape.iter().product();
+    let mut out = vec![0.0f32; len];
+    let Some(&row_len) = shape.last() else {
+        out[0] = f(a.values[0], b.values[0]);
+        return out;
+    };
+    if len == 0 {
+        return out;
+    }
+    let last = shape.len() - 1;
+    let fill_row = |(row, out): (usize, &mut [f32])| {
+        let (a_start, b_start) = (a.row_start(row, shape), b.row_start(row, shape));
+        match (a.strides[last], b.strides[last]) {
+            (0, 0) => out.fill(f(a.values[a_start], b.values[b_start])),
+            (0, _) => {
+                let x = a.values[a_start];
+                for (o, &y) in out.iter_mut().zip(&b.values[b_start..b_start + row_len]) {
+                    *o = f(x, y);
+                }
+            }
+            (_, 0) => {
+                let y = b.values[b_start];
+                for (o, &x) in out.iter_mut().zip(&a.values[a_start..a_start + row_len]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                let rows = a.values[a_start..a_start + row_len].iter().zip(&b.values[b_start..b_start + row_len]);
+                for (o, (&x, &y)) in out.iter_mut().zip(rows) {
+                    *o = f(x, y);
+                }
+            }
+        }
+    };
+    if len >= PARALLEL_MIN_ELEMENTS {
+        out.par_chunks_mut(row_len).enumerate().with_min_len((4096 / row_len).max(1)).for_each(fill_row);
+    } else {
+        out.chunks_mut(row_len).enumerate().for_each(fill_row);
+    }
+    out
+}
+
 impl Tensor {
     fn map(&self, name: &'static str, op: UnaryOp, scalar: f32) -> Result<Tensor> {
         self.expect_dtype(name, DType::F32)?;
         match &self.device {
-            Device::Cpu => {
-                let values = if self.len() >= PARALLEL_MIN_ELEMENTS {
-                    self.cpu_values().par_iter().map(|&x| op.apply(x, scalar)).collect()
-                } else {
-                    self.cpu_values().iter().map(|&x| op.apply(x, scalar)).collect()
-                };
-                Ok(Tensor::cpu_f32(values, self.shape.clone()))
-            }
+            Device::Cpu => Ok(Tensor::cpu_f32(cpu_unary(self.cpu_values(), op, scalar), self.shape.clone())),
             Device::Gpu(ctx) => {
                 let out = unary(ctx, op, self.gpu_buffer(), self.len(), scalar)?;
                 Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
@@ -99,18 +206,13 @@ impl Tensor {
         self.expect_same_device(name, other)?;
         let shape = broadcast_shapes(name, &self.shape, &other.shape)?;
         match &self.device {
+            Device::Cpu if self.shape == other.shape => {
+                Ok(Tensor::cpu_f32(cpu_binary_same_shape(self.cpu_values(), other.cpu_values(), op), shape))
+            }
             Device::Cpu => {
-                let a = view(self.cpu_values(), &self.shape);
-                let b = view(other.cpu_values(), &other.shape);
-                let (a, b) =
-                    (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
-                let zip = Zip::from(&a).and(&b);
-                let out = if shape.iter().product::<usize>() >= PARALLEL_MIN_ELEMENTS {
-                    zip.par_map_collect(|&x, &y| op.apply(x, y))
-                } else {
-                    zip.map_collect(|&x, &y| op.apply(x, y))
-                };
-                Ok(Tensor::cpu_f32(into_row_major(out), shape))
+                let a = Strided { values: self.cpu_values(), strides: broadcast_strides(&self.shape, &shape) };
+                let b = Strided { values: other.cpu_values(), strides: broadcast_strides(&other.shape, &shape) };
+                Ok(Tensor::cpu_f32(cpu_binary_broadcast(&a, &b, &shape, op), shape))
             }
             Device::Gpu(ctx) => {
                 let a_strides = broadcast_strides(&self.shape, &shape);

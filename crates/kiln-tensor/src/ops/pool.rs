@@ -1,6 +1,7 @@
 //! 2-D max pooling and its backward pass, NCHW.
 
 use kiln_wgsl::kernels::pool::{PoolShape, max_pool2d, max_pool2d_backward};
+use rayon::prelude::*;
 
 use crate::tensor::Data;
 use crate::{DType, Device, Result, Tensor, TensorError};
@@ -52,35 +53,66 @@ impl Pool2d {
     }
 }
 
-/// The CPU reference: per output, the first maximum of its window and where it is.
+/// The CPU reference: per output, the first maximum of its window and where it is. Planes
+/// are independent, so they are pooled in parallel.
 fn cpu_forward(x: &[f32], s: &PoolShape) -> (Vec<f32>, Vec<i32>) {
     let [oh_n, ow_n] = s.output();
-    let (mut y, mut at) = (Vec::with_capacity(s.planes * oh_n * ow_n), Vec::with_capacity(s.planes * oh_n * ow_n));
-    for plane in x.chunks(s.height * s.width) {
+    let plane_out = oh_n * ow_n;
+    let (mut y, mut at) = (vec![0.0f32; s.planes * plane_out], vec![0i32; s.planes * plane_out]);
+    y.par_chunks_mut(plane_out.max(1))
+        .zip(at.par_chunks_mut(plane_out.max(1)))
+        .zip(x.par_chunks(s.height * s.width))
+        .with_min_len(planes_per_task(plane_out))
+        .for_each(|((y, at), plane)| pool_plane(plane, s, y, at));
+    (y, at)
+}
+
+/// Small planes are grouped so each parallel task has enough work.
+fn planes_per_task(plane: usize) -> usize {
+    (1024 / plane.max(1)).max(1)
+}
+
+fn pool_plane(plane: &[f32], s: &PoolShape, y: &mut [f32], at: &mut [i32]) {
+    let [oh_n, ow_n] = s.output();
+    if s.kernel == [2, 2] && s.stride == [2, 2] && s.padding == [0, 0] {
+        // The tutorials' pooling, without the general window's bounds checks.
         for oh in 0..oh_n {
             for ow in 0..ow_n {
-                let mut best: Option<(f32, usize)> = None;
-                for kh in 0..s.kernel[0] {
-                    let Some(h) = (oh * s.stride[0] + kh).checked_sub(s.padding[0]).filter(|&h| h < s.height) else {
-                        continue;
-                    };
-                    for kw in 0..s.kernel[1] {
-                        let Some(w) = (ow * s.stride[1] + kw).checked_sub(s.padding[1]).filter(|&w| w < s.width) else {
-                            continue;
-                        };
-                        let v = plane[h * s.width + w];
-                        if best.is_none_or(|(b, _)| v > b) {
-                            best = Some((v, h * s.width + w));
-                        }
+                let top = 2 * oh * s.width + 2 * ow;
+                let mut best = top;
+                for i in [top + 1, top + s.width, top + s.width + 1] {
+                    if plane[i] > plane[best] {
+                        best = i;
                     }
                 }
-                let (v, i) = best.expect("padding ≤ kernel/2 leaves a real element in every window");
-                y.push(v);
-                at.push(i as i32);
+                y[oh * ow_n + ow] = plane[best];
+                at[oh * ow_n + ow] = best as i32;
             }
         }
+        return;
     }
-    (y, at)
+    for oh in 0..oh_n {
+        for ow in 0..ow_n {
+            let mut best: Option<(f32, usize)> = None;
+            for kh in 0..s.kernel[0] {
+                let Some(h) = (oh * s.stride[0] + kh).checked_sub(s.padding[0]).filter(|&h| h < s.height) else {
+                    continue;
+                };
+                for kw in 0..s.kernel[1] {
+                    let Some(w) = (ow * s.stride[1] + kw).checked_sub(s.padding[1]).filter(|&w| w < s.width) else {
+                        continue;
+                    };
+                    let v = plane[h * s.width + w];
+                    if best.is_none_or(|(b, _)| v > b) {
+                        best = Some((v, h * s.width + w));
+                    }
+                }
+            }
+            let (v, i) = best.expect("padding ≤ kernel/2 leaves a real element in every window");
+            y[oh * ow_n + ow] = v;
+            at[oh * ow_n + ow] = i as i32;
+        }
+    }
 }
 
 impl Tensor {
@@ -127,11 +159,16 @@ impl Tensor {
         }
         match (&self.device, &indices.data) {
             (Device::Cpu, Data::CpuI32(at)) => {
-                let plane_in = shape.height * shape.width;
+                let (plane_in, plane_out) = (shape.height * shape.width, oh * ow);
                 let mut grad = vec![0.0f32; shape.planes * plane_in];
-                for (o, (&g, &i)) in self.cpu_values().iter().zip(at.iter()).enumerate() {
-                    grad[(o / (oh * ow)) * plane_in + i as usize] += g;
-                }
+                grad.par_chunks_mut(plane_in.max(1))
+                    .zip(self.cpu_values().par_chunks(plane_out.max(1)).zip(at.par_chunks(plane_out.max(1))))
+                    .with_min_len(planes_per_task(plane_out))
+                    .for_each(|(grad, (g, at))| {
+                        for (&g, &i) in g.iter().zip(at) {
+                            grad[i as usize] += g;
+                        }
+                    });
                 Ok(Tensor::cpu_f32(grad, input_shape.to_vec()))
             }
             (Device::Gpu(ctx), _) => {
