@@ -163,6 +163,25 @@ proptest! {
         let tolerance = 1e-5 * (k as f32).sqrt() * 4.0;
         assert_parity(&a.matmul_t(&b, trans_a, trans_b).unwrap(), &ag.matmul_t(&bg, trans_a, trans_b).unwrap(), tolerance);
     }
+
+    /// The batch-summed product: on each device it equals the products summed over the
+    /// batch, and the devices agree.
+    #[test]
+    fn matmul_sums_over_the_batch(batch in 1..20usize, m in dim(), n in dim(), k in dim(), trans_b in any::<bool>(),
+                                  seed in any::<u64>()) {
+        let Some(gpu) = gpu("matmul_sums_over_the_batch") else { return Ok(()) };
+        let b_stored = if trans_b { vec![batch, n, k] } else { vec![batch, k, n] };
+        let (a, ag) = pair(&[batch, m, k], seed, &gpu);
+        let (b, bg) = pair(&b_stored, seed ^ 5, &gpu);
+        let tolerance = 1e-5 * ((k * batch) as f32).sqrt() * 4.0;
+        let summed = a.matmul_t_sum(&b, false, trans_b).unwrap();
+        prop_assert_eq!(summed.shape(), &[m, n]);
+        let per_entry = a.matmul_t(&b, false, trans_b).unwrap().sum(0, false).unwrap().to_vec().unwrap();
+        for (s, p) in summed.to_vec().unwrap().iter().zip(&per_entry) {
+            prop_assert!((s - p).abs() <= tolerance * p.abs().max(1.0), "{s} vs {p}");
+        }
+        assert_parity(&summed, &ag.matmul_t_sum(&bg, false, trans_b).unwrap(), tolerance);
+    }
 }
 
 #[test]

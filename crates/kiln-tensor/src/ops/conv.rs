@@ -243,7 +243,7 @@ impl Tensor {
             });
         }
         let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
-        let weight_grad = grad.matmul_t(&input.im2col(&s)?, false, true)?.sum(0, false)?.reshape(&weight.shape)?;
+        let weight_grad = grad.matmul_t_sum(&input.im2col(&s)?, false, true)?.reshape(&weight.shape)?;
         let bias = if with_bias { Some(grad.sum(2, false)?.sum(0, false)?) } else { None };
         Ok((weight_grad, bias))
     }

@@ -17,12 +17,46 @@ impl Tensor {
     /// swapped) without materialising the transpose: `x.matmul_t(&w, false, true)` is
     /// x · wᵀ for a weight stored `[out, in]`.
     pub fn matmul_t(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
-        const OP: &str = "matmul";
-        self.expect_dtype(OP, DType::F32)?;
-        other.expect_dtype(OP, DType::F32)?;
-        self.expect_same_device(OP, other)?;
-        let mismatch =
-            |why| TensorError::ShapeMismatch { op: OP, lhs: self.shape.clone(), rhs: other.shape.clone(), why };
+        let (shape, batch_shape) = self.matmul_shape("matmul", other, trans_self, trans_other)?;
+        let out_shape = [batch_shape.as_slice(), &[shape.m, shape.n]].concat();
+        match &self.device {
+            Device::Cpu => Ok(Tensor::cpu_f32(cpu_matmul(self.cpu_values(), other.cpu_values(), shape), out_shape)),
+            Device::Gpu(ctx) => {
+                let out = matmul(ctx, self.gpu_buffer(), other.gpu_buffer(), shape)?;
+                Ok(Tensor::gpu(out, out_shape, DType::F32, &self.device))
+            }
+        }
+    }
+
+    /// The sum over the batch of [`Tensor::matmul_t`]'s products: `[M, N]`. A convolution's
+    /// weight gradient is this sum over the images; on the CPU the products accumulate in
+    /// place instead of being stored per image first.
+    pub fn matmul_t_sum(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
+        let (shape, _) = self.matmul_shape("matmul_t_sum", other, trans_self, trans_other)?;
+        match &self.device {
+            Device::Cpu => Ok(Tensor::cpu_f32(
+                cpu_matmul_sum(self.cpu_values(), other.cpu_values(), shape),
+                vec![shape.m, shape.n],
+            )),
+            Device::Gpu(_) => {
+                self.matmul_t(other, trans_self, trans_other)?.reshape(&[shape.batch, shape.m, shape.n])?.sum(0, false)
+            }
+        }
+    }
+
+    /// The kernel-level problem of `self · other` (each maybe transposed) and the batch axes
+    /// of the result, after checking the operands fit.
+    fn matmul_shape(
+        &self,
+        op: &'static str,
+        other: &Tensor,
+        trans_self: bool,
+        trans_other: bool,
+    ) -> Result<(MatmulShape, Vec<usize>)> {
+        self.expect_dtype(op, DType::F32)?;
+        other.expect_dtype(op, DType::F32)?;
+        self.expect_same_device(op, other)?;
+        let mismatch = |why| TensorError::ShapeMismatch { op, lhs: self.shape.clone(), rhs: other.shape.clone(), why };
         if self.rank() < 2 || other.rank() < 2 {
             return Err(mismatch("both operands need at least two axes"));
         }
@@ -50,14 +84,7 @@ impl Tensor {
             a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
             b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
         };
-        let out_shape = [batch_shape, &[m, n]].concat();
-        match &self.device {
-            Device::Cpu => Ok(Tensor::cpu_f32(cpu_matmul(self.cpu_values(), other.cpu_values(), shape), out_shape)),
-            Device::Gpu(ctx) => {
-                let out = matmul(ctx, self.gpu_buffer(), other.gpu_buffer(), shape)?;
-                Ok(Tensor::gpu(out, out_shape, DType::F32, &self.device))
-            }
-        }
+        Ok((shape, batch_shape.to_vec()))
     }
 }
 
@@ -85,8 +112,48 @@ fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
     c
 }
 
+/// Σᵢ op(Aᵢ)·op(Bᵢ) over the batch. The batch is cut into a fixed number of runs, whatever
+/// the core count; each run accumulates its products in order into a partial of its own,
+/// and the partials are added in order, so every machine gets the same bits.
+fn cpu_matmul_sum(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
+    const RUNS: usize = 8;
+    let mut sum = vec![0.0f32; s.m * s.n];
+    if s.m * s.n == 0 || s.batch == 0 {
+        return sum;
+    }
+    let per_run = s.batch.div_ceil(RUNS);
+    let starts: Vec<usize> = (0..s.batch).step_by(per_run).collect();
+    let partials: Vec<Vec<f32>> = starts
+        .into_par_iter()
+        .map(|start| {
+            let mut partial = vec![0.0f32; s.m * s.n];
+            for i in start..(start + per_run).min(s.batch) {
+                let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+                gemm_accumulate(&mut partial, a, b, &s, i > start, gemm::Parallelism::None);
+            }
+            partial
+        })
+        .collect();
+    for partial in partials {
+        sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
+    sum
+}
+
 /// One product op(A)·op(B) into `out` (m × n), A and B starting at their batch entry.
 fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], s: &MatmulShape, parallelism: gemm::Parallelism) {
+    gemm_accumulate(out, a, b, s, false, parallelism)
+}
+
+/// `out = op(A)·op(B)`, or with `accumulate` `out += op(A)·op(B)`.
+fn gemm_accumulate(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    s: &MatmulShape,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     // (row stride, column stride) of op(A) [m × k] and op(B) [k × n] as stored.
     let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
@@ -102,14 +169,14 @@ fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], s: &MatmulShape, parallelism
             out.as_mut_ptr(),
             1,
             s.n as isize,
-            false,
+            accumulate,
             a.as_ptr(),
             a_cs as isize,
             a_rs as isize,
             b.as_ptr(),
             b_cs as isize,
             b_rs as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
