@@ -4,7 +4,8 @@ Trains the same tutorial models as benches/train.rs (same layers, optimizer, lea
 batch size, shuffling and input scaling) on the same dataset files with PyTorch on the CPU,
 with as many threads as Kiln uses, and times them the same way: a warm-up of at least 3
 steps (up to 50, or 3 s), then from the start of an epoch until it ends or --seconds pass,
-ending with the loss on the host. Prints a table and writes the rows as JSON (--json).
+ending with the loss on the host. Each tutorial runs in a process of its own, so its peak
+resident set is its own. Prints a table and writes the rows as JSON (--json).
 
     python3 benches/torch_train.py [TUTORIAL ...] [--seconds S] [--threads N] [--json PATH]
 
@@ -15,6 +16,9 @@ import argparse
 import gzip
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +47,8 @@ def plain_or_gz(directory, name):
 def sign_language_mnist(directory):
     """Kaggle's CSVs: label, then 784 pixels; labels 0..24 without 9, made contiguous."""
     text = read_bytes(plain_or_gz(directory, "sign_mnist_train.csv")).decode()
-    rows = np.array([line.split(",") for line in text.splitlines()[1:] if line], dtype=np.int64)
+    body = text.split("\n", 1)[1].replace("\r", "").strip().replace("\n", ",")
+    rows = np.fromstring(body, dtype=np.int64, sep=",").reshape(-1, 785)
     labels = rows[:, 0]
     return rows[:, 1:].astype(np.uint8).reshape(-1, 1, 28, 28), labels - (labels > 9)
 
@@ -113,14 +118,6 @@ def optimizer(tutorial, parameters):
     return torch.optim.Adam(parameters, lr=1e-3)
 
 
-def reset_peak_rss():
-    """Linux: writing 5 resets the peak resident set to the current one."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def peak_rss():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -151,17 +148,28 @@ def main():
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json")
+    parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.isolated:
+        print(f"{'tutorial':<18} {'device':<34} {'batch':>6} {'steps/s':>9} {'samples/s':>10} {'peak RSS':>10}")
+        rows = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for tutorial in args.tutorials:
+                out = Path(scratch) / "row.json"
+                subprocess.run([sys.executable, __file__, tutorial, "--isolated", "--seconds", str(args.seconds),
+                                "--threads", str(args.threads), "--json", str(out)], check=True)
+                rows += json.loads(out.read_text())
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     root = Path(os.environ.get("KILN_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     rows = []
-    print(f"{'tutorial':<18} {'device':<34} {'batch':>6} {'steps/s':>9} {'samples/s':>10} {'peak RSS':>10}")
     for tutorial in args.tutorials:
         data = dataset(tutorial, root)
         loader = torch.utils.data.DataLoader(data, batch_size=BATCH[tutorial],
                                              shuffle=tutorial != "fashion_mnist_mlp")
-        reset_peak_rss()
         net = model(tutorial)
         opt = optimizer(tutorial, net.parameters())
         warm_up = time.perf_counter()

@@ -8,8 +8,9 @@
 //!
 //! A measurement trains from the start of an epoch until the epoch ends or `--seconds`
 //! (default 30) have passed, and ends by reading the loss, so GPU timings include all the
-//! queued work. Memory: the process's peak resident set (reset before each measurement
-//! through `/proc/self/clear_refs`) and, on the GPU, the peak bytes of device buffers.
+//! queued work. Each (tutorial, device) runs in a fresh process of its own, so memory is its
+//! own: the process's peak resident set (dataset included) and, on the GPU, the peak bytes
+//! of device buffers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,16 +21,27 @@ use kiln::training;
 use kiln::tutorials::Tutorial;
 use serde_json::json;
 
+/// As the examples and asl-app: see examples/support/mod.rs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     tutorials: Vec<Tutorial>,
     devices: Vec<String>,
     seconds: f64,
     json: Option<PathBuf>,
+    /// Set in the child processes: measure the one pair asked, print its row only.
+    isolated: bool,
 }
 
 fn options() -> Result<Options, String> {
-    let mut options =
-        Options { tutorials: Vec::new(), devices: vec!["cpu".into(), "gpu".into()], seconds: 30.0, json: None };
+    let mut options = Options {
+        tutorials: Vec::new(),
+        devices: vec!["cpu".into(), "gpu".into()],
+        seconds: 30.0,
+        json: None,
+        isolated: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -45,6 +57,7 @@ fn options() -> Result<Options, String> {
                     args.next().and_then(|s| s.parse().ok()).ok_or("--seconds needs a number of seconds")?
             }
             "--json" => options.json = Some(args.next().ok_or("--json needs a path")?.into()),
+            "--isolated" => options.isolated = true,
             // What cargo bench passes to every bench target.
             "--bench" => {}
             name => options.tutorials.push(name.parse()?),
@@ -56,16 +69,38 @@ fn options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// The process's peak resident set in bytes since the last `reset_peak_rss`.
+/// The process's peak resident set in bytes (Linux).
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
-fn reset_peak_rss() {
-    // Linux: writing 5 resets the peak resident set to the current one.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+const HEADER: &str =
+    "tutorial           device                              batch   steps/s  samples/s   peak RSS peak GPU mem";
+
+/// Runs every (tutorial, device) pair in a child process of this bench and gathers their rows.
+fn run_isolated(options: &Options) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    println!("{HEADER}");
+    let mut rows = Vec::new();
+    let scratch = std::env::temp_dir().join(format!("kiln-train-bench-{}.json", std::process::id()));
+    for tutorial in &options.tutorials {
+        for device in &options.devices {
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args([tutorial.name(), "--device", device, "--isolated", "--seconds"])
+                .arg(options.seconds.to_string())
+                .arg("--json")
+                .arg(&scratch)
+                .status()?;
+            if !status.success() {
+                return Err(format!("{tutorial} on {device}: the measurement failed").into());
+            }
+            let child: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&scratch)?)?;
+            rows.extend(child);
+        }
+    }
+    let _ = std::fs::remove_file(&scratch);
+    Ok(rows)
 }
 
 struct Measurement {
@@ -113,15 +148,19 @@ fn measure(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options()?;
+    if !options.isolated {
+        let rows = run_isolated(&options)?;
+        if let Some(path) = options.json {
+            std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let root = std::env::var_os("KILN_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rows = Vec::new();
-    println!(
-        "{:<18} {:<34} {:>6} {:>9} {:>10} {:>10} {:>12}",
-        "tutorial", "device", "batch", "steps/s", "samples/s", "peak RSS", "peak GPU mem"
-    );
     for tutorial in &options.tutorials {
         let dir = root.join(tutorial.dataset_dir());
         let data = tutorial.datasets(&dir).map_err(|e| format!("{tutorial}: {e} (set KILN_DATA_DIR)"))?;
@@ -136,11 +175,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 },
             };
-            if let Device::Gpu(ctx) = &device {
-                ctx.trim_pool();
-                ctx.reset_peak();
-            }
-            reset_peak_rss();
             let m = measure(*tutorial, &device, &data, Duration::from_secs_f64(options.seconds))?;
             let gpu_peak = match &device {
                 Device::Gpu(ctx) => Some(ctx.stats().peak_buffer_bytes),

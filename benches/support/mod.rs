@@ -5,6 +5,11 @@ use std::time::{Duration, Instant};
 use kiln::Device;
 use kiln::wgsl::GpuContext;
 
+/// As the examples and asl-app (see examples/support/mod.rs), so op timings include the
+/// allocator training runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `KILN_BENCH_DEVICE` (set by `cargo xtask bench --device`): cpu, gpu or all (default).
 fn wanted(device: &str) -> bool {
     std::env::var("KILN_BENCH_DEVICE").map_or(true, |wanted| wanted == "all" || wanted == device)
