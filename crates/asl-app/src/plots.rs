@@ -149,9 +149,9 @@ fn glyph(c: char) -> [u8; 7] {
 }
 
 /// One panel of curves against the epoch: axes, three labelled y ticks, the first and last
-/// epoch, a legend and a title.
+/// epoch, a title and, between the title and the plot where no curve can hide it, a legend.
 fn panel(canvas: &mut Canvas, left: i64, title: &str, series: [(&str, Rgb, Vec<f32>); 2], y_max: f32) {
-    let (top, width, height) = (50, 400, 300);
+    let (top, width, height) = (60, 400, 300);
     canvas.text_centred(left + width / 2, 15, title, 2, BLACK);
     canvas.line((left as f64, top as f64), (left as f64, (top + height) as f64), 2, BLACK);
     canvas.line((left as f64, (top + height) as f64), ((left + width) as f64, (top + height) as f64), 2, BLACK);
@@ -176,21 +176,22 @@ fn panel(canvas: &mut Canvas, left: i64, title: &str, series: [(&str, Rgb, Vec<f
         for (i, &v) in values.iter().enumerate() {
             canvas.fill(x_of(i) as i64 - 3, y_of(v) as i64 - 3, 7, 7, *color);
         }
-        let legend_y = top + 10 + row as i64 * 22;
-        canvas.fill(left + width - 120, legend_y + 4, 20, 6, *color);
-        canvas.text(left + width - 92, legend_y, name, 2, BLACK);
+        let legend_x = left + width / 2 - 110 + row as i64 * 120;
+        canvas.fill(legend_x, top - 22, 20, 6, *color);
+        canvas.text(legend_x + 28, top - 26, name, 2, BLACK);
     }
 }
 
 /// Training and validation loss (left) and accuracy (right) per epoch.
 pub fn curves(history: &History, path: &Path) -> Result<(), String> {
-    let mut canvas = Canvas::new(1000, 420);
+    let mut canvas = Canvas::new(1000, 430);
     let column = |metrics: &[kiln::training::EpochMetrics], f: fn(&kiln::training::EpochMetrics) -> f32| {
         metrics.iter().map(f).collect::<Vec<_>>()
     };
     let (train_loss, valid_loss) = (column(&history.train, |m| m.loss), column(&history.valid, |m| m.loss));
     let loss_max = train_loss.iter().chain(&valid_loss).fold(0.0f32, |a, &b| a.max(b)).max(1e-3) * 1.05;
-    panel(&mut canvas, 80, "LOSS", [("TRAIN", BLUE, train_loss), ("VALID", ORANGE, valid_loss)], loss_max);
+    let loss = [("TRAIN", BLUE, train_loss), ("VALID", ORANGE, valid_loss)];
+    panel(&mut canvas, 80, "LOSS", loss, loss_max);
     let accuracy = [
         ("TRAIN", BLUE, column(&history.train, |m| m.accuracy)),
         ("VALID", ORANGE, column(&history.valid, |m| m.accuracy)),

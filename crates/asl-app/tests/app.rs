@@ -36,7 +36,7 @@ fn learns(config: &TrainConfig, device: &Device) {
     for file in [asl_app::CHECKPOINT, asl_app::MODEL, asl_app::METRICS] {
         assert!(config.out.join(file).is_file(), "{file}");
     }
-    for (file, size) in [(asl_app::CURVES, (1000, 420)), (asl_app::CONFUSION, (906, 906))] {
+    for (file, size) in [(asl_app::CURVES, (1000, 430)), (asl_app::CONFUSION, (906, 906))] {
         let figure = image::open(config.out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!((figure.width(), figure.height()), size, "{file}");
     }

@@ -4,13 +4,19 @@ use crate::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Resu
 
 /// NVIDIA DLI's American Sign Language MLP: 784 → 512 → 512 → 24 with ReLUs.
 pub fn asl_mlp(seeds: &mut Seeds) -> Result<Sequential> {
+    two_hidden_512(24, seeds)
+}
+
+/// Flatten, then 784 → 512 → 512 → `classes` with ReLUs: the MLP of the ASL notebook and of
+/// PyTorch's quickstart.
+fn two_hidden_512(classes: usize, seeds: &mut Seeds) -> Result<Sequential> {
     Ok(Sequential::new()
         .add(Flatten::new())
         .add(Linear::new(784, 512, seeds)?)
         .add(ReLU)
         .add(Linear::new(512, 512, seeds)?)
         .add(ReLU)
-        .add(Linear::new(512, 24, seeds)?))
+        .add(Linear::new(512, classes, seeds)?))
 }
 
 /// NVIDIA DLI's American Sign Language CNN: three blocks of 3×3 convolution (25, 50, 75
@@ -59,13 +65,7 @@ pub fn fashion_mnist_cnn(seeds: &mut Seeds) -> Result<Sequential> {
 
 /// The MLP of PyTorch's quickstart on Fashion-MNIST: 784 → 512 → 512 → 10 with ReLUs.
 pub fn fashion_mnist_mlp(seeds: &mut Seeds) -> Result<Sequential> {
-    Ok(Sequential::new()
-        .add(Flatten::new())
-        .add(Linear::new(784, 512, seeds)?)
-        .add(ReLU)
-        .add(Linear::new(512, 512, seeds)?)
-        .add(ReLU)
-        .add(Linear::new(512, 10, seeds)?))
+    two_hidden_512(10, seeds)
 }
 
 /// The MLP of TensorFlow's beginner quickstart on MNIST: 784 → 128, ReLU, dropout 0.2, → 10.
