@@ -1,4 +1,5 @@
-//! PyTorch's default initialisation, from Kiln's seeded random values.
+//! PyTorch's default initialisation, and Keras's for the Keras tutorials, from Kiln's seeded
+//! random values.
 
 use kiln_tensor::{Device, Tensor};
 
@@ -14,4 +15,10 @@ pub fn uniform(shape: &[usize], bound: f32, seed: u64, device: &Device) -> Resul
 /// same bound PyTorch then uses for their biases.
 pub fn kaiming_uniform(shape: &[usize], fan_in: usize, seed: u64, device: &Device) -> Result<Tensor> {
     uniform(shape, 1.0 / (fan_in as f32).sqrt(), seed, device)
+}
+
+/// Keras's default for Dense and Conv2D kernels (`glorot_uniform`): uniform on
+/// ±√(6 / (fan_in + fan_out)); Keras starts biases at zero.
+pub fn glorot_uniform(shape: &[usize], fan_in: usize, fan_out: usize, seed: u64, device: &Device) -> Result<Tensor> {
+    uniform(shape, (6.0 / (fan_in + fan_out) as f32).sqrt(), seed, device)
 }

@@ -122,3 +122,19 @@ fn the_other_tutorials_models_have_their_sizes_and_outputs() {
         assert_eq!(logits.value().shape(), &[3, classes], "{name}");
     }
 }
+
+#[test]
+fn keras_layers_start_as_keras_does() {
+    let mut seeds = Seeds::new(4);
+    let dense = kiln_nn::Linear::keras(1024, 512, &mut seeds).unwrap();
+    let conv = kiln_nn::Conv2d::keras(32, 64, 5, &mut seeds).unwrap();
+    for (name, layer, fan_sum) in [("dense", &dense as &dyn Module, 1024 + 512), ("conv", &conv, (32 + 64) * 25)] {
+        let params = layer.parameters();
+        let (weight, bias) = (params[0].1.value().to_vec().unwrap(), params[1].1.value().to_vec().unwrap());
+        let limit = (6.0 / fan_sum as f32).sqrt();
+        assert!(weight.iter().all(|w| w.abs() <= limit), "{name}: Glorot's limit");
+        let spread = weight.iter().map(|w| w * w).sum::<f32>() / weight.len() as f32;
+        assert!((spread - limit * limit / 3.0).abs() < 0.05 * limit * limit, "{name}: uniform on ±limit");
+        assert!(bias.iter().all(|&b| b == 0.0), "{name}: zero bias");
+    }
+}

@@ -1,5 +1,5 @@
 use kiln_autograd::Var;
-use kiln_tensor::{Conv2d as Geometry, Device};
+use kiln_tensor::{Conv2d as Geometry, Device, Tensor};
 
 use crate::{Module, Result, Seeds, init};
 
@@ -18,6 +18,15 @@ impl Conv2d {
         let weight =
             init::kaiming_uniform(&[outputs, inputs, kernel, kernel], fan_in, seeds.next_seed(), &Device::Cpu)?;
         let bias = init::kaiming_uniform(&[outputs], fan_in, seeds.next_seed(), &Device::Cpu)?;
+        Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)), geometry: Geometry::default() })
+    }
+
+    /// As Keras initialises `Conv2D`: Glorot-uniform weights (fan-out O·k·k), zero bias.
+    pub fn keras(inputs: usize, outputs: usize, kernel: usize, seeds: &mut Seeds) -> Result<Self> {
+        let (fan_in, fan_out) = (inputs * kernel * kernel, outputs * kernel * kernel);
+        let shape = [outputs, inputs, kernel, kernel];
+        let weight = init::glorot_uniform(&shape, fan_in, fan_out, seeds.next_seed(), &Device::Cpu)?;
+        let bias = Tensor::zeros(&[outputs], &Device::Cpu)?;
         Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)), geometry: Geometry::default() })
     }
 

@@ -1,5 +1,5 @@
 use kiln_autograd::Var;
-use kiln_tensor::Device;
+use kiln_tensor::{Device, Tensor};
 
 use crate::{Module, Result, Seeds, init};
 
@@ -15,6 +15,13 @@ impl Linear {
     pub fn new(inputs: usize, outputs: usize, seeds: &mut Seeds) -> Result<Self> {
         let weight = init::kaiming_uniform(&[outputs, inputs], inputs, seeds.next_seed(), &Device::Cpu)?;
         let bias = init::kaiming_uniform(&[outputs], inputs, seeds.next_seed(), &Device::Cpu)?;
+        Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)) })
+    }
+
+    /// As Keras initialises `Dense`: Glorot-uniform weights, zero bias.
+    pub fn keras(inputs: usize, outputs: usize, seeds: &mut Seeds) -> Result<Self> {
+        let weight = init::glorot_uniform(&[outputs, inputs], inputs, outputs, seeds.next_seed(), &Device::Cpu)?;
+        let bias = Tensor::zeros(&[outputs], &Device::Cpu)?;
         Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)) })
     }
 
