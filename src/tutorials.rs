@@ -145,12 +145,7 @@ impl Tutorial {
         seed: u64,
     ) -> Result<(DataLoader, DataLoader)> {
         let loader = |dataset: &ImageDataset| -> Result<DataLoader> {
-            let loader = if device.is_gpu() {
-                DataLoader::resident(dataset, self.batch_size(), device)?
-            } else {
-                DataLoader::new(dataset.clone(), self.batch_size()).to_device(device)
-            };
-            Ok(loader.transform(self.transform()))
+            Ok(DataLoader::on_device(dataset, self.batch_size(), device)?.transform(self.transform()))
         };
         Ok((loader(train)?.shuffle(self.shuffle()).seed(seed), loader(test)?))
     }

@@ -165,12 +165,7 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
     .shuffle(true)
     .seed(config.seed)
     .transform(transform);
-    let valid_loader = if device.is_gpu() {
-        DataLoader::resident(&valid_set, config.batch_size, device)?
-    } else {
-        DataLoader::new(valid_set.clone(), config.batch_size).to_device(device)
-    }
-    .transform(Transform::to_float());
+    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device)?.transform(Transform::to_float());
 
     let loss_fn = CrossEntropyLoss::new();
     for epoch in history.epochs()..config.epochs {
@@ -234,12 +229,7 @@ pub fn evaluate_checkpoint(
 ) -> Result<(ConfusionMatrix, ImageDataset), AppError> {
     let (mut model, _) = load_model(checkpoint, device)?;
     let (_, valid) = load_data(data, limit)?;
-    let loader = if device.is_gpu() {
-        DataLoader::resident(&valid, 64, device)?
-    } else {
-        DataLoader::new(valid.clone(), 64).to_device(device)
-    }
-    .transform(Transform::to_float());
+    let loader = DataLoader::on_device(&valid, 64, device)?.transform(Transform::to_float());
     let predictions = training::predict(&mut model, loader.epoch(0)?)?;
     Ok((predictions.confusion_matrix(valid.num_classes())?, valid))
 }

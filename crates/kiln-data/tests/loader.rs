@@ -124,4 +124,9 @@ fn resident_batches_equal_host_batches_on_the_gpu() {
     }
     let augmenting = DataLoader::resident(&data, 8, &gpu).unwrap().transform(Transform::to_float().rotation(10.0));
     assert!(augmenting.epoch(0).is_err(), "augmentation is host-only");
+    let rotate = || Transform::to_float().rotation(10.0);
+    let on_gpu = DataLoader::on_device(&data, 8, &gpu).unwrap().transform(rotate());
+    assert!(on_gpu.epoch(0).is_err(), "on_device keeps a GPU's data resident");
+    let on_cpu = DataLoader::on_device(&data, 8, &Device::Cpu).unwrap().transform(rotate());
+    assert_eq!(on_cpu.epoch(0).unwrap().count(), 5, "and loads on the host for the CPU");
 }
