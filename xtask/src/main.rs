@@ -95,7 +95,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The benches read KILN_BENCH_DEVICE to time only the devices asked for.
     let status = Command::new(cargo)
-        .args(["bench", "-p", "kiln", "--benches", "--"])
+        // The criterion benches only: the training bench has its own arguments (`--train`).
+        .args(["bench", "-p", "kiln", "--bench", "matmul", "--bench", "layers", "--"])
         .args(&args.filter)
         .env("KILN_BENCH_DEVICE", &args.device)
         .status()
