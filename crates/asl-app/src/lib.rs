@@ -10,9 +10,10 @@ use kiln::autograd::{Var, no_grad};
 use kiln::data::presets::{ASL_LETTERS, sign_language_mnist_dir};
 use kiln::data::{DataLoader, ImageDataset, Transform};
 use kiln::metrics::ConfusionMatrix;
-use kiln::nn::{CrossEntropyLoss, Module, Seeds, Sequential, models};
+use kiln::nn::{CrossEntropyLoss, Module, Sequential};
 use kiln::optim::Adam;
 use kiln::training::{self, EpochMetrics, History, TrainError};
+use kiln::tutorials::Tutorial;
 use kiln::{Device, Tensor};
 
 /// Which of the DLI notebooks' models to train.
@@ -99,13 +100,19 @@ pub fn pick_device(choice: DeviceChoice) -> Result<Device, AppError> {
     }
 }
 
+impl ModelKind {
+    /// The tutorial recipe this model belongs to.
+    pub fn tutorial(self) -> Tutorial {
+        match self {
+            ModelKind::Mlp => Tutorial::AslMlp,
+            ModelKind::Cnn => Tutorial::AslCnn,
+        }
+    }
+}
+
 /// The model as the notebook builds it, from the run's seed.
 pub fn build_model(kind: ModelKind, seed: u64) -> Result<Sequential, AppError> {
-    let mut seeds = Seeds::new(seed);
-    Ok(match kind {
-        ModelKind::Mlp => models::asl_mlp(&mut seeds)?,
-        ModelKind::Cnn => models::asl_cnn(&mut seeds, 1.0)?,
-    })
+    Ok(kind.tutorial().model(seed)?)
 }
 
 /// What a run reports as it goes.
