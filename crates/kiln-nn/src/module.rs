@@ -9,6 +9,15 @@ pub trait Module: Send {
     /// norm's running statistics, dropout's mask stream).
     fn forward(&mut self, input: &Var) -> Result<Var>;
 
+    /// One line naming the layer and its settings, as PyTorch prints a module:
+    /// `Linear(in_features=784, out_features=512, bias=True)`. Containers print their
+    /// children below it. By default the type's name.
+    fn describe(&self) -> String {
+        let path = std::any::type_name_of_val(self);
+        let name = path.split('<').next().unwrap_or(path);
+        format!("{}()", name.rsplit("::").next().unwrap_or(name))
+    }
+
     /// Trainable parameters with their state-dict names ("weight", "0.bias", …).
     fn parameters(&self) -> Vec<(String, Var)> {
         Vec::new()
@@ -85,9 +94,22 @@ pub(crate) fn move_parameters(parameters: &[(String, Var)], device: &Device) -> 
 }
 
 /// Modules applied one after another, named "0", "1", … as `torch.nn.Sequential`.
+/// Printing one (`{}` or `{:?}`) shows its layers as `print(model)` does in PyTorch.
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,
+}
+
+impl std::fmt::Display for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 impl Sequential {
@@ -128,6 +150,18 @@ impl Module for Sequential {
             x = layer.forward(&x)?;
         }
         Ok(x)
+    }
+
+    /// PyTorch's layout: `Sequential(`, then `  (i): layer` per layer (nested containers
+    /// indented further), then `)`.
+    fn describe(&self) -> String {
+        let mut text = String::from("Sequential(\n");
+        for (i, layer) in self.layers.iter().enumerate() {
+            let described = layer.describe().replace('\n', "\n  ");
+            text.push_str(&format!("  ({i}): {described}\n"));
+        }
+        text.push(')');
+        text
     }
 
     fn parameters(&self) -> Vec<(String, Var)> {

@@ -16,6 +16,55 @@ fn shapes(model: &Sequential) -> Vec<(String, Vec<usize>)> {
 }
 
 #[test]
+fn models_print_their_layers_as_pytorch_does() {
+    let printed = asl_cnn(0, 1.0).to_string();
+    let want = "\
+Sequential(
+  (0): Conv2d(1, 25, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+  (1): BatchNorm2d(25, eps=1e-5, momentum=0.1)
+  (2): ReLU()
+  (3): MaxPool2d(kernel_size=2, stride=2, padding=0)
+  (4): Conv2d(25, 50, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+  (5): BatchNorm2d(50, eps=1e-5, momentum=0.1)
+  (6): ReLU()
+  (7): Dropout(p=0.2)
+  (8): MaxPool2d(kernel_size=2, stride=2, padding=0)
+  (9): Conv2d(50, 75, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+  (10): BatchNorm2d(75, eps=1e-5, momentum=0.1)
+  (11): ReLU()
+  (12): MaxPool2d(kernel_size=2, stride=2, padding=0)
+  (13): Flatten()
+  (14): Linear(in_features=675, out_features=512, bias=True)
+  (15): Dropout(p=0.3)
+  (16): ReLU()
+  (17): Linear(in_features=512, out_features=24, bias=True)
+)";
+    assert_eq!(printed, want);
+
+    // A container inside a container is indented one level further; a module that does not
+    // describe itself prints its type's name.
+    struct Scale;
+    impl Module for Scale {
+        fn forward(&mut self, input: &Var) -> kiln_nn::Result<Var> {
+            Ok(input.clone())
+        }
+    }
+    let seeds = &mut Seeds::new(0);
+    let nested = Sequential::new()
+        .add(Sequential::new().add(kiln_nn::Linear::new(3, 2, seeds).unwrap()).add(Scale))
+        .add(kiln_nn::ReLU);
+    let want = "\
+Sequential(
+  (0): Sequential(
+    (0): Linear(in_features=3, out_features=2, bias=True)
+    (1): Scale()
+  )
+  (1): ReLU()
+)";
+    assert_eq!(format!("{nested:?}"), want);
+}
+
+#[test]
 fn parameters_carry_pytorchs_names_and_shapes() {
     let cnn = asl_cnn(0, 1.0);
     let names = shapes(&cnn);

@@ -32,6 +32,11 @@ impl BatchNorm2d {
 }
 
 impl Module for BatchNorm2d {
+    fn describe(&self) -> String {
+        let channels = self.weight.value().shape()[0];
+        format!("BatchNorm2d({channels}, eps={:e}, momentum={})", self.config.eps, self.config.momentum)
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         let out = input.batch_norm2d(
             Some(&self.weight),

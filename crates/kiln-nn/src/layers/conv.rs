@@ -47,6 +47,29 @@ impl Conv2d {
 }
 
 impl Module for Conv2d {
+    fn describe(&self) -> String {
+        let shape = self.weight.value().shape().to_vec();
+        let pair = |[a, b]: [usize; 2]| format!("({a}, {b})");
+        let g = &self.geometry;
+        let mut text = format!(
+            "Conv2d({}, {}, kernel_size={}, stride={}",
+            shape[1],
+            shape[0],
+            pair([shape[2], shape[3]]),
+            pair(g.stride)
+        );
+        if g.padding != [0, 0] {
+            text += &format!(", padding={}", pair(g.padding));
+        }
+        if g.dilation != [1, 1] {
+            text += &format!(", dilation={}", pair(g.dilation));
+        }
+        if self.bias.is_none() {
+            text += ", bias=False";
+        }
+        text + ")"
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.conv2d(&self.weight, self.bias.as_ref(), &self.geometry)?)
     }

@@ -19,6 +19,10 @@ impl Dropout {
 }
 
 impl Module for Dropout {
+    fn describe(&self) -> String {
+        format!("Dropout(p={})", self.p)
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         if !self.training {
             return Ok(input.clone());

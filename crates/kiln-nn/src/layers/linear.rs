@@ -33,6 +33,12 @@ impl Linear {
 }
 
 impl Module for Linear {
+    fn describe(&self) -> String {
+        let shape = self.weight.value().shape().to_vec();
+        let bias = if self.bias.is_some() { "True" } else { "False" };
+        format!("Linear(in_features={}, out_features={}, bias={bias})", shape[1], shape[0])
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.linear(&self.weight, self.bias.as_ref())?)
     }

@@ -25,6 +25,17 @@ impl MaxPool2d {
 }
 
 impl Module for MaxPool2d {
+    fn describe(&self) -> String {
+        let one_or_pair = |[a, b]: [usize; 2]| if a == b { a.to_string() } else { format!("({a}, {b})") };
+        let p = &self.pool;
+        format!(
+            "MaxPool2d(kernel_size={}, stride={}, padding={})",
+            one_or_pair(p.kernel),
+            one_or_pair(p.stride),
+            one_or_pair(p.padding)
+        )
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.max_pool2d(&self.pool)?)
     }
