@@ -116,20 +116,41 @@ fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
 /// the core count; each run accumulates its products in order into a partial of its own,
 /// and the partials are added in order, so every machine gets the same bits.
 fn cpu_matmul_sum(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
+    sum_over_batch(
+        s.batch,
+        s.m * s.n,
+        || (),
+        |_, i, partial, first| {
+            let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+            gemm_accumulate(partial, a, b, &s, !first, gemm::Parallelism::None);
+        },
+    )
+}
+
+/// Σᵢ of `len`-long terms over `0..batch`, where `add(scratch, i, partial, first)` adds
+/// term i into `partial` (overwriting it when `first`). The batch is cut into a fixed
+/// number of runs, whatever the core count; each run adds its terms in order into a partial
+/// of its own (with `scratch` from `new_scratch`), and the partials are added in order, so
+/// every machine gets the same bits.
+pub(crate) fn sum_over_batch<S>(
+    batch: usize,
+    len: usize,
+    new_scratch: impl Fn() -> S + Sync,
+    add: impl Fn(&mut S, usize, &mut [f32], bool) + Sync,
+) -> Vec<f32> {
     const RUNS: usize = 8;
-    let mut sum = vec![0.0f32; s.m * s.n];
-    if s.m * s.n == 0 || s.batch == 0 {
+    let mut sum = vec![0.0f32; len];
+    if len == 0 || batch == 0 {
         return sum;
     }
-    let per_run = s.batch.div_ceil(RUNS);
-    let starts: Vec<usize> = (0..s.batch).step_by(per_run).collect();
+    let per_run = batch.div_ceil(RUNS);
+    let starts: Vec<usize> = (0..batch).step_by(per_run).collect();
     let partials: Vec<Vec<f32>> = starts
         .into_par_iter()
         .map(|start| {
-            let mut partial = vec![0.0f32; s.m * s.n];
-            for i in start..(start + per_run).min(s.batch) {
-                let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
-                gemm_accumulate(&mut partial, a, b, &s, i > start, gemm::Parallelism::None);
+            let (mut scratch, mut partial) = (new_scratch(), vec![0.0f32; len]);
+            for i in start..(start + per_run).min(batch) {
+                add(&mut scratch, i, &mut partial, i == start);
             }
             partial
         })
@@ -140,13 +161,18 @@ fn cpu_matmul_sum(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
     sum
 }
 
+/// The problem of one plain (unbatched) product op(A)·op(B), [m × k]·[k × n].
+pub(crate) fn single_product(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulShape {
+    MatmulShape { batch: 1, m, n, k, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: 0 }
+}
+
 /// One product op(A)·op(B) into `out` (m × n), A and B starting at their batch entry.
 fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], s: &MatmulShape, parallelism: gemm::Parallelism) {
     gemm_accumulate(out, a, b, s, false, parallelism)
 }
 
 /// `out = op(A)·op(B)`, or with `accumulate` `out += op(A)·op(B)`.
-fn gemm_accumulate(
+pub(crate) fn gemm_accumulate(
     out: &mut [f32],
     a: &[f32],
     b: &[f32],
