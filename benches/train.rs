@@ -120,7 +120,7 @@ fn measure(
     let mut model = tutorial.model(0)?;
     model.to_device(device)?;
     let mut optimizer = tutorial.optimizer(&model, tutorial.lr());
-    let (train, _) = tutorial.loaders(&data.0, &data.1, device, 0)?;
+    let (train, _) = tutorial.loaders(&data.0, &data.1, device, 0, false)?;
     let loss_fn = CrossEntropyLoss::new();
 
     // Warm-up: pipelines compiled, buffer pool and allocator filled, caches warm.

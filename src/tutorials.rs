@@ -134,20 +134,44 @@ impl Tutorial {
         })
     }
 
-    /// The training loader (shuffled by `seed` when the tutorial shuffles) and the test
-    /// loader, both with the tutorial's batch size and transform. On a GPU the datasets are
-    /// uploaded once and batches are gathered there.
+    /// [`Tutorial::transform`] with random augmentation that suits the images — an option
+    /// beyond the tutorials, which train without: for the signs, the DLI course's own
+    /// (rotation, zoom, shift, brightness, contrast); for clothes, mirroring; for digits,
+    /// shifts of up to 2 whole pixels (never mirroring, which changes a digit); for CIFAR-10,
+    /// mirroring and shifts of up to 4 pixels (torchvision's usual `RandomCrop(32, 4)`).
+    pub fn augmented_transform(self) -> Transform {
+        let plain = self.transform();
+        match self {
+            Tutorial::AslCnn | Tutorial::AslMlp => {
+                plain.rotation(10.0).zoom(0.1).shift(0.1).brightness(0.2).contrast(0.5)
+            }
+            Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp => plain.horizontal_flip(true),
+            Tutorial::MnistMlp => plain.shift_pixels(2),
+            Tutorial::Cifar10Lenet => plain.horizontal_flip(true).shift_pixels(4),
+        }
+    }
+
+    /// The training loader (shuffled by `seed` when the tutorial shuffles; augmented with
+    /// [`Tutorial::augmented_transform`] when `augment` is set) and the test loader, both
+    /// with the tutorial's batch size and transform. On a GPU the datasets are uploaded once
+    /// and batches are gathered there, except augmented training batches, which are made on
+    /// the host.
     pub fn loaders(
         self,
         train: &ImageDataset,
         test: &ImageDataset,
         device: &Device,
         seed: u64,
+        augment: bool,
     ) -> Result<(DataLoader, DataLoader)> {
-        let loader = |dataset: &ImageDataset| -> Result<DataLoader> {
-            Ok(DataLoader::on_device(dataset, self.batch_size(), device)?.transform(self.transform()))
+        let batch_size = self.batch_size();
+        let train_loader = if augment {
+            DataLoader::new(train.clone(), batch_size).to_device(device).transform(self.augmented_transform())
+        } else {
+            DataLoader::on_device(train, batch_size, device)?.transform(self.transform())
         };
-        Ok((loader(train)?.shuffle(self.shuffle()).seed(seed), loader(test)?))
+        let test_loader = DataLoader::on_device(test, batch_size, device)?.transform(self.transform());
+        Ok((train_loader.shuffle(self.shuffle()).seed(seed), test_loader))
     }
 }
 

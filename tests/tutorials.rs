@@ -39,11 +39,12 @@ fn run(
     device: &Device,
     epochs: usize,
     lr: f32,
+    augment: bool,
 ) -> (Vec<EpochMetrics>, EpochMetrics) {
     let mut model = tutorial.model(7).unwrap();
     model.to_device(device).unwrap();
     let mut optimizer = tutorial.optimizer(&model, lr);
-    let (train, test) = tutorial.loaders(&data.0, &data.1, device, 7).unwrap();
+    let (train, test) = tutorial.loaders(&data.0, &data.1, device, 7, augment).unwrap();
     let loss_fn = CrossEntropyLoss::new();
     let per_epoch = (0..epochs)
         .map(|epoch| {
@@ -62,7 +63,7 @@ fn each_tutorial_learns_on_the_cpu() {
         // so its slice runs at a higher rate; the others run exactly as the tutorial.
         let lr = if tutorial == Tutorial::FashionMnistMlp { 0.05 } else { tutorial.lr() };
         let data = slices(tutorial, &root, 2048);
-        let (train, test) = run(tutorial, &data, &Device::Cpu, 3, lr);
+        let (train, test) = run(tutorial, &data, &Device::Cpu, 3, lr, false);
         let chance = 1.0 / data.0.num_classes() as f32;
         println!(
             "{tutorial}: train {:?}, test loss {:.3} accuracy {:.3}",
@@ -80,14 +81,50 @@ fn each_tutorial_trains_alike_on_the_gpu() {
     let Some(ctx) = context_or_skip("each_tutorial_trains_alike_on_the_gpu") else { return };
     let Some(root) = data_root("each_tutorial_trains_alike_on_the_gpu") else { return };
     let gpu = Device::Gpu(ctx);
-    // The ASL models' GPU runs are tested end to end by asl-app; lavapipe is slow.
-    for tutorial in [Tutorial::FashionMnistCnn, Tutorial::FashionMnistMlp, Tutorial::MnistMlp, Tutorial::Cifar10Lenet] {
+    // The ASL models' GPU runs are tested end to end by asl-app; lavapipe is slow. The
+    // augmented run checks that augmentation, made on the host, is the same for both devices.
+    let runs = [
+        (Tutorial::FashionMnistCnn, false),
+        (Tutorial::FashionMnistCnn, true),
+        (Tutorial::FashionMnistMlp, false),
+        (Tutorial::MnistMlp, false),
+        (Tutorial::Cifar10Lenet, false),
+    ];
+    for (tutorial, augment) in runs {
         let data = slices(tutorial, &root, 256);
-        let (cpu, cpu_test) = run(tutorial, &data, &Device::Cpu, 2, tutorial.lr());
-        let (on_gpu, gpu_test) = run(tutorial, &data, &gpu, 2, tutorial.lr());
+        let (cpu, cpu_test) = run(tutorial, &data, &Device::Cpu, 2, tutorial.lr(), augment);
+        let (on_gpu, gpu_test) = run(tutorial, &data, &gpu, 2, tutorial.lr(), augment);
         for (c, g) in cpu.iter().zip(&on_gpu).chain([(&cpu_test, &gpu_test)]) {
-            assert!((c.loss - g.loss).abs() < 2e-3 * c.loss.max(1.0), "{tutorial}: cpu {c:?} gpu {g:?}");
-            assert!((c.accuracy - g.accuracy).abs() <= 2.0 / 256.0, "{tutorial}: cpu {c:?} gpu {g:?}");
+            let run = format!("{tutorial}{}", if augment { " augmented" } else { "" });
+            assert!((c.loss - g.loss).abs() < 2e-3 * c.loss.max(1.0), "{run}: cpu {c:?} gpu {g:?}");
+            assert!((c.accuracy - g.accuracy).abs() <= 2.0 / 256.0, "{run}: cpu {c:?} gpu {g:?}");
         }
+    }
+}
+
+/// The first training batch of epoch 0 and the first test batch, as host values.
+fn first_batches(tutorial: Tutorial, data: &(ImageDataset, ImageDataset), augment: bool) -> (Vec<f32>, Vec<f32>) {
+    let (train, test) = tutorial.loaders(&data.0, &data.1, &Device::Cpu, 3, augment).unwrap();
+    let first = |loader: &kiln::data::DataLoader| loader.epoch(0).unwrap().next().unwrap().unwrap().images;
+    (first(&train).to_vec().unwrap(), first(&test).to_vec().unwrap())
+}
+
+#[test]
+fn augmentation_changes_training_images_reproducibly_and_never_test_images() {
+    let Some(root) = data_root("augmentation_changes_training_images_reproducibly_and_never_test_images") else {
+        return;
+    };
+    for tutorial in Tutorial::ALL {
+        let data = slices(tutorial, &root, 64);
+        let (plain_train, plain_test) = first_batches(tutorial, &data, false);
+        let (augmented_train, augmented_test) = first_batches(tutorial, &data, true);
+        assert_eq!(augmented_train.len(), plain_train.len(), "{tutorial}");
+        assert_ne!(augmented_train, plain_train, "{tutorial}: augmentation changed nothing");
+        assert_eq!(first_batches(tutorial, &data, true).0, augmented_train, "{tutorial}: not reproducible");
+        assert_eq!(augmented_test, plain_test, "{tutorial}: the test set must not be augmented");
+        // Augmentation works on pixels, before scaling: values stay in the scaled range.
+        let lowest = if tutorial == Tutorial::Cifar10Lenet { -1.0 } else { 0.0 };
+        let outside = augmented_train.iter().find(|v| !(lowest - 1e-6..=1.0 + 1e-6).contains(*v));
+        assert!(outside.is_none(), "{tutorial}: {outside:?} outside {lowest}..=1");
     }
 }

@@ -18,7 +18,7 @@ pub type Error = Box<dyn std::error::Error>;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N`.
+/// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N --augment`.
 pub struct Options {
     pub data: PathBuf,
     pub epochs: usize,
@@ -26,6 +26,8 @@ pub struct Options {
     pub seed: u64,
     /// Train and test on the first this many samples only (quick runs).
     pub limit: Option<usize>,
+    /// Train on randomly augmented images ([`Tutorial::augmented_transform`]).
+    pub augment: bool,
 }
 
 impl Options {
@@ -37,6 +39,7 @@ impl Options {
 
     pub fn parse(tutorial: Tutorial, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
         let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, tutorial.epochs(), None, 0, None);
+        let mut augment = false;
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
@@ -44,6 +47,7 @@ impl Options {
                 "--epochs" => epochs = number(&flag, &value()?)?,
                 "--seed" => seed = number(&flag, &value()?)?,
                 "--limit" => limit = Some(number(&flag, &value()?)?),
+                "--augment" => augment = true,
                 "--device" => {
                     device = Some(match value()?.as_str() {
                         "auto" => Device::best(),
@@ -54,7 +58,7 @@ impl Options {
                 }
                 "--help" | "-h" => {
                     return Err(format!(
-                        "usage: {tutorial} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N]\n\
+                        "usage: {tutorial} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
                          DIR holds the {} dataset (default: $KILN_DATA_DIR/{})",
                         tutorial.dataset_dir(),
                         tutorial.dataset_dir()
@@ -75,7 +79,7 @@ impl Options {
                 }
             },
         };
-        Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit })
+        Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit, augment })
     }
 
     /// The tutorial's training and test sets, cut to `--limit`.
@@ -129,16 +133,19 @@ pub fn setup(
 ) -> Result<(Sequential, Box<dyn Optimizer>, DataLoader, DataLoader), Error> {
     let (train, test) = options.datasets(tutorial)?;
     println!(
-        "{tutorial}: {} training and {} test images of {:?} from {}, on {}",
+        "{tutorial}: {} training and {} test images of {:?} from {}, on {}{}",
         train.len(),
         test.len(),
         train.shape(),
         options.data.display(),
-        options.device
+        options.device,
+        if options.augment { ", augmented" } else { "" }
     );
     let mut model = tutorial.model(options.seed)?;
+    println!("{model}");
     model.to_device(&options.device)?;
     let optimizer = tutorial.optimizer(&model, tutorial.lr());
-    let (train_loader, test_loader) = tutorial.loaders(&train, &test, &options.device, options.seed)?;
+    let (train_loader, test_loader) =
+        tutorial.loaders(&train, &test, &options.device, options.seed, options.augment)?;
     Ok((model, optimizer, train_loader, test_loader))
 }

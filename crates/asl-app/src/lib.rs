@@ -159,11 +159,8 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
         History::default()
     };
 
-    let transform = if config.augment {
-        Transform::to_float().rotation(10.0).zoom(0.1).shift(0.1).brightness(0.2).contrast(0.5)
-    } else {
-        Transform::to_float()
-    };
+    let tutorial = config.model.tutorial();
+    let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
     let train_loader = if device.is_gpu() && !config.augment {
         DataLoader::resident(&train_set, config.batch_size, device)?
     } else {
@@ -172,7 +169,7 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
     .shuffle(true)
     .seed(config.seed)
     .transform(transform);
-    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device)?.transform(Transform::to_float());
+    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device)?.transform(tutorial.transform());
 
     let loss_fn = CrossEntropyLoss::new();
     for epoch in history.epochs()..config.epochs {

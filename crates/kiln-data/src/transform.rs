@@ -1,7 +1,7 @@
 //! Per-sample transforms: seeded augmentation, scaling to floats and normalisation.
 //!
 //! Stages run in a fixed order, as torchvision pipelines usually do: geometric augmentation
-//! (rotation, zoom, shift, horizontal flip, in one bilinear warp), photometric augmentation
+//! (rotation, zoom, shift, whole-pixel shift, horizontal flip, in one bilinear warp), photometric augmentation
 //! (brightness, contrast), both in pixel units and clamped to 0..255; then `scale` (1/255
 //! for `to_float`), then per-channel normalisation. Random draws depend only on the seed the
 //! loader derives for (epoch, sample), so a run is reproducible whatever the thread timing.
@@ -18,6 +18,9 @@ pub struct Transform {
     pub zoom: f32,
     /// Shift drawn from ± this fraction of the width and of the height.
     pub shift: f32,
+    /// Shift by a whole number of pixels drawn from −n..=n in each direction, so the image
+    /// stays sharp (a fractional shift blurs it): torchvision's `RandomCrop(size, padding=n)`.
+    pub shift_pixels: usize,
     /// Mirror left–right with probability ½. Off for data where a flip changes the class
     /// (sign-language letters, digits).
     pub horizontal_flip: bool,
@@ -38,6 +41,7 @@ impl Default for Transform {
             rotation_degrees: 0.0,
             zoom: 0.0,
             shift: 0.0,
+            shift_pixels: 0,
             horizontal_flip: false,
             brightness: 0.0,
             contrast: 0.0,
@@ -74,6 +78,11 @@ impl Transform {
         self
     }
 
+    pub fn shift_pixels(mut self, max: usize) -> Self {
+        self.shift_pixels = max;
+        self
+    }
+
     pub fn horizontal_flip(mut self, enabled: bool) -> Self {
         self.horizontal_flip = enabled;
         self
@@ -95,7 +104,11 @@ impl Transform {
     }
 
     fn is_geometric(&self) -> bool {
-        self.rotation_degrees > 0.0 || self.zoom > 0.0 || self.shift > 0.0 || self.horizontal_flip
+        self.rotation_degrees > 0.0
+            || self.zoom > 0.0
+            || self.shift > 0.0
+            || self.shift_pixels > 0
+            || self.horizontal_flip
     }
 
     /// Refuses settings that cannot work for images of `channels` channels.
@@ -125,7 +138,15 @@ impl Transform {
         if self.is_geometric() {
             let angle = (self.rotation_degrees * draw(0)).to_radians();
             let zoom = 1.0 + self.zoom * draw(1);
-            let shift = (self.shift * draw(2) * shape[2] as f32, self.shift * draw(3) * shape[1] as f32);
+            let whole_pixels = |k: u64| {
+                let choices = 2 * self.shift_pixels + 1;
+                let pick = ((random::uniform(seed, k) * choices as f32) as usize).min(choices - 1);
+                pick as f32 - self.shift_pixels as f32
+            };
+            let shift = (
+                self.shift * draw(2) * shape[2] as f32 + whole_pixels(7),
+                self.shift * draw(3) * shape[1] as f32 + whole_pixels(8),
+            );
             let flip = self.horizontal_flip && draw(4) < 0.0;
             warp(image, shape, angle, zoom, shift, flip);
         }
@@ -248,6 +269,33 @@ mod tests {
             assert_eq!(image[y * 6], 0.0, "the uncovered column is background");
             assert_eq!(&image[y * 6 + 1..y * 6 + 6], &original[y * 6..y * 6 + 5]);
         }
+    }
+
+    #[test]
+    fn whole_pixel_shifts_keep_pixels_exact_and_reach_every_offset() {
+        let original = ramp();
+        let shape = [2, 5, 6];
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let mut image = original.clone();
+            Transform::default().shift_pixels(2).apply(&mut image, shape, seed);
+            // Find the offset that explains the result: every pixel is either a copy of the
+            // original's pixel at that offset or background where the source is outside.
+            let offset = (-2..=2i64).flat_map(|dy| (-2..=2i64).map(move |dx| (dx, dy))).find(|&(dx, dy)| {
+                (0..2 * 5 * 6).all(|i| {
+                    let (c, y, x) = (i / 30, (i / 6 % 5) as i64, (i % 6) as i64);
+                    let (sx, sy) = (x - dx, y - dy);
+                    let want = if (0..6).contains(&sx) && (0..5).contains(&sy) {
+                        original[c * 30 + sy as usize * 6 + sx as usize]
+                    } else {
+                        0.0
+                    };
+                    image[i] == want
+                })
+            });
+            seen.insert(offset.unwrap_or_else(|| panic!("seed {seed}: not a whole-pixel shift: {image:?}")));
+        }
+        assert_eq!(seen.len(), 25, "every offset in -2..=2 × -2..=2 is drawn: {seen:?}");
     }
 
     #[test]
