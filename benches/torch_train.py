@@ -53,9 +53,10 @@ def sign_language_mnist(directory):
     return rows[:, 1:].astype(np.uint8).reshape(-1, 1, 28, 28), labels - (labels > 9)
 
 
-def idx_images(directory):
-    images = read_bytes(plain_or_gz(directory, "train-images-idx3-ubyte"))
-    labels = read_bytes(plain_or_gz(directory, "train-labels-idx1-ubyte"))
+def idx_images(directory, split="train"):
+    """An IDX image/label file pair; split is "train" or "t10k" (the test set)."""
+    images = read_bytes(plain_or_gz(directory, f"{split}-images-idx3-ubyte"))
+    labels = read_bytes(plain_or_gz(directory, f"{split}-labels-idx1-ubyte"))
     return np.frombuffer(images, np.uint8, offset=16).reshape(-1, 1, 28, 28), np.frombuffer(labels, np.uint8, offset=8)
 
 
