@@ -94,22 +94,39 @@ fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) ->
     Ok(shape)
 }
 
-/// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`.
+/// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`. Each row (channel,
+/// kernel offset, output row) reads one input row: zeros where the window hangs over the
+/// padding, a plain copy between (a strided one when stride > 1).
 fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
     let [oh_n, ow_n] = s.output().expect("checked");
-    let mut out = cols.iter_mut();
+    let (stride, pad) = (s.stride[1], s.padding[1]);
+    let mut rows = cols.chunks_exact_mut(ow_n);
     for plane in image.chunks(s.height * s.width) {
         for kh in 0..s.kernel[0] {
             for kw in 0..s.kernel[1] {
+                // Input column of output column ow: ow·stride + offset − pad. It is inside the
+                // image for ow in inside.
+                let offset = kw * s.dilation[1];
+                let first = pad.saturating_sub(offset).div_ceil(stride);
+                let end = (s.width + pad).saturating_sub(offset).div_ceil(stride).min(ow_n);
+                let inside = first.min(end)..end;
                 for oh in 0..oh_n {
+                    let row = rows.next().expect("sized");
                     let h = (oh * s.stride[0] + kh * s.dilation[0]).checked_sub(s.padding[0]).filter(|&h| h < s.height);
-                    for ow in 0..ow_n {
-                        let w =
-                            (ow * s.stride[1] + kw * s.dilation[1]).checked_sub(s.padding[1]).filter(|&w| w < s.width);
-                        *out.next().expect("sized") = match (h, w) {
-                            (Some(h), Some(w)) => plane[h * s.width + w],
-                            _ => 0.0,
-                        };
+                    let Some(h) = h else {
+                        row.fill(0.0);
+                        continue;
+                    };
+                    let source = &plane[h * s.width..(h + 1) * s.width];
+                    row[..inside.start].fill(0.0);
+                    row[inside.end..].fill(0.0);
+                    let from = inside.start * stride + offset - pad;
+                    if stride == 1 {
+                        row[inside.clone()].copy_from_slice(&source[from..from + inside.len()]);
+                    } else {
+                        for (out, &x) in row[inside.clone()].iter_mut().zip(source[from..].iter().step_by(stride)) {
+                            *out = x;
+                        }
                     }
                 }
             }

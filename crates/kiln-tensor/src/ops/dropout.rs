@@ -1,6 +1,7 @@
 //! Inverted dropout with a seeded, device-independent mask.
 
-use kiln_wgsl::kernels::dropout::{dropout, keeps, threshold};
+use kiln_wgsl::kernels::dropout::{dropout, keeps, mask_key, threshold};
+use rayon::prelude::*;
 
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -23,12 +24,19 @@ impl Tensor {
         let (threshold, scale) = (threshold(p), if p == 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
         match &self.device {
             Device::Cpu => {
-                let values = self
-                    .cpu_values()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &x)| if keeps(seed, i as u32, threshold) { x * scale } else { 0.0 })
-                    .collect();
+                // Chunks big enough that handing one to another core pays for itself.
+                const CHUNK: usize = 1 << 16;
+                let key = mask_key(seed);
+                let mut values = vec![0.0f32; self.len()];
+                values.par_chunks_mut(CHUNK).zip(self.cpu_values().par_chunks(CHUNK)).enumerate().for_each(
+                    |(chunk, (out, x))| {
+                        for (i, (out, &x)) in out.iter_mut().zip(x).enumerate() {
+                            if keeps(key, (chunk * CHUNK + i) as u32, threshold) {
+                                *out = x * scale;
+                            }
+                        }
+                    },
+                );
                 Ok(Tensor::cpu_f32(values, self.shape.clone()))
             }
             Device::Gpu(ctx) => {

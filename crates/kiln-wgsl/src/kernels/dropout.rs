@@ -4,6 +4,7 @@ use crate::{GpuBuffer, GpuContext, Result};
 static FAMILY: KernelFamily = KernelFamily { name: "dropout", source: include_str!("dropout.wgsl") };
 
 /// The 32-bit mixer dropout.wgsl uses; the host copy that keeps the two masks identical.
+#[inline]
 pub fn mix(v: u32) -> u32 {
     let mut h = v;
     h ^= h >> 16;
@@ -19,10 +20,17 @@ pub fn threshold(p: f32) -> u32 {
     (p as f64 * (1u64 << 24) as f64).round() as u32
 }
 
-/// Whether element `index` survives dropout with `threshold` under `seed`.
-pub fn keeps(seed: u64, index: u32, threshold: u32) -> bool {
-    let h = mix(index ^ mix(seed as u32 ^ mix((seed >> 32) as u32)));
-    (h >> 8) >= threshold
+/// The part of the mask's hash that depends on the seed alone: computed once per call,
+/// not once per element.
+pub fn mask_key(seed: u64) -> u32 {
+    mix(seed as u32 ^ mix((seed >> 32) as u32))
+}
+
+/// Whether element `index` survives dropout with `threshold` under the seed whose
+/// [`mask_key`] is `key`.
+#[inline]
+pub fn keeps(key: u32, index: u32, threshold: u32) -> bool {
+    (mix(index ^ key) >> 8) >= threshold
 }
 
 #[repr(C)]
@@ -67,7 +75,8 @@ mod tests {
         for (seed, p) in [(0u64, 0.5f32), (u64::MAX - 3, 0.2), (12345, 0.9)] {
             let t = threshold(p);
             let got = ctx.read::<f32>(&dropout(&ctx, &ones, len, seed, t, 2.0).unwrap(), len).unwrap();
-            let want: Vec<f32> = (0..len as u32).map(|i| if keeps(seed, i, t) { 2.0 } else { 0.0 }).collect();
+            let key = mask_key(seed);
+            let want: Vec<f32> = (0..len as u32).map(|i| if keeps(key, i, t) { 2.0 } else { 0.0 }).collect();
             assert_eq!(got, want);
             let kept = want.iter().filter(|&&v| v > 0.0).count() as f32 / len as f32;
             assert!((kept - (1.0 - p)).abs() < 0.01, "kept {kept} for p = {p}");
