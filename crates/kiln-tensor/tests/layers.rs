@@ -179,36 +179,69 @@ fn naive_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d)
     y
 }
 
+/// The CPU convolution against its definition, and the GPU's forward and backward against
+/// the CPU's.
+fn check_conv(
+    gpu: &Device,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    conv: Conv2d,
+    with_bias: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let x = Tensor::randn(x_shape, seed, &Device::Cpu).unwrap();
+    let weight = Tensor::randn(w_shape, seed ^ 1, &Device::Cpu).unwrap();
+    let bias = Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap();
+    let bias = with_bias.then_some(&bias);
+    let y = x.conv2d(&weight, bias, &conv).unwrap();
+    let patch = (w_shape[1] * w_shape[2] * w_shape[3]) as f32;
+    let tolerance = 1e-5 * patch.sqrt() * 4.0;
+    prop_assert!(
+        close(&y.to_vec().unwrap(), &naive_conv(&x, &weight, bias, &conv), tolerance),
+        "CPU against the definition"
+    );
+    let (xg, wg) = (x.to(gpu).unwrap(), weight.to(gpu).unwrap());
+    let bg = bias.map(|b| b.to(gpu).unwrap());
+    let yg = xg.conv2d(&wg, bg.as_ref(), &conv).unwrap();
+    prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+
+    let grad_out = Tensor::randn(y.shape(), seed ^ 3, &Device::Cpu).unwrap();
+    let grads = grad_out.conv2d_backward(&x, &weight, &conv, with_bias).unwrap();
+    let grads_gpu = grad_out.to(gpu).unwrap().conv2d_backward(&xg, &wg, &conv, with_bias).unwrap();
+    let spatial = (y.shape()[2] * y.shape()[3] * y.shape()[0]) as f32;
+    let wide = 1e-5 * spatial.sqrt().max(patch.sqrt()) * 8.0;
+    prop_assert!(close(&grads_gpu.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), wide));
+    prop_assert!(close(&grads_gpu.weight.to_vec().unwrap(), &grads.weight.to_vec().unwrap(), wide));
+    if with_bias {
+        let (b, bg) = (grads.bias.unwrap(), grads_gpu.bias.unwrap());
+        prop_assert!(close(&bg.to_vec().unwrap(), &b.to_vec().unwrap(), wide));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn conv_matches((x_shape, w_shape, conv, with_bias) in conv_case(), seed in any::<u64>()) {
         let Some(gpu) = gpu("conv_matches") else { return Ok(()) };
-        let x = Tensor::randn(&x_shape, seed, &Device::Cpu).unwrap();
-        let weight = Tensor::randn(&w_shape, seed ^ 1, &Device::Cpu).unwrap();
-        let bias = Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap();
-        let bias = with_bias.then_some(&bias);
-        let y = x.conv2d(&weight, bias, &conv).unwrap();
-        let patch = (w_shape[1] * w_shape[2] * w_shape[3]) as f32;
-        let tolerance = 1e-5 * patch.sqrt() * 4.0;
-        prop_assert!(close(&y.to_vec().unwrap(), &naive_conv(&x, &weight, bias, &conv), tolerance), "CPU against the definition");
-        let (xg, wg) = (x.to(&gpu).unwrap(), weight.to(&gpu).unwrap());
-        let bg = bias.map(|b| b.to(&gpu).unwrap());
-        let yg = xg.conv2d(&wg, bg.as_ref(), &conv).unwrap();
-        prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+        check_conv(&gpu, &x_shape, &w_shape, conv, with_bias, seed)?;
+    }
+}
 
-        let grad_out = Tensor::randn(y.shape(), seed ^ 3, &Device::Cpu).unwrap();
-        let grads = grad_out.conv2d_backward(&x, &weight, &conv, with_bias).unwrap();
-        let grads_gpu = grad_out.to(&gpu).unwrap().conv2d_backward(&xg, &wg, &conv, with_bias).unwrap();
-        let spatial = (y.shape()[2] * y.shape()[3] * y.shape()[0]) as f32;
-        let wide = 1e-5 * spatial.sqrt().max(patch.sqrt()) * 8.0;
-        prop_assert!(close(&grads_gpu.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), wide));
-        prop_assert!(close(&grads_gpu.weight.to_vec().unwrap(), &grads.weight.to_vec().unwrap(), wide));
-        if with_bias {
-            let (b, bg) = (grads.bias.unwrap(), grads_gpu.bias.unwrap());
-            prop_assert!(close(&bg.to_vec().unwrap(), &b.to_vec().unwrap(), wide));
-        }
+/// Windows that lie wholly or mostly over the padding: whole rows of the column matrix
+/// without a single input pixel.
+#[test]
+fn convs_mostly_over_padding_match() {
+    let Some(gpu) = gpu("convs_mostly_over_padding_match") else { return };
+    let cases = [
+        ([1, 1, 1, 1], [1, 1, 3, 3], Conv2d::default().padding(2)),
+        ([2, 2, 1, 3], [2, 2, 3, 3], Conv2d::default().padding(2).stride(2)),
+        ([1, 1, 2, 2], [1, 1, 2, 2], Conv2d::default().padding(2).dilation(2)),
+        ([1, 2, 3, 1], [3, 2, 3, 3], Conv2d::default().padding(2).stride(3).dilation(2)),
+    ];
+    for (x_shape, w_shape, conv) in cases {
+        check_conv(&gpu, &x_shape, &w_shape, conv, true, 5).unwrap_or_else(|e| panic!("{x_shape:?} {conv:?}: {e}"));
     }
 }
 

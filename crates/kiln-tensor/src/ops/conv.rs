@@ -94,8 +94,23 @@ fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) ->
     Ok(shape)
 }
 
+/// The output columns whose window column `kw` falls inside the image rather than on the
+/// padding: input column `ow·stride + kw·dilation − padding` is in `0..width` exactly for
+/// `ow` in the returned range.
+fn columns_inside(s: &ConvShape, kw: usize, ow_n: usize) -> std::ops::Range<usize> {
+    let (stride, pad, offset) = (s.stride[1], s.padding[1], kw * s.dilation[1]);
+    let first = pad.saturating_sub(offset).div_ceil(stride);
+    let end = (s.width + pad).saturating_sub(offset).div_ceil(stride).min(ow_n);
+    first.min(end)..end
+}
+
+/// The input row that output row `oh` reads for window row `kh`; none over the padding.
+fn input_row(s: &ConvShape, oh: usize, kh: usize) -> Option<usize> {
+    (oh * s.stride[0] + kh * s.dilation[0]).checked_sub(s.padding[0]).filter(|&h| h < s.height)
+}
+
 /// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`. Each row (channel,
-/// kernel offset, output row) reads one input row: zeros where the window hangs over the
+/// window offset, output row) reads one input row: zeros where the window hangs over the
 /// padding, a plain copy between (a strided one when stride > 1).
 fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
     let [oh_n, ow_n] = s.output().expect("checked");
@@ -104,29 +119,23 @@ fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
     for plane in image.chunks(s.height * s.width) {
         for kh in 0..s.kernel[0] {
             for kw in 0..s.kernel[1] {
-                // Input column of output column ow: ow·stride + offset − pad. It is inside the
-                // image for ow in inside.
-                let offset = kw * s.dilation[1];
-                let first = pad.saturating_sub(offset).div_ceil(stride);
-                let end = (s.width + pad).saturating_sub(offset).div_ceil(stride).min(ow_n);
-                let inside = first.min(end)..end;
+                let inside = columns_inside(s, kw, ow_n);
+                // Where the inside part starts in the input row (meaningless when it is empty).
+                let from = (inside.start * stride + kw * s.dilation[1]).saturating_sub(pad);
                 for oh in 0..oh_n {
                     let row = rows.next().expect("sized");
-                    let h = (oh * s.stride[0] + kh * s.dilation[0]).checked_sub(s.padding[0]).filter(|&h| h < s.height);
-                    let Some(h) = h else {
+                    let Some(h) = input_row(s, oh, kh).filter(|_| !inside.is_empty()) else {
                         row.fill(0.0);
                         continue;
                     };
                     let source = &plane[h * s.width..(h + 1) * s.width];
                     row[..inside.start].fill(0.0);
                     row[inside.end..].fill(0.0);
-                    let from = inside.start * stride + offset - pad;
+                    let row = &mut row[inside.clone()];
                     if stride == 1 {
-                        row[inside.clone()].copy_from_slice(&source[from..from + inside.len()]);
+                        row.copy_from_slice(&source[from..from + row.len()]);
                     } else {
-                        for (out, &x) in row[inside.clone()].iter_mut().zip(source[from..].iter().step_by(stride)) {
-                            *out = x;
-                        }
+                        row.iter_mut().zip(source[from..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
                     }
                 }
             }
@@ -134,29 +143,32 @@ fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
     }
 }
 
-/// One image from its column matrix: every column entry added back where im2col copied it
-/// from, visiting them in the order the GPU's gather does, so the sums round alike.
+/// One image from its column matrix, written over `image`: every column entry added back
+/// where im2col copied it from. Each pixel receives its terms in (kh, kw) order, as the
+/// GPU's gather adds them, so the sums round alike.
 fn col2im_image(cols: &[f32], s: &ConvShape, image: &mut [f32]) {
     let [oh_n, ow_n] = s.output().expect("checked");
-    let spatial = oh_n * ow_n;
-    let source = |pos: usize, k: usize, d: usize| {
-        (pos + s.padding[d])
-            .checked_sub(k * s.dilation[d])
-            .filter(|&v| v % s.stride[d] == 0 && v / s.stride[d] < [oh_n, ow_n][d])
-            .map(|v| v / s.stride[d])
-    };
-    for (i, out) in image.iter_mut().enumerate() {
-        let (w, h, c) = (i % s.width, (i / s.width) % s.height, i / (s.width * s.height));
-        let mut sum = 0.0;
+    let (stride, pad) = (s.stride[1], s.padding[1]);
+    image.fill(0.0);
+    let mut rows = cols.chunks_exact(ow_n);
+    for plane in image.chunks_mut(s.height * s.width) {
         for kh in 0..s.kernel[0] {
-            let Some(oh) = source(h, kh, 0) else { continue };
             for kw in 0..s.kernel[1] {
-                let Some(ow) = source(w, kw, 1) else { continue };
-                let row = (c * s.kernel[0] + kh) * s.kernel[1] + kw;
-                sum += cols[row * spatial + oh * ow_n + ow];
+                let inside = columns_inside(s, kw, ow_n);
+                let to = (inside.start * stride + kw * s.dilation[1]).saturating_sub(pad);
+                for oh in 0..oh_n {
+                    let row = rows.next().expect("sized");
+                    let Some(h) = input_row(s, oh, kh).filter(|_| !inside.is_empty()) else { continue };
+                    let target = &mut plane[h * s.width..(h + 1) * s.width];
+                    let row = &row[inside.clone()];
+                    if stride == 1 {
+                        target[to..to + row.len()].iter_mut().zip(row).for_each(|(out, &g)| *out += g);
+                    } else {
+                        target[to..].iter_mut().step_by(stride).zip(row).for_each(|(out, &g)| *out += g);
+                    }
+                }
             }
         }
-        *out = sum;
     }
 }
 
