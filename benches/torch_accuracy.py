@@ -9,8 +9,9 @@ files beside the training set).
                                       [--init torch|keras] [--augment]
 
 --init keras starts from Keras's defaults (Glorot-uniform weights, zero biases), as Kiln's
-Fashion-MNIST CNN does. --augment trains on randomly mirrored images shifted by up to two
-pixels (zero fill), as Kiln's examples do with --augment.
+Fashion-MNIST CNN does. --augment trains on augmented images as Kiln's examples do with
+--augment (`Tutorial::augmented_transform`): clothes mirrored at random, digits shifted by up
+to two whole pixels (zero fill).
 """
 
 import argparse
@@ -26,7 +27,8 @@ from torch.nn import functional as F
 from torch_train import BATCH, idx_images, model, optimizer
 
 EPOCHS = {"fashion_mnist_cnn": 20, "fashion_mnist_mlp": 5, "mnist_mlp": 5}
-SHIFT = 2
+# (mirror, largest shift in pixels) of --augment.
+AUGMENT = {"fashion_mnist_cnn": (True, 0), "fashion_mnist_mlp": (True, 0), "mnist_mlp": (False, 2)}
 
 
 def tensors(directory, split):
@@ -41,13 +43,17 @@ def keras_init(net):
             nn.init.zeros_(layer.bias)
 
 
-def augment(x, generator):
-    """Mirror each image with probability 1/2, then shift it by -SHIFT..=SHIFT pixels."""
+def augment(x, mirror, shift, generator):
+    """Mirror each image with probability 1/2 (when mirror), then shift it by -shift..=shift
+    whole pixels in each direction."""
     n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT))
-    offsets = torch.randint(0, 2 * SHIFT + 1, (n, 2), generator=generator)
+    if mirror:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if shift == 0:
+        return x
+    padded = F.pad(x, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
@@ -84,7 +90,7 @@ def main():
             rows = order[start:start + batch]
             x, y = train_x[rows], train_y[rows]
             if args.augment:
-                x = augment(x, generator)
+                x = augment(x, *AUGMENT[args.tutorial], generator)
             opt.zero_grad()
             logits = net(x)
             loss = F.cross_entropy(logits, y)
