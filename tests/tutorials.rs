@@ -4,6 +4,8 @@
 //! masks come from the seed alone.
 //!
 //! The datasets come from `KILN_DATA_DIR` (default `../shared/data` beside the checkout).
+//! The Fashion-MNIST MLP is also checked against PyTorch from the same weights
+//! (fixtures/fashion_mlp_run.json, made by fixtures/make_fashion_mlp_run.py).
 
 use std::path::PathBuf;
 
@@ -126,5 +128,34 @@ fn augmentation_changes_training_images_reproducibly_and_never_test_images() {
         let lowest = if tutorial == Tutorial::Cifar10Lenet { -1.0 } else { 0.0 };
         let outside = augmented_train.iter().find(|v| !(lowest - 1e-6..=1.0 + 1e-6).contains(*v));
         assert!(outside.is_none(), "{tutorial}: {outside:?} outside {lowest}..=1");
+    }
+}
+
+/// PyTorch's run of the Fashion-MNIST MLP recipe from Kiln's seed-0 weights (which
+/// fixtures/make_fashion_mlp_run.py re-derives from Kiln's definitions of its random numbers,
+/// not from a file Kiln wrote): the same losses and accuracies, epoch by epoch, on a slice of
+/// the real data. Plain SGD without shuffling or dropout leaves nothing else to differ.
+#[test]
+fn the_fashion_mlp_trains_as_in_pytorch_from_the_same_weights() {
+    let Some(root) = data_root("the_fashion_mlp_trains_as_in_pytorch_from_the_same_weights") else { return };
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/fashion_mlp_run.json")).unwrap();
+    let count = |key: &str| fixture[key].as_u64().unwrap() as usize;
+    let tutorial = Tutorial::FashionMnistMlp;
+    let (train, test) = tutorial.datasets(&root.join(tutorial.dataset_dir())).unwrap();
+    let (train, test) = (train.take(count("train_samples")), test.take(count("test_samples")));
+    let mut model = tutorial.model(0).unwrap();
+    let mut optimizer = tutorial.optimizer(&model, tutorial.lr());
+    let (train, test) = tutorial.loaders(&train, &test, &Device::Cpu, 0, false).unwrap();
+    let loss_fn = CrossEntropyLoss::new();
+    for (epoch, want) in fixture["epochs"].as_array().unwrap().iter().enumerate() {
+        let batches = train.epoch(epoch as u64).unwrap();
+        let trained = training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, batches, |_| {}).unwrap();
+        let tested = training::evaluate(&mut model, &loss_fn, test.epoch(0).unwrap()).unwrap();
+        let value = |key: &str| want[key].as_f64().unwrap() as f32;
+        let close = |got: f32, key: &str| (got - value(key)).abs() <= 1e-4 * value(key).abs();
+        assert!(close(trained.loss, "train_loss"), "epoch {epoch}: train loss {} vs {want}", trained.loss);
+        assert!(close(tested.loss, "test_loss"), "epoch {epoch}: test loss {} vs {want}", tested.loss);
+        let one_sample = 1.0 / count("test_samples") as f32;
+        assert!((tested.accuracy - value("test_accuracy")).abs() <= one_sample, "epoch {epoch}: {tested:?} vs {want}");
     }
 }
