@@ -159,7 +159,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::env::var_os("KILN_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The cores Kiln's CPU ops spread over (RAYON_NUM_THREADS when set).
+    let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for tutorial in &options.tutorials {
         let dir = root.join(tutorial.dataset_dir());

@@ -226,7 +226,13 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
         let has_torch = Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
         if has_torch {
             let torch_json = target.join("bench-train-torch.json");
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+            // As many threads as Kiln's side used: RAYON_NUM_THREADS when set, else every core.
+            let threads = std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .to_string();
             let mut script_args = args.filter.clone();
             script_args.extend(["--threads".to_string(), threads, "--json".into(), torch_json.display().to_string()]);
             if let Some(seconds) = &args.seconds {
