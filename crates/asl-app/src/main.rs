@@ -205,6 +205,7 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
     let device = asl_app::pick_device(config.device)?;
     println!("device: {device}");
     println!("data: {}   output: {}", config.data.display(), config.out.display());
+    println!("{}", asl_app::build_model(config.model, config.seed)?);
     let mut progress = Progress { bar: None, epochs: config.epochs };
     let history = asl_app::train(&config, &device, &mut progress).inspect_err(|_| {
         eprintln!("the last completed epoch's checkpoint (if any) is in {}", config.out.display());
