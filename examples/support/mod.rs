@@ -10,7 +10,20 @@ use kiln::optim::Optimizer;
 use kiln::training::{self, History};
 use kiln::tutorials::Tutorial;
 
-pub type Error = Box<dyn std::error::Error>;
+/// Any error, shown by its message when `main` returns it (rather than `Debug`'s quoted form).
+pub struct Error(Box<dyn std::error::Error>);
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Error {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// mimalloc rather than the system allocator: a training step frees and reallocates the
 /// same large buffers every batch, which glibc returns to the OS and faults back in. On the
@@ -33,8 +46,14 @@ pub struct Options {
 impl Options {
     /// Reads the command line. Without `--data`, the dataset's usual directory under
     /// `$KILN_DATA_DIR`.
+    /// `--help` prints the usage and exits.
     pub fn from_args(tutorial: Tutorial) -> Result<Options, Error> {
-        Self::parse(tutorial, std::env::args().skip(1))
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            println!("{}", usage(tutorial));
+            std::process::exit(0);
+        }
+        Self::parse(tutorial, args.into_iter())
     }
 
     pub fn parse(tutorial: Tutorial, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
@@ -55,15 +74,6 @@ impl Options {
                         "gpu" => Device::gpu()?,
                         other => return Err(format!("--device {other}: expected auto, cpu or gpu").into()),
                     })
-                }
-                "--help" | "-h" => {
-                    return Err(format!(
-                        "usage: {tutorial} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
-                         DIR holds the {} dataset (default: $KILN_DATA_DIR/{})",
-                        tutorial.dataset_dir(),
-                        tutorial.dataset_dir()
-                    )
-                    .into());
                 }
                 other => return Err(format!("unknown option {other} (try --help)").into()),
             }
@@ -90,6 +100,15 @@ impl Options {
             None => (train, test),
         })
     }
+}
+
+fn usage(tutorial: Tutorial) -> String {
+    format!(
+        "usage: {tutorial} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
+         DIR holds the {} dataset (default: $KILN_DATA_DIR/{})",
+        tutorial.dataset_dir(),
+        tutorial.dataset_dir()
+    )
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Error> {
