@@ -5,6 +5,8 @@
 //! once, while they are in cache — the batch's column matrix (52 MB for the Fashion-MNIST
 //! CNN's second layer) is never stored.
 
+use std::ops::Range;
+
 use kiln_wgsl::GpuContext;
 use kiln_wgsl::kernels::conv::{ConvShape, col2im, conv2d_direct, im2col};
 use rayon::prelude::*;
@@ -97,7 +99,7 @@ fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) ->
 /// The output columns whose window column `kw` falls inside the image rather than on the
 /// padding: input column `ow·stride + kw·dilation − padding` is in `0..width` exactly for
 /// `ow` in the returned range.
-fn columns_inside(s: &ConvShape, kw: usize, ow_n: usize) -> std::ops::Range<usize> {
+fn columns_inside(s: &ConvShape, kw: usize, ow_n: usize) -> Range<usize> {
     let (stride, pad, offset) = (s.stride[1], s.padding[1], kw * s.dilation[1]);
     let first = pad.saturating_sub(offset).div_ceil(stride);
     let end = (s.width + pad).saturating_sub(offset).div_ceil(stride).min(ow_n);
@@ -109,67 +111,68 @@ fn input_row(s: &ConvShape, oh: usize, kh: usize) -> Option<usize> {
     (oh * s.stride[0] + kh * s.dilation[0]).checked_sub(s.padding[0]).filter(|&h| h < s.height)
 }
 
-/// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`. Each row (channel,
-/// window offset, output row) reads one input row: zeros where the window hangs over the
-/// padding, a plain copy between (a strided one when stride > 1).
-fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
+/// Walks the rows of one image's column matrix in order — channel, kh, kw, output row — and
+/// hands `visit` the row's channel, the input row it reads (none over the padding, or when
+/// no column of the window is inside the image), the output columns inside the image, and
+/// where those start in the input row. im2col and col2im are the two directions of this walk.
+fn for_each_column_row(s: &ConvShape, mut visit: impl FnMut(usize, Option<usize>, Range<usize>, usize)) {
     let [oh_n, ow_n] = s.output().expect("checked");
-    let (stride, pad) = (s.stride[1], s.padding[1]);
-    let mut rows = cols.chunks_exact_mut(ow_n);
-    for plane in image.chunks(s.height * s.width) {
+    for channel in 0..s.channels {
         for kh in 0..s.kernel[0] {
             for kw in 0..s.kernel[1] {
                 let inside = columns_inside(s, kw, ow_n);
-                // Where the inside part starts in the input row (meaningless when it is empty).
-                let from = (inside.start * stride + kw * s.dilation[1]).saturating_sub(pad);
+                // Meaningless when `inside` is empty, and then never used.
+                let start = (inside.start * s.stride[1] + kw * s.dilation[1]).saturating_sub(s.padding[1]);
                 for oh in 0..oh_n {
-                    let row = rows.next().expect("sized");
-                    let Some(h) = input_row(s, oh, kh).filter(|_| !inside.is_empty()) else {
-                        row.fill(0.0);
-                        continue;
-                    };
-                    let source = &plane[h * s.width..(h + 1) * s.width];
-                    row[..inside.start].fill(0.0);
-                    row[inside.end..].fill(0.0);
-                    let row = &mut row[inside.clone()];
-                    if stride == 1 {
-                        row.copy_from_slice(&source[from..from + row.len()]);
-                    } else {
-                        row.iter_mut().zip(source[from..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
-                    }
+                    let h = input_row(s, oh, kh).filter(|_| !inside.is_empty());
+                    visit(channel, h, inside.clone(), start);
                 }
             }
         }
     }
 }
 
+/// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`: zeros where the window
+/// hangs over the padding, a copy of the input row between (strided when stride > 1).
+fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
+    let stride = s.stride[1];
+    let mut rows = cols.chunks_exact_mut(s.output().expect("checked")[1]);
+    for_each_column_row(s, |channel, h, inside, start| {
+        let row = rows.next().expect("sized");
+        let Some(h) = h else {
+            row.fill(0.0);
+            return;
+        };
+        let source = &image[(channel * s.height + h) * s.width..][..s.width];
+        row[..inside.start].fill(0.0);
+        row[inside.end..].fill(0.0);
+        let row = &mut row[inside];
+        if stride == 1 {
+            row.copy_from_slice(&source[start..start + row.len()]);
+        } else {
+            row.iter_mut().zip(source[start..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
+        }
+    });
+}
+
 /// One image from its column matrix, written over `image`: every column entry added back
 /// where im2col copied it from. Each pixel receives its terms in (kh, kw) order, as the
 /// GPU's gather adds them, so the sums round alike.
 fn col2im_image(cols: &[f32], s: &ConvShape, image: &mut [f32]) {
-    let [oh_n, ow_n] = s.output().expect("checked");
-    let (stride, pad) = (s.stride[1], s.padding[1]);
+    let stride = s.stride[1];
     image.fill(0.0);
-    let mut rows = cols.chunks_exact(ow_n);
-    for plane in image.chunks_mut(s.height * s.width) {
-        for kh in 0..s.kernel[0] {
-            for kw in 0..s.kernel[1] {
-                let inside = columns_inside(s, kw, ow_n);
-                let to = (inside.start * stride + kw * s.dilation[1]).saturating_sub(pad);
-                for oh in 0..oh_n {
-                    let row = rows.next().expect("sized");
-                    let Some(h) = input_row(s, oh, kh).filter(|_| !inside.is_empty()) else { continue };
-                    let target = &mut plane[h * s.width..(h + 1) * s.width];
-                    let row = &row[inside.clone()];
-                    if stride == 1 {
-                        target[to..to + row.len()].iter_mut().zip(row).for_each(|(out, &g)| *out += g);
-                    } else {
-                        target[to..].iter_mut().step_by(stride).zip(row).for_each(|(out, &g)| *out += g);
-                    }
-                }
-            }
+    let mut rows = cols.chunks_exact(s.output().expect("checked")[1]);
+    for_each_column_row(s, |channel, h, inside, start| {
+        let row = rows.next().expect("sized");
+        let Some(h) = h else { return };
+        let target = &mut image[(channel * s.height + h) * s.width..][..s.width];
+        let row = &row[inside];
+        if stride == 1 {
+            target[start..start + row.len()].iter_mut().zip(row).for_each(|(out, &g)| *out += g);
+        } else {
+            target[start..].iter_mut().step_by(stride).zip(row).for_each(|(out, &g)| *out += g);
         }
-    }
+    });
 }
 
 /// How one image's product multiplies: alone on a core when the batch keeps every core
