@@ -1,9 +1,9 @@
 //! Per-sample transforms: seeded augmentation, scaling to floats and normalisation.
 //!
 //! Stages run in a fixed order, as torchvision pipelines usually do: geometric augmentation
-//! (rotation, zoom, shift, whole-pixel shift, horizontal flip, in one bilinear warp), photometric augmentation
-//! (brightness, contrast), both in pixel units and clamped to 0..255; then `scale` (1/255
-//! for `to_float`), then per-channel normalisation. Random draws depend only on the seed the
+//! (rotation, zoom, shift, whole-pixel shift, horizontal flip, in one bilinear warp),
+//! photometric augmentation (brightness, contrast), both in pixel units and clamped to
+//! 0..255; then `scale` (1/255 for `to_float`), then per-channel normalisation. Random draws depend only on the seed the
 //! loader derives for (epoch, sample), so a run is reproducible whatever the thread timing.
 
 use kiln_tensor::random;
