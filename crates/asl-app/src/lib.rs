@@ -133,13 +133,17 @@ impl Observer for Quiet {}
 /// Files a run writes in its output directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
+/// The model of the epoch with the best validation accuracy so far (Keras's
+/// `ModelCheckpoint(save_best_only=True)`): the CNN's accuracy swings from epoch to epoch.
+pub const BEST_MODEL: &str = "best_model.safetensors";
 pub const METRICS: &str = "metrics.csv";
 pub const CURVES: &str = "curves.png";
 pub const PREDICTIONS: &str = "predictions.png";
 pub const CONFUSION: &str = "confusion.png";
 
 /// Trains, writing after every epoch (each atomically) the resumable checkpoint, the model
-/// alone (loadable in PyTorch), the metrics and their curves; at the end, the figures of
+/// alone (loadable in PyTorch), the best epoch's model when this one is the best so far,
+/// the metrics and their curves; at the end, the figures of
 /// the validation predictions. With `resume`, continues from the checkpoint in `out` and
 /// ends with the weights an uninterrupted run would have.
 pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
@@ -179,10 +183,14 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
                 observer.progress(done)
             })?;
         let valid = training::evaluate(&mut model, &loss_fn, valid_loader.epoch(0)?)?;
+        let best_so_far = history.valid.iter().all(|earlier| valid.accuracy > earlier.accuracy);
         history.train.push(train);
         history.valid.push(valid);
         training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
         kiln::nn::save(&model, &config.out.join(MODEL))?;
+        if best_so_far {
+            kiln::nn::save(&model, &config.out.join(BEST_MODEL))?;
+        }
         write_text(&config.out.join(METRICS), &history.to_csv())?;
         plots::curves(&history, &config.out.join(CURVES)).map_err(AppError::Setup)?;
         observer.epoch_finished(epoch, &train, &valid);

@@ -224,7 +224,8 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         );
     }
     println!(
-        "checkpoint, model, metrics and figures ({}, {}, {}) in {}",
+        "checkpoint, model, best epoch's model ({}), metrics and figures ({}, {}, {}) in {}",
+        asl_app::BEST_MODEL,
         asl_app::CURVES,
         asl_app::PREDICTIONS,
         asl_app::CONFUSION,

@@ -125,6 +125,20 @@ fn a_saved_model_evaluates_as_its_last_epoch_did() {
 }
 
 #[test]
+fn the_best_epochs_model_is_kept() {
+    // At this rate the short run's validation accuracy peaks before the last epoch.
+    let mut config = config("best", ModelKind::Mlp, 3, 1024);
+    config.lr = 1e-2;
+    let history = asl_app::train(&config, &Device::Cpu, &mut Quiet).unwrap();
+    let accuracies: Vec<f32> = history.valid.iter().map(|m| m.accuracy).collect();
+    let best = accuracies.iter().copied().fold(f32::MIN, f32::max);
+    assert!(best > *accuracies.last().unwrap(), "the run must peak before its end to test this: {accuracies:?}");
+    let path = config.out.join(asl_app::BEST_MODEL);
+    let (matrix, _) = asl_app::evaluate_checkpoint(&path, &config.data, &Device::Cpu, Some(1024)).unwrap();
+    assert!((matrix.accuracy() as f32 - best).abs() < 2e-6, "{} vs the epochs' {accuracies:?}", matrix.accuracy());
+}
+
+#[test]
 fn predict_reads_image_files_as_the_dataset_holds_them() {
     let config = trained_mlp("predict");
     let (_, valid) = asl_app::load_data(&config.data, Some(6)).unwrap();
