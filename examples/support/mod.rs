@@ -27,7 +27,7 @@ impl std::fmt::Debug for Error {
 
 /// mimalloc rather than the system allocator: a training step frees and reallocates the
 /// same large buffers every batch, which glibc returns to the OS and faults back in. On the
-/// Fashion-MNIST CNN mimalloc more than doubled CPU throughput (README, Benchmarks).
+/// CPU CNNs mimalloc is worth 5–15% (README, Benchmarks).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -13,7 +13,7 @@ use kiln::training::EpochMetrics;
 
 /// A training step frees and reallocates the same large buffers every batch; glibc's
 /// allocator hands big ones back to the OS and faults them in again, mimalloc keeps them.
-/// On the CPU this was worth 1.5–2.3× (README, Benchmarks).
+/// On the CPU CNNs this is worth 5–15% (README, Benchmarks).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
