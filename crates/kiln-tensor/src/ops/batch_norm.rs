@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::rows_per_task;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Batch statistics a training-mode forward pass saves for its backward pass.
@@ -200,11 +201,6 @@ fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl I
     data.chunks(plane).skip(c).step_by(channels)
 }
 
-/// Small planes are grouped so each parallel task has enough work.
-fn planes_per_task(plane: usize) -> usize {
-    (4096 / plane.max(1)).max(1)
-}
-
 /// The per-channel scalar of `t` (a `[C]` tensor on the CPU), or `default` without one.
 fn per_channel_values(t: Option<&Tensor>, channels: usize, default: f32) -> Vec<f32> {
     t.map_or_else(|| vec![default; channels], |t| t.cpu_values().to_vec())
@@ -222,7 +218,7 @@ impl Tensor {
         out.par_chunks_mut(plane)
             .zip(self.cpu_values().par_chunks(plane))
             .enumerate()
-            .with_min_len(planes_per_task(plane))
+            .with_min_len(rows_per_task(plane, 4096))
             .for_each(|(i, (out, x))| {
                 let c = i % channels;
                 let (center, scale, shift) = (center[c], scale[c], shift[c]);
@@ -316,7 +312,7 @@ impl Tensor {
             grad.par_chunks_mut(plane)
                 .zip(dy.par_chunks(plane).zip(x.par_chunks(plane)))
                 .enumerate()
-                .with_min_len(planes_per_task(plane))
+                .with_min_len(rows_per_task(plane, 4096))
                 .for_each(|(i, (grad, (dy, x)))| {
                     let c = i % channels;
                     let (sum, dot) = sums[c];

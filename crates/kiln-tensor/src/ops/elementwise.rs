@@ -4,6 +4,7 @@ use kiln_wgsl::kernels::binary::{BinaryOp, binary};
 use kiln_wgsl::kernels::unary::{UnaryOp, unary};
 use rayon::prelude::*;
 
+use super::rows_per_task;
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{DType, Device, Result, Tensor};
 
@@ -121,7 +122,7 @@ fn broadcast_rows(a: &Strided, b: &Strided, shape: &[usize], f: impl Fn(f32, f32
         }
     };
     if len >= PARALLEL_MIN_ELEMENTS {
-        out.par_chunks_mut(row_len).enumerate().with_min_len((4096 / row_len).max(1)).for_each(fill_row);
+        out.par_chunks_mut(row_len).enumerate().with_min_len(rows_per_task(row_len, 4096)).for_each(fill_row);
     } else {
         out.chunks_mut(row_len).enumerate().for_each(fill_row);
     }

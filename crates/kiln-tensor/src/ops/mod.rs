@@ -1,6 +1,6 @@
 //! Tensor operations, one family per file. Each op validates its operands once, then runs
-//! the ndarray path on the CPU or records a kiln-wgsl kernel on the GPU. The CPU path is the
-//! reference the GPU one is tested against.
+//! host loops (or ndarray, or `gemm`) on the CPU or records a kiln-wgsl kernel on the GPU.
+//! The CPU path is the reference the GPU one is tested against.
 
 mod batch_norm;
 mod conv;
@@ -25,6 +25,13 @@ pub use optimizer::{AdamConfig, SgdConfig};
 pub use pool::Pool2d;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// How many rows (planes, lines) of `row_len` elements one parallel task takes, so that each
+/// has about `min_elements` to do: below that, handing work to another core costs more than
+/// it saves.
+pub(crate) fn rows_per_task(row_len: usize, min_elements: usize) -> usize {
+    (min_elements / row_len.max(1)).max(1)
+}
 
 /// A read-only ndarray view of contiguous row-major data.
 pub(crate) fn view<'a, T>(data: &'a [T], shape: &[usize]) -> ArrayViewD<'a, T> {

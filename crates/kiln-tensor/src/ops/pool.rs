@@ -3,6 +3,7 @@
 use kiln_wgsl::kernels::pool::{PoolShape, max_pool2d, max_pool2d_backward};
 use rayon::prelude::*;
 
+use super::rows_per_task;
 use crate::tensor::Data;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -62,14 +63,9 @@ fn cpu_forward(x: &[f32], s: &PoolShape) -> (Vec<f32>, Vec<i32>) {
     y.par_chunks_mut(plane_out.max(1))
         .zip(at.par_chunks_mut(plane_out.max(1)))
         .zip(x.par_chunks(s.height * s.width))
-        .with_min_len(planes_per_task(plane_out))
+        .with_min_len(rows_per_task(plane_out, 1024))
         .for_each(|((y, at), plane)| pool_plane(plane, s, y, at));
     (y, at)
-}
-
-/// Small planes are grouped so each parallel task has enough work.
-fn planes_per_task(plane: usize) -> usize {
-    (1024 / plane.max(1)).max(1)
 }
 
 fn pool_plane(plane: &[f32], s: &PoolShape, y: &mut [f32], at: &mut [i32]) {
@@ -163,7 +159,7 @@ impl Tensor {
                 let mut grad = vec![0.0f32; shape.planes * plane_in];
                 grad.par_chunks_mut(plane_in.max(1))
                     .zip(self.cpu_values().par_chunks(plane_out.max(1)).zip(at.par_chunks(plane_out.max(1))))
-                    .with_min_len(planes_per_task(plane_out))
+                    .with_min_len(rows_per_task(plane_out, 1024))
                     .for_each(|(grad, (g, at))| {
                         for (&g, &i) in g.iter().zip(at) {
                             grad[i as usize] += g;
