@@ -164,13 +164,9 @@ impl Tutorial {
         seed: u64,
         augment: bool,
     ) -> Result<(DataLoader, DataLoader)> {
-        let batch_size = self.batch_size();
-        let train_loader = if augment {
-            DataLoader::new(train.clone(), batch_size).to_device(device).transform(self.augmented_transform())
-        } else {
-            DataLoader::on_device(train, batch_size, device)?.transform(self.transform())
-        };
-        let test_loader = DataLoader::on_device(test, batch_size, device)?.transform(self.transform());
+        let transform = if augment { self.augmented_transform() } else { self.transform() };
+        let train_loader = DataLoader::on_device(train, self.batch_size(), device, transform)?;
+        let test_loader = DataLoader::on_device(test, self.batch_size(), device, self.transform())?;
         Ok((train_loader.shuffle(self.shuffle()).seed(seed), test_loader))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use kiln::autograd::{Var, no_grad};
 use kiln::data::presets::{ASL_LETTERS, sign_language_mnist_dir};
-use kiln::data::{DataLoader, ImageDataset, Transform};
+use kiln::data::{DataLoader, ImageDataset};
 use kiln::metrics::ConfusionMatrix;
 use kiln::nn::{CrossEntropyLoss, Module, Sequential};
 use kiln::optim::Adam;
@@ -165,15 +165,9 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
 
     let tutorial = config.model.tutorial();
     let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
-    let train_loader = if device.is_gpu() && !config.augment {
-        DataLoader::resident(&train_set, config.batch_size, device)?
-    } else {
-        DataLoader::new(train_set, config.batch_size).to_device(device)
-    }
-    .shuffle(true)
-    .seed(config.seed)
-    .transform(transform);
-    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device)?.transform(tutorial.transform());
+    let train_loader =
+        DataLoader::on_device(&train_set, config.batch_size, device, transform)?.shuffle(true).seed(config.seed);
+    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
 
     let loss_fn = CrossEntropyLoss::new();
     for epoch in history.epochs()..config.epochs {
@@ -239,9 +233,9 @@ pub fn evaluate_checkpoint(
     device: &Device,
     limit: Option<usize>,
 ) -> Result<(ConfusionMatrix, ImageDataset), AppError> {
-    let (mut model, _) = load_model(checkpoint, device)?;
+    let (mut model, kind) = load_model(checkpoint, device)?;
     let (_, valid) = load_data(data, limit)?;
-    let loader = DataLoader::on_device(&valid, 64, device)?.transform(Transform::to_float());
+    let loader = DataLoader::on_device(&valid, 64, device, kind.tutorial().transform())?;
     let predictions = training::predict(&mut model, loader.epoch(0)?)?;
     Ok((predictions.confusion_matrix(valid.num_classes())?, valid))
 }

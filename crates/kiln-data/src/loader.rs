@@ -54,14 +54,16 @@ impl DataLoader {
         Ok(Self::with_source(source, batch_size, device.clone()))
     }
 
-    /// The usual choice for `device`: resident (see [`DataLoader::resident`]) on a GPU, so
-    /// only indices cross the bus, and loaded on a host thread for the CPU.
-    pub fn on_device(dataset: &ImageDataset, batch_size: usize, device: &Device) -> Result<Self> {
-        if device.is_gpu() {
-            Self::resident(dataset, batch_size, device)
+    /// The usual choice for `device` and `transform`: resident (see [`DataLoader::resident`])
+    /// on a GPU, so only indices cross the bus — unless the transform augments at random,
+    /// which runs on the host — and loaded on a host thread for the CPU.
+    pub fn on_device(dataset: &ImageDataset, batch_size: usize, device: &Device, transform: Transform) -> Result<Self> {
+        let loader = if device.is_gpu() && !transform.is_random() {
+            Self::resident(dataset, batch_size, device)?
         } else {
-            Ok(Self::new(dataset.clone(), batch_size).to_device(device))
-        }
+            Self::new(dataset.clone(), batch_size).to_device(device)
+        };
+        Ok(loader.transform(transform))
     }
 
     fn with_source(source: Source, batch_size: usize, device: Device) -> Self {

@@ -125,8 +125,17 @@ fn resident_batches_equal_host_batches_on_the_gpu() {
     let augmenting = DataLoader::resident(&data, 8, &gpu).unwrap().transform(Transform::to_float().rotation(10.0));
     assert!(augmenting.epoch(0).is_err(), "augmentation is host-only");
     let rotate = || Transform::to_float().rotation(10.0);
-    let on_gpu = DataLoader::on_device(&data, 8, &gpu).unwrap().transform(rotate());
+    let on_gpu = DataLoader::on_device(&data, 8, &gpu, Transform::to_float()).unwrap().transform(rotate());
     assert!(on_gpu.epoch(0).is_err(), "on_device keeps a GPU's data resident");
-    let on_cpu = DataLoader::on_device(&data, 8, &Device::Cpu).unwrap().transform(rotate());
+    let on_cpu = DataLoader::on_device(&data, 8, &Device::Cpu, Transform::to_float()).unwrap().transform(rotate());
     assert_eq!(on_cpu.epoch(0).unwrap().count(), 5, "and loads on the host for the CPU");
+    // Given a random transform, on_device augments on the host and hands the GPU the batches
+    // a host loader would.
+    let augmented = DataLoader::on_device(&data, 8, &gpu, rotate()).unwrap().shuffle(true).seed(3);
+    let host = DataLoader::new(data.clone(), 8).shuffle(true).seed(3).transform(rotate()).to_device(&gpu);
+    for (a, h) in augmented.epoch(1).unwrap().zip(host.epoch(1).unwrap()) {
+        let (a, h) = (a.unwrap(), h.unwrap());
+        assert!(a.images.device().is_gpu());
+        assert_eq!(a.images.to_vec().unwrap(), h.images.to_vec().unwrap());
+    }
 }
