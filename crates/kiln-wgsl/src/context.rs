@@ -1,27 +1,45 @@
-//! The GPU context: one device and queue, the buffer pool, the pipeline cache, and the batch
-//! of queued work.
+//! The GPU context: one device and queue, the buffer pool, the pipeline and bind-group
+//! caches, and the batch of queued work.
 //!
 //! Kernel launches are recorded into one open compute pass and nothing reaches the GPU until
 //! the batch is submitted: when a result is read back, on an explicit [`GpuContext::sync`],
-//! or once [`MAX_QUEUED_DISPATCHES`] launches are waiting. Host writes go through
-//! `Queue::write_buffer`, which wgpu applies at the start of the next submission; to keep
-//! them ordered after queued kernels, a buffer dropped while the batch still uses it returns
-//! to the pool only after that batch is submitted, so a write can never land in a buffer
-//! that an earlier, still unsubmitted kernel reads.
+//! or once [`MAX_QUEUED_DISPATCHES`] launches are waiting.
+//!
+//! A launch is cheap on the host: its parameters are copied into the batch's host-side image
+//! of the uniform ring (one `Queue::write_buffer` of the whole ring just before the batch is
+//! submitted), the ring is bound at the launch's dynamic offset, and the bind group comes
+//! from a cache keyed by the pipeline and the buffers' ids — a training step binds the same
+//! pooled buffers every step, so once warm it creates none. One lock, no heap allocation.
+//!
+//! Host writes go through `Queue::write_buffer`, which wgpu applies at the start of the next
+//! submission; the pool (see pool.rs) never hands an upload a buffer that unsubmitted work
+//! still references, so a write cannot land in a buffer an earlier kernel has yet to read.
 
+use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::adapter::{self, AdapterPreference, AdapterSummary};
 use crate::error::{GpuError, Result};
-use crate::pipeline::{FAULT_SLOT, KernelSpec, PipelineCache};
-use crate::pool::{BufferKind, BufferPool, size_class};
+use crate::pipeline::{CachedPipeline, FAULT_SLOT, KernelSpec, PipelineCache};
+use crate::pool::{BufferPool, PooledBuffer, STORAGE_USAGES, Use, size_class};
 
 /// Launches queued before the batch is submitted without being asked. Large enough to
 /// amortise a submit, small enough that the GPU starts working while the host records more.
 pub const MAX_QUEUED_DISPATCHES: usize = 64;
 
+/// The largest kernel parameter block (a WGSL `Params` struct); each launch's block takes a
+/// slot of this size (or the adapter's uniform offset alignment, if larger) in the ring.
+pub const MAX_PARAMS_BYTES: usize = 256;
+
+/// The most storage buffers one launch binds.
+pub const MAX_BINDINGS: usize = 8;
+
+/// Bind groups the cache keeps in each of its two generations (see `BindGroupCache`).
+const BIND_GROUP_GENERATION: usize = 2048;
+
 /// Counters that show what the runtime did; tests use them to prove work is batched and
-/// buffers are reused.
+/// buffers, bind groups and pipelines are reused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeStats {
     pub dispatches: u64,
@@ -29,8 +47,11 @@ pub struct RuntimeStats {
     pub readbacks: u64,
     pub buffers_created: u64,
     pub buffers_reused: u64,
-    /// Bytes of device memory held in pooled buffers, in use or idle (staging buffers for
-    /// readback are short-lived and not counted).
+    pub bind_groups_created: u64,
+    pub bind_groups_reused: u64,
+    pub pipelines_created: u64,
+    /// Bytes of device memory held in pooled buffers, in use or idle (the uniform ring and
+    /// staging buffers for readback are not counted).
     pub buffer_bytes: u64,
     /// The most `buffer_bytes` has been since the context opened or `reset_peak`.
     pub peak_buffer_bytes: u64,
@@ -47,10 +68,24 @@ struct Runtime {
     queue: wgpu::Queue,
     /// Where kernels record bad input they find; see `describe_fault`.
     fault: wgpu::Buffer,
+    /// Every launch's parameters, at `param_stride` apart; rewritten for each batch.
+    ring: wgpu::Buffer,
+    param_stride: usize,
     adapter: AdapterSummary,
     limits: wgpu::Limits,
-    batch: Mutex<Batch>,
-    pipelines: Mutex<PipelineCache>,
+    state: Mutex<State>,
+}
+
+/// Everything a launch touches, behind one lock.
+#[derive(Default)]
+struct State {
+    batch: Batch,
+    pool: BufferPool,
+    pipelines: PipelineCache,
+    bind_groups: BindGroupCache,
+    stats: RuntimeStats,
+    /// The id the next new buffer gets (ids start at 1; 0 marks an unused binding).
+    next_buffer_id: u64,
 }
 
 #[derive(Default)]
@@ -59,10 +94,8 @@ struct Batch {
     pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     queued: usize,
-    pool: BufferPool,
-    /// Buffers released while this batch still references them; pooled again on submit.
-    released: Vec<(BufferKind, wgpu::Buffer)>,
-    stats: RuntimeStats,
+    /// The host image of the uniform ring: launch `i`'s parameters at `i · param_stride`.
+    params: Vec<u8>,
 }
 
 impl Batch {
@@ -82,17 +115,61 @@ impl Batch {
         }
         self.pass.as_mut().expect("pass opened above")
     }
+}
 
-    fn submit(&mut self, queue: &wgpu::Queue) {
-        self.pass = None;
-        if let Some(encoder) = self.encoder.take() {
-            queue.submit([encoder.finish()]);
+impl State {
+    /// Writes the batch's parameters to the ring and submits its work.
+    fn submit(&mut self, rt: &Runtime) {
+        let batch = &mut self.batch;
+        batch.pass = None;
+        if let Some(encoder) = batch.encoder.take() {
+            if batch.queued > 0 {
+                rt.queue.write_buffer(&rt.ring, 0, &batch.params[..batch.queued * rt.param_stride]);
+            }
+            rt.queue.submit([encoder.finish()]);
             self.stats.submits += 1;
         }
-        self.queued = 0;
-        for (kind, buffer) in self.released.drain(..) {
-            self.pool.give_back(kind, buffer);
+        batch.queued = 0;
+        self.pool.batch_submitted();
+    }
+}
+
+/// Bind groups by (pipeline, storage buffers), in two generations: a lookup moves a hit from
+/// the older generation into the current one, and when the current one is full it becomes
+/// the older and the older is dropped. Groups a step keeps using stay; groups of buffers no
+/// longer used age out, and a cache that never stops growing cannot happen.
+#[derive(Default)]
+struct BindGroupCache {
+    current: HashMap<BindGroupKey, wgpu::BindGroup>,
+    older: HashMap<BindGroupKey, wgpu::BindGroup>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct BindGroupKey {
+    pipeline: u32,
+    buffers: [u64; MAX_BINDINGS],
+}
+
+impl BindGroupCache {
+    /// The cached group, or `None` (then `insert` one).
+    fn get(&mut self, key: &BindGroupKey) -> Option<&wgpu::BindGroup> {
+        if !self.current.contains_key(key) {
+            let aged = self.older.remove(key)?;
+            self.insert(*key, aged);
         }
+        self.current.get(key)
+    }
+
+    fn insert(&mut self, key: BindGroupKey, group: wgpu::BindGroup) {
+        if self.current.len() >= BIND_GROUP_GENERATION {
+            self.older = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, group);
+    }
+
+    fn clear(&mut self) {
+        self.current.clear();
+        self.older.clear();
     }
 }
 
@@ -116,15 +193,29 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let param_stride = MAX_PARAMS_BYTES.max(limits.min_uniform_buffer_offset_alignment as usize);
+        let ring_bytes = param_stride * MAX_QUEUED_DISPATCHES;
+        let ring = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln kernel parameters"),
+            size: ring_bytes as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let state = State {
+            batch: Batch { params: vec![0; ring_bytes], ..Default::default() },
+            next_buffer_id: 1,
+            ..Default::default()
+        };
         Ok(Self {
             rt: Arc::new(Runtime {
                 device,
                 queue,
                 fault,
+                ring,
+                param_stride,
                 adapter: summary,
                 limits,
-                batch: Mutex::default(),
-                pipelines: Mutex::default(),
+                state: Mutex::new(state),
             }),
         })
     }
@@ -146,31 +237,33 @@ impl GpuContext {
     }
 
     pub fn stats(&self) -> RuntimeStats {
-        self.batch().stats
+        self.state().stats
     }
 
     /// Compiled pipelines held by the cache.
     pub fn cached_pipelines(&self) -> usize {
-        self.rt.pipelines.lock().expect("pipeline cache poisoned").len()
+        self.state().pipelines.len()
     }
 
     /// Bytes held by idle pooled buffers.
     pub fn pooled_bytes(&self) -> u64 {
-        self.batch().pool.free_bytes()
+        self.state().pool.free_bytes()
     }
 
-    /// Releases every idle pooled buffer back to the driver.
+    /// Releases every idle pooled buffer back to the driver, with the cached bind groups
+    /// that would keep them alive. A run calls this when it ends; buffers in use stay.
     pub fn trim_pool(&self) {
-        let mut batch = self.batch();
-        let freed = batch.pool.free_bytes();
-        batch.pool.clear();
-        batch.stats.buffer_bytes -= freed;
+        let mut state = self.state();
+        let freed = state.pool.free_bytes();
+        state.pool.clear();
+        state.bind_groups.clear();
+        state.stats.buffer_bytes -= freed;
     }
 
     /// Starts a new peak-memory measurement at the bytes held now.
     pub fn reset_peak(&self) {
-        let mut batch = self.batch();
-        batch.stats.peak_buffer_bytes = batch.stats.buffer_bytes;
+        let mut state = self.state();
+        state.stats.peak_buffer_bytes = state.stats.buffer_bytes;
     }
 
     /// True when two handles share one device.
@@ -178,51 +271,54 @@ impl GpuContext {
         Arc::ptr_eq(&self.rt, &other.rt)
     }
 
-    fn batch(&self) -> MutexGuard<'_, Batch> {
-        self.rt.batch.lock().expect("GPU batch state poisoned")
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.rt.state.lock().expect("GPU runtime state poisoned")
     }
 
-    /// A storage buffer for `bytes` bytes, from the pool when one of its class is idle.
-    /// Its contents are undefined until a kernel or an upload writes them.
+    /// A storage buffer for `bytes` bytes, from the pool when one of its class is idle, for a
+    /// kernel to write. Its contents are undefined until a kernel writes them.
     pub fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
-        let raw = self.take_buffer(BufferKind::Storage, bytes)?;
-        Ok(GpuBuffer { raw: Some(raw), bytes, kind: BufferKind::Storage, rt: self.rt.clone() })
+        self.take_buffer(bytes, Use::KernelOutput)
     }
 
-    fn take_buffer(&self, kind: BufferKind, bytes: u64) -> Result<wgpu::Buffer> {
+    fn take_buffer(&self, bytes: u64, purpose: Use) -> Result<GpuBuffer> {
         let limit = self.rt.limits.max_storage_buffer_binding_size.min(self.rt.limits.max_buffer_size);
         if bytes > limit {
             return Err(GpuError::BufferTooLarge { bytes, limit, adapter: self.rt.adapter.name.clone() });
         }
         let class = size_class(bytes).min(limit.max(4));
-        let mut batch = self.batch();
-        if let Some(buffer) = batch.pool.take(kind, class) {
-            batch.stats.buffers_reused += 1;
-            return Ok(buffer);
-        }
-        batch.stats.buffers_created += 1;
-        batch.stats.buffer_bytes += class;
-        batch.stats.peak_buffer_bytes = batch.stats.peak_buffer_bytes.max(batch.stats.buffer_bytes);
-        drop(batch);
-        Ok(self.rt.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: class,
-            usage: kind.usages(),
-            mapped_at_creation: false,
-        }))
+        let mut state = self.state();
+        let raw = match state.pool.take(class, purpose) {
+            Some(buffer) => {
+                state.stats.buffers_reused += 1;
+                buffer
+            }
+            None => {
+                let stats = &mut state.stats;
+                stats.buffers_created += 1;
+                stats.buffer_bytes += class;
+                stats.peak_buffer_bytes = stats.peak_buffer_bytes.max(stats.buffer_bytes);
+                let id = state.next_buffer_id;
+                state.next_buffer_id += 1;
+                drop(state);
+                let buffer = self.rt.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: class,
+                    usage: STORAGE_USAGES,
+                    mapped_at_creation: false,
+                });
+                PooledBuffer { id, buffer }
+            }
+        };
+        Ok(GpuBuffer { raw: Some(raw), bytes, rt: self.rt.clone() })
     }
 
     /// A new buffer holding `data`. The write is ordered before every kernel queued after it.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<GpuBuffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let buffer = self.alloc(bytes.len() as u64)?;
-        self.write(&buffer, bytes);
-        Ok(buffer)
-    }
-
-    fn write(&self, buffer: &GpuBuffer, bytes: &[u8]) {
+        let buffer = self.take_buffer(bytes.len() as u64, Use::Upload)?;
         if bytes.is_empty() {
-            return;
+            return Ok(buffer);
         }
         if bytes.len().is_multiple_of(4) {
             self.rt.queue.write_buffer(buffer.raw(), 0, bytes);
@@ -231,16 +327,21 @@ impl GpuContext {
             padded.resize(bytes.len().next_multiple_of(4), 0);
             self.rt.queue.write_buffer(buffer.raw(), 0, &padded);
         }
+        Ok(buffer)
     }
 
-    /// Records one kernel launch into the open batch. `params` is the kernel's uniform block;
-    /// `buffers` fill the spec's storage slots in order.
+    /// Records one kernel launch into the open batch. `params` is the kernel's uniform block
+    /// (at most [`MAX_PARAMS_BYTES`]); `buffers` fill the spec's storage slots in order.
     pub fn launch(&self, spec: &KernelSpec, params: &[u8], buffers: &[&GpuBuffer], workgroups: [u32; 3]) -> Result<()> {
+        let invalid = |reason: String| Err(GpuError::InvalidLaunch { kernel: spec.entry, reason });
         if buffers.len() != spec.slots.len() {
-            return Err(GpuError::InvalidLaunch {
-                kernel: spec.entry,
-                reason: format!("{} buffers given for {} slots", buffers.len(), spec.slots.len()),
-            });
+            return invalid(format!("{} buffers given for {} slots", buffers.len(), spec.slots.len()));
+        }
+        if buffers.len() > MAX_BINDINGS {
+            return invalid(format!("{} buffers exceed the {MAX_BINDINGS} a launch binds", buffers.len()));
+        }
+        if params.len() > MAX_PARAMS_BYTES {
+            return invalid(format!("{} bytes of parameters exceed {MAX_PARAMS_BYTES}", params.len()));
         }
         let max = self.rt.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&n| n > max) {
@@ -250,40 +351,65 @@ impl GpuContext {
         if workgroups.contains(&0) {
             return Ok(());
         }
-        let pipeline = self.rt.pipelines.lock().expect("pipeline cache poisoned").get(&self.rt.device, spec);
-        let uniform = self.take_buffer(BufferKind::Uniform, params.len() as u64)?;
-        self.rt.queue.write_buffer(&uniform, 0, params);
+        let rt = &*self.rt;
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let pipeline = match state.pipelines.get(spec) {
+            Some(pipeline) => pipeline,
+            None => {
+                state.stats.pipelines_created += 1;
+                state.pipelines.build(&rt.device, spec)
+            }
+        };
+        let mut key = BindGroupKey { pipeline: pipeline.id, buffers: [0; MAX_BINDINGS] };
+        for (id, buffer) in key.buffers.iter_mut().zip(buffers) {
+            *id = buffer.pooled().id;
+        }
+        if state.bind_groups.get(&key).is_some() {
+            state.stats.bind_groups_reused += 1;
+        } else {
+            state.stats.bind_groups_created += 1;
+            state.bind_groups.insert(key, self.bind_group(&pipeline, spec, buffers));
+        }
+        let bind_group = state.bind_groups.get(&key).expect("cached above");
 
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let batch = &mut state.batch;
+        let offset = batch.queued * rt.param_stride;
+        batch.params[offset..offset + params.len()].copy_from_slice(params);
+        let pass = batch.pass(&rt.device);
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, bind_group, &[offset as u32]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        batch.queued += 1;
+        state.stats.dispatches += 1;
+        if state.batch.queued >= MAX_QUEUED_DISPATCHES {
+            state.submit(rt);
+        }
+        Ok(())
+    }
+
+    /// A bind group for one launch: the ring at a dynamic offset, the buffers in their
+    /// slots, and the fault buffer when the kernel reports faults. Made once per key.
+    fn bind_group(&self, pipeline: &CachedPipeline, spec: &KernelSpec, buffers: &[&GpuBuffer]) -> wgpu::BindGroup {
+        let params =
+            wgpu::BufferBinding { buffer: &self.rt.ring, offset: 0, size: NonZeroU64::new(MAX_PARAMS_BYTES as u64) };
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(params) }];
         for (slot, buffer) in spec.slots.iter().zip(buffers) {
             entries.push(wgpu::BindGroupEntry { binding: slot.0, resource: buffer.raw().as_entire_binding() });
         }
         if spec.reports_faults {
             entries.push(wgpu::BindGroupEntry { binding: FAULT_SLOT, resource: self.rt.fault.as_entire_binding() });
         }
-        let bind_group = self.rt.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        self.rt.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.layout,
             entries: &entries,
-        });
-
-        let mut batch = self.batch();
-        let pass = batch.pass(&self.rt.device);
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        batch.released.push((BufferKind::Uniform, uniform));
-        batch.stats.dispatches += 1;
-        batch.queued += 1;
-        if batch.queued >= MAX_QUEUED_DISPATCHES {
-            batch.submit(&self.rt.queue);
-        }
-        Ok(())
+        })
     }
 
     /// Submits queued work without waiting for it.
     pub fn flush(&self) {
-        self.batch().submit(&self.rt.queue);
+        self.state().submit(&self.rt);
     }
 
     /// Submits queued work and waits until the GPU has finished it (for timing and tests).
@@ -314,12 +440,12 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         {
-            let mut batch = self.batch();
-            let encoder = batch.encoder(&self.rt.device);
+            let mut state = self.state();
+            let encoder = state.batch.encoder(&self.rt.device);
             encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, padded);
             encoder.copy_buffer_to_buffer(&self.rt.fault, 0, &staging, padded, FAULT_BYTES);
-            batch.submit(&self.rt.queue);
-            batch.stats.readbacks += 1;
+            state.submit(&self.rt);
+            state.stats.readbacks += 1;
         }
         let (sender, receiver) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
@@ -387,9 +513,8 @@ fn describe_fault([code, row, value, bound]: [u32; 4]) -> String {
 
 /// A pooled storage buffer. Dropping it returns the buffer to its context's pool.
 pub struct GpuBuffer {
-    raw: Option<wgpu::Buffer>,
+    raw: Option<PooledBuffer>,
     bytes: u64,
-    kind: BufferKind,
     rt: Arc<Runtime>,
 }
 
@@ -400,6 +525,10 @@ impl GpuBuffer {
     }
 
     pub fn raw(&self) -> &wgpu::Buffer {
+        &self.pooled().buffer
+    }
+
+    fn pooled(&self) -> &PooledBuffer {
         self.raw.as_ref().expect("buffer present until drop")
     }
 
@@ -418,12 +547,9 @@ impl std::fmt::Debug for GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         let Some(raw) = self.raw.take() else { return };
-        let Ok(mut batch) = self.rt.batch.lock() else { return };
-        if batch.has_work() {
-            batch.released.push((self.kind, raw));
-        } else {
-            batch.pool.give_back(self.kind, raw);
-        }
+        let Ok(mut state) = self.rt.state.lock() else { return };
+        let in_batch = state.batch.has_work();
+        state.pool.give_back(raw, in_batch);
     }
 }
 
@@ -494,6 +620,59 @@ mod tests {
         ctx.reset_peak();
         assert_eq!(held(&ctx), (1024, 1024));
         drop(again);
+    }
+
+    #[test]
+    fn each_launch_reads_its_own_parameters() {
+        let Some(ctx) = private_context("each_launch_reads_its_own_parameters") else { return };
+        // Past two submits, so the ring is rewritten while earlier batches may still run.
+        let launches = 2 * MAX_QUEUED_DISPATCHES + 7;
+        let mut x = ctx.upload(&[0.0f32; 3]).unwrap();
+        for i in 1..=launches {
+            x = unary(&ctx, UnaryOp::AddScalar, &x, 3, i as f32).unwrap();
+        }
+        let want = (launches * (launches + 1) / 2) as f32;
+        assert_eq!(ctx.read::<f32>(&x, 3).unwrap(), vec![want; 3]);
+    }
+
+    #[test]
+    fn bind_groups_are_made_once_per_pipeline_and_buffers() {
+        let Some(ctx) = private_context("bind_groups_are_made_once_per_pipeline_and_buffers") else { return };
+        let x = ctx.upload(&[1.0f32; 8]).unwrap();
+        let y = ctx.alloc(32).unwrap();
+        let spec = crate::kernels::unary::spec(UnaryOp::Neg);
+        let params = [8u32, 0];
+        for _ in 0..5 {
+            ctx.launch(&spec, bytemuck::bytes_of(&params), &[&x, &y], [1, 1, 1]).unwrap();
+        }
+        let stats = ctx.stats();
+        assert_eq!((stats.bind_groups_created, stats.bind_groups_reused, stats.pipelines_created), (1, 4, 1));
+        ctx.launch(&spec, bytemuck::bytes_of(&params), &[&y, &x], [1, 1, 1]).unwrap();
+        assert_eq!(ctx.stats().bind_groups_created, 2, "other buffers, another bind group");
+        assert_eq!(ctx.read::<f32>(&x, 8).unwrap(), vec![1.0; 8], "y = -x, then x = -y");
+    }
+
+    #[test]
+    fn a_kernel_may_write_a_buffer_queued_work_still_reads() {
+        let Some(ctx) = private_context("a_kernel_may_write_a_buffer_queued_work_still_reads") else { return };
+        let x = ctx.upload(&[1.0f32; 64]).unwrap();
+        let negated = unary(&ctx, UnaryOp::Neg, &x, 64, 0.0).unwrap();
+        drop(x);
+        let reused = ctx.stats().buffers_reused;
+        // The output takes x's buffer; the pass runs it after the negation has read x.
+        let shifted = unary(&ctx, UnaryOp::AddScalar, &negated, 64, 3.0).unwrap();
+        assert_eq!(ctx.stats().buffers_reused, reused + 1);
+        assert_eq!(ctx.read::<f32>(&negated, 64).unwrap(), vec![-1.0; 64]);
+        assert_eq!(ctx.read::<f32>(&shifted, 64).unwrap(), vec![2.0; 64]);
+    }
+
+    #[test]
+    fn oversized_parameters_are_an_error() {
+        let Some(ctx) = private_context("oversized_parameters_are_an_error") else { return };
+        let x = ctx.alloc(4).unwrap();
+        let spec = crate::kernels::unary::spec(UnaryOp::Neg);
+        let params = [0u8; crate::MAX_PARAMS_BYTES + 4];
+        assert!(matches!(ctx.launch(&spec, &params, &[&x, &x], [1, 1, 1]), Err(GpuError::InvalidLaunch { .. })));
     }
 
     #[test]

@@ -14,7 +14,9 @@ mod pool;
 pub mod testing;
 
 pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary};
-pub use context::{GpuBuffer, GpuContext, MAX_QUEUED_DISPATCHES, RuntimeStats, fault_code};
+pub use context::{
+    GpuBuffer, GpuContext, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES, RuntimeStats, fault_code,
+};
 pub use error::{GpuError, Result};
-pub use pipeline::{Access, KernelFamily, KernelSpec, Slot};
+pub use pipeline::{Access, KernelFamily, KernelSpec, MAX_CONSTANTS, Slot};
 pub use wgpu;

@@ -24,26 +24,39 @@ pub enum Access {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot(pub u32, pub Access);
 
+/// Most `override` constants one specialisation sets.
+pub const MAX_CONSTANTS: usize = 6;
+
 /// Everything that makes one pipeline: the entry point, its bindings and the values of the
-/// family's `override` constants (op codes, transposition and vector-load flags).
-#[derive(Clone, Debug)]
+/// family's `override` constants (op codes, transposition and vector-load flags). Held
+/// inline, so describing a launch allocates nothing.
+#[derive(Clone, Copy, Debug)]
 pub struct KernelSpec {
     pub family: &'static KernelFamily,
     pub entry: &'static str,
     pub slots: &'static [Slot],
-    pub constants: Vec<(&'static str, f64)>,
+    constants: [(&'static str, f64); MAX_CONSTANTS],
+    constant_count: usize,
     /// The entry calls the prelude's `report_fault`, so the context's fault buffer is bound.
     pub reports_faults: bool,
 }
 
 impl KernelSpec {
     pub fn new(family: &'static KernelFamily, entry: &'static str, slots: &'static [Slot]) -> Self {
-        Self { family, entry, slots, constants: Vec::new(), reports_faults: false }
+        Self { family, entry, slots, constants: [("", 0.0); MAX_CONSTANTS], constant_count: 0, reports_faults: false }
     }
 
+    /// Sets an `override` constant. Panics past [`MAX_CONSTANTS`]: a launcher's fixed
+    /// specialisation list, not input, decides how many there are.
     pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
-        self.constants.push((name, value.into()));
+        assert!(self.constant_count < MAX_CONSTANTS, "{}: more than {MAX_CONSTANTS} constants", self.entry);
+        self.constants[self.constant_count] = (name, value.into());
+        self.constant_count += 1;
         self
+    }
+
+    pub fn constants(&self) -> &[(&'static str, f64)] {
+        &self.constants[..self.constant_count]
     }
 
     /// Binds the fault buffer: the kernel may report bad input it finds on the device.
@@ -55,29 +68,31 @@ impl KernelSpec {
     /// A label that names the kernel in errors and in wgpu's validation messages.
     pub fn label(&self) -> String {
         let mut label = format!("{}::{}", self.family.name, self.entry);
-        for (name, value) in &self.constants {
+        for (name, value) in self.constants() {
             label.push_str(&format!(" {name}={value}"));
         }
         label
     }
 
     fn key(&self) -> PipelineKey {
-        PipelineKey {
-            family: self.family.name,
-            entry: self.entry,
-            constants: self.constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        let mut constants = [("", 0u64); MAX_CONSTANTS];
+        for (slot, (name, value)) in constants.iter_mut().zip(self.constants()) {
+            *slot = (name, value.to_bits());
         }
+        PipelineKey { family: self.family.name, entry: self.entry, constants }
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct PipelineKey {
     family: &'static str,
     entry: &'static str,
-    constants: Vec<(&'static str, u64)>,
+    constants: [(&'static str, u64); MAX_CONSTANTS],
 }
 
 pub(crate) struct CachedPipeline {
+    /// Numbers the pipelines in creation order; the bind-group cache keys on it.
+    pub(crate) id: u32,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
 }
@@ -89,11 +104,15 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub(crate) fn get(&mut self, device: &wgpu::Device, spec: &KernelSpec) -> Arc<CachedPipeline> {
+    /// The pipeline of `spec`, if it was built before.
+    pub(crate) fn get(&self, spec: &KernelSpec) -> Option<Arc<CachedPipeline>> {
+        self.pipelines.get(&spec.key()).cloned()
+    }
+
+    /// Builds (and caches) the pipeline of `spec`, compiling its family's source the first
+    /// time one of its entries is built.
+    pub(crate) fn build(&mut self, device: &wgpu::Device, spec: &KernelSpec) -> Arc<CachedPipeline> {
         let key = spec.key();
-        if let Some(found) = self.pipelines.get(&key) {
-            return found.clone();
-        }
         let module = self.modules.entry(spec.family.name).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(spec.family.name),
@@ -116,12 +135,12 @@ impl PipelineCache {
             module,
             entry_point: Some(spec.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &spec.constants,
+                constants: spec.constants(),
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,
         });
-        let cached = Arc::new(CachedPipeline { pipeline, layout });
+        let cached = Arc::new(CachedPipeline { id: self.pipelines.len() as u32, pipeline, layout });
         self.pipelines.insert(key, cached.clone());
         cached
     }
@@ -140,7 +159,8 @@ fn layout_entries(slots: &[Slot], reports_faults: bool) -> Vec<wgpu::BindGroupLa
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
+            // Each launch's parameters sit at their own offset in the batch's uniform ring.
+            has_dynamic_offset: true,
             min_binding_size: None,
         },
         count: None,

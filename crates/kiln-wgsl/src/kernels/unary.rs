@@ -90,12 +90,16 @@ struct Params {
     scalar: f32,
 }
 
+/// The pipeline of `op`: input in slot 1, output in slot 2.
+pub(crate) fn spec(op: UnaryOp) -> KernelSpec {
+    KernelSpec::new(&FAMILY, "unary", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]).constant("OP", op as u32)
+}
+
 /// `op` applied to the first `len` elements of `x`, with scalar operand `scalar`.
 pub fn unary(ctx: &GpuContext, op: UnaryOp, x: &GpuBuffer, len: usize, scalar: f32) -> Result<GpuBuffer> {
     super::check_indexable("unary", len, 1)?;
     let out = ctx.alloc(len as u64 * 4)?;
-    let spec = KernelSpec::new(&FAMILY, "unary", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
-        .constant("OP", op as u32);
+    let spec = spec(op);
     let params = Params { len: len as u32, scalar };
     ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, &out], ctx.linear_grid(len, 256)?)?;
     Ok(out)

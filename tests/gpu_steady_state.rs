@@ -1,0 +1,110 @@
+//! What one training step costs the GPU runtime, for every tutorial's model: dispatches and
+//! submits per step, and — once warm-up epochs have filled the pool and caches — no new
+//! buffer, bind group or pipeline over three more epochs, and a peak of device memory that
+//! stays where it was.
+//!
+//! Each model trains in its tutorial's loop (`train_epoch` over a GPU-resident loader, with
+//! the tutorial's optimizer and transform) on a small synthetic dataset of its input shape,
+//! on a GPU context of its own, so other tests' work never moves its counters. Batches are
+//! the tutorial's size up to 32 (the ASL models' own): the Fashion-MNIST models' 256 and 64
+//! would only make lavapipe slower at the same buffer bookkeeping.
+
+use kiln::Device;
+use kiln::data::{DataLoader, ImageDataset, numbered_classes};
+use kiln::nn::{CrossEntropyLoss, Module};
+use kiln::training;
+use kiln::tutorials::Tutorial;
+use kiln::wgsl::testing::context_or_skip;
+use kiln::wgsl::{AdapterPreference, GpuContext, RuntimeStats};
+
+const MAX_BATCH: usize = 32;
+
+/// Batches per epoch: enough that a step's buffers are reused from an earlier step's.
+const STEPS: usize = 3;
+
+/// Epochs before counting. The pool stops growing within the first; which pooled buffer
+/// each tensor lands in settles over the next few steps (a step's first bind groups are
+/// made when its buffers are new), measured at 7–9 steps for the ASL CNN.
+const WARM_UP_EPOCHS: usize = 3;
+
+/// Dispatches the ASL CNN's training step may take (forward, loss, backward, Adam step and the
+/// loop's running totals).
+const ASL_CNN_MAX_DISPATCHES: u64 = 60;
+
+fn synthetic(tutorial: Tutorial, samples: usize) -> ImageDataset {
+    let (shape, classes) = match tutorial {
+        Tutorial::AslCnn | Tutorial::AslMlp => ([1, 28, 28], 24),
+        Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp | Tutorial::MnistMlp => ([1, 28, 28], 10),
+        Tutorial::Cifar10Lenet => ([3, 32, 32], 10),
+    };
+    let len: usize = shape.iter().product();
+    let images = (0..samples * len).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let labels = (0..samples).map(|i| (i * 7 % classes) as i32).collect();
+    ImageDataset::new(images, labels, shape, numbered_classes(classes)).unwrap()
+}
+
+/// Counters after the warm-up and after each of three more epochs of `STEPS` batches.
+fn epochs(tutorial: Tutorial, ctx: &GpuContext) -> [RuntimeStats; 4] {
+    let device = Device::Gpu(ctx.clone());
+    let batch = tutorial.batch_size().min(MAX_BATCH);
+    let data = synthetic(tutorial, STEPS * batch);
+    let mut model = tutorial.model(3).unwrap();
+    model.to_device(&device).unwrap();
+    let mut optimizer = tutorial.optimizer(&model, tutorial.lr());
+    let train = DataLoader::on_device(&data, batch, &device, tutorial.transform()).unwrap().shuffle(true).seed(3);
+    let loss_fn = CrossEntropyLoss::new();
+    let mut epoch = |epoch: usize| {
+        let batches = train.epoch(epoch as u64).unwrap();
+        training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, batches, |_| {}).unwrap();
+        ctx.stats()
+    };
+    for e in 0..WARM_UP_EPOCHS {
+        epoch(e);
+    }
+    std::array::from_fn(|i| if i == 0 { ctx.stats() } else { epoch(WARM_UP_EPOCHS + i) })
+}
+
+#[test]
+fn a_training_step_creates_nothing_once_warm() {
+    let Some(_) = context_or_skip("a_training_step_creates_nothing_once_warm") else { return };
+    let mut asl_cnn_dispatches = 0;
+    for tutorial in Tutorial::ALL {
+        let ctx = GpuContext::new(&AdapterPreference::from_env()).unwrap();
+        let [warm, first, _, third] = epochs(tutorial, &ctx);
+        let per_step = |field: fn(&RuntimeStats) -> u64| (field(&third) - field(&first)) as f64 / (2 * STEPS) as f64;
+        println!(
+            "{tutorial}: per step {:.0} dispatches, {:.1} submits; after warm-up {} buffers, {} bind groups \
+             and {} pipelines created; peak {} KiB",
+            per_step(|s| s.dispatches),
+            per_step(|s| s.submits),
+            third.buffers_created - warm.buffers_created,
+            third.bind_groups_created - warm.bind_groups_created,
+            third.pipelines_created - warm.pipelines_created,
+            third.peak_buffer_bytes >> 10,
+        );
+        for (name, field) in [
+            ("buffers", (|s| s.buffers_created) as fn(&RuntimeStats) -> u64),
+            ("bind groups", |s| s.bind_groups_created),
+            ("pipelines", |s| s.pipelines_created),
+        ] {
+            assert_eq!(field(&third), field(&warm), "{tutorial}: {name} created after the first epoch");
+        }
+        assert_eq!(third.peak_buffer_bytes, first.peak_buffer_bytes, "{tutorial}: peak device memory grew");
+        if tutorial == Tutorial::AslCnn {
+            asl_cnn_dispatches = (third.dispatches - first.dispatches) / (2 * STEPS) as u64;
+        }
+    }
+    assert!(asl_cnn_dispatches <= ASL_CNN_MAX_DISPATCHES, "ASL CNN: {asl_cnn_dispatches} dispatches per step");
+}
+
+#[test]
+fn trimming_returns_idle_memory_to_the_driver() {
+    let Some(_) = context_or_skip("trimming_returns_idle_memory_to_the_driver") else { return };
+    let ctx = GpuContext::new(&AdapterPreference::from_env()).unwrap();
+    epochs(Tutorial::AslMlp, &ctx);
+    let before = ctx.stats().buffer_bytes;
+    assert!(ctx.pooled_bytes() > 0, "the finished run left idle buffers in the pool");
+    ctx.trim_pool();
+    assert_eq!(ctx.pooled_bytes(), 0);
+    assert!(ctx.stats().buffer_bytes < before);
+}
