@@ -70,18 +70,17 @@ impl Totals {
         Self { loss: None, correct: None, samples: 0, started: Instant::now() }
     }
 
+    /// Adds a batch: in place once the sums exist, one launch for each.
     fn add(&mut self, batch_loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
         let rows = labels.len();
-        let loss = batch_loss.mul_scalar(rows as f32)?;
-        let correct = logits.count_correct(labels)?;
-        self.loss = Some(match self.loss.take() {
-            Some(sum) => sum.add(&loss)?,
-            None => loss,
-        });
-        self.correct = Some(match self.correct.take() {
-            Some(sum) => sum.add(&correct)?,
-            None => correct,
-        });
+        match &mut self.loss {
+            Some(sum) => sum.accumulate(batch_loss, rows as f32)?,
+            None => self.loss = Some(batch_loss.mul_scalar(rows as f32)?),
+        }
+        match &mut self.correct {
+            Some(count) => logits.count_correct_into(labels, count)?,
+            None => self.correct = Some(logits.count_correct(labels)?),
+        }
         self.samples += rows;
         Ok(())
     }

@@ -43,6 +43,9 @@ pub enum AutogradError {
     #[error("only leaves (parameters and constants) can be updated in place")]
     NotALeaf,
 
+    #[error("the same leaf was given twice to one in-place update")]
+    DuplicateUpdate,
+
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::TensorError),
 }

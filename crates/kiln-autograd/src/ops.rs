@@ -5,6 +5,23 @@ use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Pool2d, Reduction, Te
 
 use crate::{Result, Var};
 
+/// The gradient `g` of a fused layer-then-ReLU output through the ReLU (when `relu_output`
+/// is there), and — when the layer has a bias — the bias gradient, from the same launch.
+fn through_relu(
+    g: &Tensor,
+    relu_output: Option<&Tensor>,
+    has_bias: bool,
+) -> kiln_tensor::Result<(Tensor, Option<Tensor>)> {
+    Ok(match relu_output {
+        Some(output) if has_bias => {
+            let (masked, bias) = g.relu_backward_sum_per_channel(output)?;
+            (masked, Some(bias))
+        }
+        Some(output) => (g.relu_backward(output)?, None),
+        None => (g.clone(), None),
+    })
+}
+
 /// The inputs of an op with optional operands, in order, and whether each optional is there.
 fn present<'a>(required: &[&'a Var], optional: &[Option<&'a Var>]) -> Vec<&'a Var> {
     required.iter().copied().chain(optional.iter().flatten().copied()).collect()
@@ -94,30 +111,52 @@ impl Var {
 
     /// x · Wᵀ + b for this input `[batch, in]`, `weight` `[out, in]` and `bias` `[out]`.
     pub fn linear(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+        self.linear_then(weight, bias, false)
+    }
+
+    /// max(x · Wᵀ + b, 0): a linear layer and the ReLU after it, fused forward and backward.
+    pub fn linear_relu(&self, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+        self.linear_then(weight, bias, true)
+    }
+
+    fn linear_then(&self, weight: &Var, bias: Option<&Var>, relu: bool) -> Result<Var> {
         let (x, w) = (self.value(), weight.value());
-        let value = x.linear(&w, bias.map(Var::value).as_ref())?;
+        let b = bias.map(Var::value);
+        let value = if relu { x.linear_relu(&w, b.as_ref())? } else { x.linear(&w, b.as_ref())? };
         let has_bias = bias.is_some();
+        let output = relu.then(|| value.clone());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
-            let grads = g.linear_backward(&x, &w, has_bias)?;
-            Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(grads.bias.map(Some)).collect())
+            let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
+            let grads = g.linear_backward(&x, &w, has_bias && bias_grad.is_none())?;
+            let bias_grad = bias_grad.or(grads.bias);
+            Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(bias_grad.map(Some)).collect())
         }))
     }
 
     /// 2-D convolution of this `[N, C, H, W]` input with `weight` `[O, C, KH, KW]`.
     pub fn conv2d(&self, weight: &Var, bias: Option<&Var>, conv: &Conv2d) -> Result<Var> {
+        self.conv2d_then(weight, bias, conv, false)
+    }
+
+    /// max(conv2d(x), 0): a convolution and the ReLU after it, fused forward and backward.
+    pub fn conv2d_relu(&self, weight: &Var, bias: Option<&Var>, conv: &Conv2d) -> Result<Var> {
+        self.conv2d_then(weight, bias, conv, true)
+    }
+
+    fn conv2d_then(&self, weight: &Var, bias: Option<&Var>, conv: &Conv2d, relu: bool) -> Result<Var> {
         let (x, w) = (self.value(), weight.value());
-        let value = x.conv2d(&w, bias.map(Var::value).as_ref(), conv)?;
+        let b = bias.map(Var::value);
+        // The GPU's column matrix of the input, kept for the weight gradient.
+        let (value, columns) = x.conv2d_keeping_columns(&w, b.as_ref(), conv, relu)?;
         let (conv, has_bias, input_needs_grad) = (*conv, bias.is_some(), self.requires_grad());
+        let output = relu.then(|| value.clone());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
-            // A first layer's input is the data: skip its gradient, a matmul and a col2im.
-            let (input, weight, bias) = if input_needs_grad {
-                let grads = g.conv2d_backward(&x, &w, &conv, has_bias)?;
-                (Some(grads.input), grads.weight, grads.bias)
-            } else {
-                let (weight, bias) = g.conv2d_parameter_backward(&x, &w, &conv, has_bias)?;
-                (None, weight, bias)
-            };
-            Ok([input, Some(weight)].into_iter().chain(bias.map(Some)).collect())
+            let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
+            let with_bias = has_bias && bias_grad.is_none();
+            // A first layer's input is the data: its gradient (a matmul and a col2im) is skipped.
+            let (input, weight, bias) =
+                g.conv2d_backward_reusing(&x, &w, &conv, with_bias, columns.as_ref(), input_needs_grad)?;
+            Ok([input, Some(weight)].into_iter().chain(bias_grad.or(bias).map(Some)).collect())
         }))
     }
 
@@ -140,14 +179,26 @@ impl Var {
         training: bool,
     ) -> Result<Var> {
         let (x, w, b) = (self.value(), weight.map(Var::value), bias.map(Var::value));
-        let (value, saved) = if training {
-            x.batch_norm2d_train(w.as_ref(), b.as_ref(), running_mean, running_var, config)?
+        // Evaluation's statistics for the backward are derived only if a backward is recorded.
+        let (value, batch_stats) = if training {
+            let (value, saved) = x.batch_norm2d_train(w.as_ref(), b.as_ref(), running_mean, running_var, config)?;
+            (value, Some(saved))
         } else {
-            let value = x.batch_norm2d_eval(w.as_ref(), b.as_ref(), running_mean, running_var, config)?;
-            (value, BatchNormSaved::from_running(running_mean, running_var, config)?)
+            (x.batch_norm2d_eval(w.as_ref(), b.as_ref(), running_mean, running_var, config)?, None)
         };
-        let has_bias = bias.is_some();
+        let (has_bias, config) = (bias.is_some(), *config);
+        let output = config.relu.then(|| value.clone());
+        let running = (!training).then(|| (running_mean.clone(), running_var.clone()));
         Ok(Var::record(value, &present(&[self], &[weight, bias]), move |g| {
+            let saved = match &batch_stats {
+                Some(saved) => saved.clone(),
+                None => {
+                    let (mean, var) = running.as_ref().expect("kept in evaluation");
+                    let mut saved = BatchNormSaved::from_running(mean, var, &config)?;
+                    saved.relu_output = output.clone();
+                    saved
+                }
+            };
             let grads = g.batch_norm2d_backward(&x, w.as_ref(), has_bias, &saved, training)?;
             Ok(std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect())
         }))

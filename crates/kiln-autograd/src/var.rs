@@ -102,6 +102,25 @@ impl Var {
         Ok(change(&mut self.0.value.write().expect("value lock"))?)
     }
 
+    /// Changes several leaves' values in place at once, as a multi-tensor optimizer step
+    /// does: `change` gets their tensors in the order given. A leaf listed twice is an error.
+    pub fn update_all<T>(
+        vars: &[&Var],
+        change: impl FnOnce(&mut [&mut Tensor]) -> kiln_tensor::Result<T>,
+    ) -> Result<T> {
+        if vars.iter().any(|v| !v.is_leaf()) {
+            return Err(AutogradError::NotALeaf);
+        }
+        let mut ids: Vec<u64> = vars.iter().map(|v| v.0.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(AutogradError::DuplicateUpdate);
+        }
+        let mut guards: Vec<_> = vars.iter().map(|v| v.0.value.write().expect("value lock")).collect();
+        let mut tensors: Vec<&mut Tensor> = guards.iter_mut().map(|guard| &mut **guard).collect();
+        Ok(change(&mut tensors)?)
+    }
+
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad
     }

@@ -9,6 +9,19 @@ pub trait Module: Send {
     /// norm's running statistics, dropout's mask stream).
     fn forward(&mut self, input: &Var) -> Result<Var>;
 
+    /// The forward pass followed by a ReLU, when the layer can apply the ReLU in its own
+    /// kernels (linear, convolution and batch norm layers do): [`Sequential`] calls it for a
+    /// layer followed by [`crate::ReLU`], which saves a pass over the activations forward and
+    /// one backward. `None` (the default) when it cannot; the ReLU then runs on its own.
+    fn forward_relu(&mut self, _input: &Var) -> Option<Result<Var>> {
+        None
+    }
+
+    /// True for [`crate::ReLU`], which [`Sequential`] fuses into the layer before it.
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// One line naming the layer and its settings, as PyTorch prints a module:
     /// `Linear(in_features=784, out_features=512, bias=True)`. Containers print their
     /// children below it. By default the type's name.
@@ -144,10 +157,20 @@ fn prefixed<T>(index: usize, named: Vec<(String, T)>) -> impl Iterator<Item = (S
 }
 
 impl Module for Sequential {
+    /// Each layer in turn; a layer followed by a ReLU that it can apply itself
+    /// ([`Module::forward_relu`]) runs the two as one.
     fn forward(&mut self, input: &Var) -> Result<Var> {
         let mut x = input.clone();
-        for layer in &mut self.layers {
-            x = layer.forward(&x)?;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let relu_next = self.layers.get(i + 1).is_some_and(|next| next.is_relu());
+            if relu_next && let Some(fused) = self.layers[i].forward_relu(&x) {
+                x = fused?;
+                i += 2;
+                continue;
+            }
+            x = self.layers[i].forward(&x)?;
+            i += 1;
         }
         Ok(x)
     }

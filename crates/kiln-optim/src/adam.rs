@@ -1,5 +1,5 @@
 use kiln_autograd::{Result, Var};
-use kiln_tensor::{AdamConfig, Device, Tensor};
+use kiln_tensor::{AdamConfig, AdamParameter, Device, Tensor, adam_steps};
 
 use crate::{Optimizer, OptimizerState, check_keys, per_parameter, scalar, scalar_tensor};
 
@@ -55,18 +55,34 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    /// Every parameter with a gradient, in one multi-tensor update (a few launches on a GPU).
     fn step(&mut self) -> Result<()> {
+        let mut vars = Vec::new();
+        let mut work = Vec::new();
         for ((p, moments), steps) in self.parameters.iter().zip(&mut self.moments).zip(&mut self.steps) {
             let Some(grad) = p.grad() else { continue };
             if moments.is_none() {
                 let zeros = || Tensor::zeros(grad.shape(), grad.device());
                 *moments = Some((zeros()?, zeros()?));
             }
-            let (m, v) = moments.as_mut().expect("made above");
             *steps += 1;
-            p.update(|value| value.adam_step(&grad, m, v, &self.config, *steps))?;
+            vars.push(p);
+            work.push((grad, moments.as_mut().expect("made above"), *steps));
         }
-        Ok(())
+        Var::update_all(&vars, |values| {
+            let mut parameters: Vec<AdamParameter> = values
+                .iter_mut()
+                .zip(&mut work)
+                .map(|(param, (grad, (exp_avg, exp_avg_sq), step))| AdamParameter {
+                    param,
+                    grad,
+                    exp_avg,
+                    exp_avg_sq,
+                    step: *step,
+                })
+                .collect();
+            adam_steps(&mut parameters, &self.config)
+        })
     }
 
     fn parameters(&self) -> &[Var] {

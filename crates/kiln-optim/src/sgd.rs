@@ -1,5 +1,5 @@
 use kiln_autograd::{Result, Var};
-use kiln_tensor::{Device, SgdConfig, Tensor};
+use kiln_tensor::{Device, SgdConfig, SgdParameter, Tensor, sgd_steps};
 
 use crate::{Optimizer, OptimizerState, check_keys, per_parameter, scalar, scalar_tensor};
 
@@ -44,16 +44,32 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    /// Every parameter with a gradient, in one multi-tensor update (a few launches on a GPU).
     fn step(&mut self) -> Result<()> {
+        let mut vars = Vec::new();
+        let mut work = Vec::new();
         for (p, buffer) in self.parameters.iter().zip(&mut self.momentum) {
             let Some(grad) = p.grad() else { continue };
             let first_step = buffer.is_none();
             if self.config.momentum != 0.0 && first_step {
                 *buffer = Some(Tensor::zeros(grad.shape(), grad.device())?);
             }
-            p.update(|value| value.sgd_step(&grad, buffer.as_mut(), &self.config, first_step))?;
+            vars.push(p);
+            work.push((grad, buffer.as_mut(), first_step));
         }
-        Ok(())
+        Var::update_all(&vars, |values| {
+            let mut parameters: Vec<SgdParameter> = values
+                .iter_mut()
+                .zip(&mut work)
+                .map(|(param, (grad, buffer, first_step))| SgdParameter {
+                    param,
+                    grad,
+                    momentum_buffer: buffer.as_deref_mut(),
+                    first_step: *first_step,
+                })
+                .collect();
+            sgd_steps(&mut parameters, &self.config)
+        })
     }
 
     fn parameters(&self) -> &[Var] {

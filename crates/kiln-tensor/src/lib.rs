@@ -24,7 +24,7 @@ mod tensor;
 pub use device::Device;
 pub use error::{Result, TensorError};
 pub use ops::{
-    AdamConfig, BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Conv2dGrads, LinearGrads, Pool2d, Reduction,
-    SgdConfig,
+    AdamConfig, AdamParameter, BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Conv2dGrads, LinearGrads,
+    Pool2d, Reduction, SgdConfig, SgdParameter, adam_steps, sgd_steps,
 };
 pub use tensor::{DType, Tensor};

@@ -311,10 +311,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
-    fn batch_norm_matches(n in 1..5usize, c in 1..6usize, h in 1..8usize, w in 1..8usize, affine in any::<bool>(), seed in any::<u64>()) {
+    fn batch_norm_matches(n in 1..5usize, c in 1..6usize, h in prop_oneof![1..8usize, Just(23)], w in prop_oneof![1..8usize, Just(19)], affine in any::<bool>(),
+                          relu in any::<bool>(), seed in any::<u64>()) {
         prop_assume!(n * h * w > 1);
         let Some(gpu) = gpu("batch_norm_matches") else { return Ok(()) };
-        let config = BatchNormConfig::default();
+        let config = BatchNormConfig { relu, ..BatchNormConfig::default() };
         let [x, weight, bias, mut rm, mut rv] = batch_norm_inputs(&[n, c, h, w], seed);
         let on_gpu = |t: &Tensor| t.to(&gpu).unwrap();
         let (xg, wg, bg, mut rmg, mut rvg) = (on_gpu(&x), on_gpu(&weight), on_gpu(&bias), on_gpu(&rm), on_gpu(&rv));
@@ -338,7 +339,43 @@ proptest! {
         let eval = x.batch_norm2d_eval(w_opt, b_opt, &rm, &rv, &config).unwrap();
         let eval_g = xg.batch_norm2d_eval(wg_opt, bg_opt, &rmg, &rvg, &config).unwrap();
         prop_assert!(close(&eval_g.to_vec().unwrap(), &eval.to_vec().unwrap(), tolerance));
+        // Evaluation mode's backward, through the running statistics.
+        let fixed = |mean: &Tensor, var: &Tensor, output: &Tensor| {
+            let mut saved = BatchNormSaved::from_running(mean, var, &config).unwrap();
+            saved.relu_output = relu.then(|| output.clone());
+            saved
+        };
+        let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &fixed(&rm, &rv, &eval), false).unwrap();
+        let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &fixed(&rmg, &rvg, &eval_g), false).unwrap();
+        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance));
+        if affine {
+            prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
+        }
     }
+}
+
+#[test]
+fn batch_norm_with_relu_is_relu_after_batch_norm() {
+    let [x, weight, bias, rm, rv] = batch_norm_inputs(&[3, 4, 3, 5], 11);
+    let dy = Tensor::randn(x.shape(), 12, &Device::Cpu).unwrap();
+    let plain = BatchNormConfig::default();
+    let fused = BatchNormConfig { relu: true, ..plain };
+    let run = |config: &BatchNormConfig| {
+        let (mut rm, mut rv) = (rm.clone(), rv.clone());
+        x.batch_norm2d_train(Some(&weight), Some(&bias), &mut rm, &mut rv, config).unwrap()
+    };
+    let ((y, saved), (y_fused, saved_fused)) = (run(&plain), run(&fused));
+    let relu = y.relu().unwrap();
+    assert_eq!(y_fused.to_vec().unwrap(), relu.to_vec().unwrap());
+    assert!(relu.to_vec().unwrap().contains(&0.0), "the ReLU cuts something");
+    let composed = dy.relu_backward(&y).unwrap().batch_norm2d_backward(&x, Some(&weight), true, &saved, true).unwrap();
+    let fused_grads = dy.batch_norm2d_backward(&x, Some(&weight), true, &saved_fused, true).unwrap();
+    assert_eq!(fused_grads.input.to_vec().unwrap(), composed.input.to_vec().unwrap());
+    assert_eq!(fused_grads.weight.unwrap().to_vec().unwrap(), composed.weight.unwrap().to_vec().unwrap());
+    assert_eq!(fused_grads.bias.unwrap().to_vec().unwrap(), composed.bias.unwrap().to_vec().unwrap());
+    let eval = x.batch_norm2d_eval(Some(&weight), Some(&bias), &rm, &rv, &fused).unwrap();
+    let eval_plain = x.batch_norm2d_eval(Some(&weight), Some(&bias), &rm, &rv, &plain).unwrap();
+    assert_eq!(eval.to_vec().unwrap(), eval_plain.relu().unwrap().to_vec().unwrap());
 }
 
 #[test]
@@ -346,7 +383,7 @@ fn batch_norm_known_values_and_running_statistics() {
     // Channel 0 holds 1, 3 (mean 2, biased var 1); channel 1 holds 10, 10 (var 0).
     let x = Tensor::from_vec(vec![1.0, 10.0, 3.0, 10.0], &[2, 2, 1, 1], &Device::Cpu).unwrap();
     let (mut rm, mut rv) = (Tensor::zeros(&[2], &Device::Cpu).unwrap(), Tensor::ones(&[2], &Device::Cpu).unwrap());
-    let config = BatchNormConfig { momentum: 0.1, eps: 0.0 };
+    let config = BatchNormConfig { momentum: 0.1, eps: 0.0, relu: false };
     let (y, saved) =
         x.batch_norm2d_train(None, None, &mut rm, &mut rv, &BatchNormConfig { eps: 1e-5, ..config }).unwrap();
     let y = y.to_vec().unwrap();

@@ -32,8 +32,14 @@ pub const MAX_QUEUED_DISPATCHES: usize = 64;
 /// slot of this size (or the adapter's uniform offset alignment, if larger) in the ring.
 pub const MAX_PARAMS_BYTES: usize = 256;
 
-/// The most storage buffers one launch binds.
-pub const MAX_BINDINGS: usize = 8;
+/// The most storage buffers one launch binds (the multi-tensor optimizer steps bind the
+/// most; they size their groups to the adapter's limit).
+pub const MAX_BINDINGS: usize = 32;
+
+/// Storage buffers per shader stage the kernels need at least (batch norm's backward binds
+/// nine, and the fault buffer may come on top). Every desktop Vulkan, Metal and DX12 adapter
+/// offers more; WebGPU's default of 8 is less.
+pub const MIN_STORAGE_BUFFERS_PER_STAGE: u32 = 10;
 
 /// Bind groups the cache keeps in each of its two generations (see `BindGroupCache`).
 const BIND_GROUP_GENERATION: usize = 2048;
@@ -84,7 +90,7 @@ struct State {
     pipelines: PipelineCache,
     bind_groups: BindGroupCache,
     stats: RuntimeStats,
-    /// The id the next new buffer gets (ids start at 1; 0 marks an unused binding).
+    /// The id the next new buffer gets.
     next_buffer_id: u64,
 }
 
@@ -144,10 +150,33 @@ struct BindGroupCache {
     older: HashMap<BindGroupKey, wgpu::BindGroup>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// The buffers are compared and hashed up to `count`, so a launch of two buffers hashes two ids.
+#[derive(Clone, Copy)]
 struct BindGroupKey {
     pipeline: u32,
+    count: usize,
     buffers: [u64; MAX_BINDINGS],
+}
+
+impl BindGroupKey {
+    fn ids(&self) -> &[u64] {
+        &self.buffers[..self.count]
+    }
+}
+
+impl PartialEq for BindGroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.pipeline == other.pipeline && self.ids() == other.ids()
+    }
+}
+
+impl Eq for BindGroupKey {}
+
+impl std::hash::Hash for BindGroupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pipeline.hash(state);
+        self.ids().hash(state);
+    }
 }
 
 impl BindGroupCache {
@@ -180,6 +209,15 @@ impl GpuContext {
         let adapter = adapter::choose(&instance, preference)?;
         let summary = AdapterSummary::from_info(&adapter.get_info());
         let limits = adapter.limits();
+        if limits.max_storage_buffers_per_shader_stage < MIN_STORAGE_BUFFERS_PER_STAGE {
+            return Err(GpuError::RequestDevice {
+                adapter: summary.name,
+                reason: format!(
+                    "it offers {} storage buffers per shader stage; Kiln's kernels need {MIN_STORAGE_BUFFERS_PER_STAGE}",
+                    limits.max_storage_buffers_per_shader_stage
+                ),
+            });
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features: wgpu::Features::empty(),
@@ -361,7 +399,7 @@ impl GpuContext {
                 state.pipelines.build(&rt.device, spec)
             }
         };
-        let mut key = BindGroupKey { pipeline: pipeline.id, buffers: [0; MAX_BINDINGS] };
+        let mut key = BindGroupKey { pipeline: pipeline.id, count: buffers.len(), buffers: [0; MAX_BINDINGS] };
         for (id, buffer) in key.buffers.iter_mut().zip(buffers) {
             *id = buffer.pooled().id;
         }

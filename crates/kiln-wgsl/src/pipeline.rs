@@ -25,7 +25,7 @@ pub enum Access {
 pub struct Slot(pub u32, pub Access);
 
 /// Most `override` constants one specialisation sets.
-pub const MAX_CONSTANTS: usize = 6;
+pub const MAX_CONSTANTS: usize = 8;
 
 /// Everything that makes one pipeline: the entry point, its bindings and the values of the
 /// family's `override` constants (op codes, transposition and vector-load flags). Held

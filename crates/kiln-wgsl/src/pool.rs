@@ -36,7 +36,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
-/// A device buffer with the number the bind-group cache knows it by (never 0, never reused).
+/// A device buffer with the number the bind-group cache knows it by (never reused).
 pub(crate) struct PooledBuffer {
     pub(crate) id: u64,
     pub(crate) buffer: wgpu::Buffer,

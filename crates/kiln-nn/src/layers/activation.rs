@@ -11,6 +11,10 @@ impl Module for ReLU {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.relu()?)
     }
+
+    fn is_relu(&self) -> bool {
+        true
+    }
 }
 
 /// Merges every axis after the batch axis, as `torch.nn.Flatten()`.

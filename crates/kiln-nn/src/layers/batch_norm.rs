@@ -31,6 +31,23 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    fn normalize(&mut self, input: &Var, config: BatchNormConfig) -> Result<Var> {
+        let out = input.batch_norm2d(
+            Some(&self.weight),
+            Some(&self.bias),
+            &mut self.running_mean,
+            &mut self.running_var,
+            &config,
+            self.training,
+        )?;
+        if self.training {
+            self.num_batches_tracked += 1;
+        }
+        Ok(out)
+    }
+}
+
 impl Module for BatchNorm2d {
     fn describe(&self) -> String {
         let channels = self.weight.value().shape()[0];
@@ -38,18 +55,11 @@ impl Module for BatchNorm2d {
     }
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
-        let out = input.batch_norm2d(
-            Some(&self.weight),
-            Some(&self.bias),
-            &mut self.running_mean,
-            &mut self.running_var,
-            &self.config,
-            self.training,
-        )?;
-        if self.training {
-            self.num_batches_tracked += 1;
-        }
-        Ok(out)
+        self.normalize(input, self.config)
+    }
+
+    fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
+        Some(self.normalize(input, BatchNormConfig { relu: true, ..self.config }))
     }
 
     fn parameters(&self) -> Vec<(String, Var)> {

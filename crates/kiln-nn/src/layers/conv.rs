@@ -74,6 +74,10 @@ impl Module for Conv2d {
         Ok(input.conv2d(&self.weight, self.bias.as_ref(), &self.geometry)?)
     }
 
+    fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
+        Some(input.conv2d_relu(&self.weight, self.bias.as_ref(), &self.geometry).map_err(Into::into))
+    }
+
     fn parameters(&self) -> Vec<(String, Var)> {
         std::iter::once(("weight".to_string(), self.weight.clone()))
             .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))

@@ -43,6 +43,10 @@ impl Module for Linear {
         Ok(input.linear(&self.weight, self.bias.as_ref())?)
     }
 
+    fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
+        Some(input.linear_relu(&self.weight, self.bias.as_ref()).map_err(Into::into))
+    }
+
     fn parameters(&self) -> Vec<(String, Var)> {
         std::iter::once(("weight".to_string(), self.weight.clone()))
             .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))

@@ -1,11 +1,17 @@
-//! Batch normalisation over the channels of NCHW tensors, as PyTorch's BatchNorm2d.
+//! Batch normalisation over the channels of NCHW tensors, as PyTorch's BatchNorm2d, with
+//! the ReLU that often follows it optionally applied in the same pass.
 //!
-//! On the GPU it is composed from the tensor ops, whose reductions are deterministic. On
-//! the CPU, where every composed op would be a pass over memory and an allocation, it runs
-//! as a few fused passes per channel (statistics summed in f64 in a fixed order, so also
-//! deterministic); that fused version is the reference the GPU's is tested against.
+//! Both devices run it fused: on the GPU the training forward is two launches (per-channel
+//! statistics by one workgroup per channel, then the normalisation) and so is the backward
+//! (per-channel sums, then the input gradient), reduced in a fixed order; on the CPU a few
+//! passes per channel with f64 sums, also deterministic. The CPU version is the reference.
 
 use rayon::prelude::*;
+
+use kiln_wgsl::kernels::batch_norm::{
+    Affine, BackwardInputs, ChannelShape, Scale, batch_norm_backward_input, batch_norm_backward_sums,
+    batch_norm_normalize, batch_norm_stats,
+};
 
 use super::rows_per_task;
 use crate::{DType, Device, Result, Tensor, TensorError};
@@ -17,12 +23,20 @@ pub struct BatchNormSaved {
     pub mean: Tensor,
     /// Per-channel 1/√(biased variance + eps), `[C]`.
     pub invstd: Tensor,
+    /// The forward output, when a ReLU was fused into it ([`BatchNormConfig::relu`]): the
+    /// backward passes the gradient only where it is positive, as ReLU's backward does.
+    pub relu_output: Option<Tensor>,
 }
 
 impl BatchNormSaved {
     /// What evaluation mode normalises with: the running mean and 1/√(running var + eps).
+    /// No `relu_output`: the caller, who has the output, sets it when the config fuses a ReLU.
     pub fn from_running(running_mean: &Tensor, running_var: &Tensor, config: &BatchNormConfig) -> Result<Self> {
-        Ok(Self { mean: running_mean.clone(), invstd: running_var.add_scalar(config.eps)?.sqrt()?.recip()? })
+        Ok(Self {
+            mean: running_mean.clone(),
+            invstd: running_var.add_scalar(config.eps)?.sqrt()?.recip()?,
+            relu_output: None,
+        })
     }
 }
 
@@ -36,31 +50,31 @@ pub struct BatchNormGrads {
     pub bias: Option<Tensor>,
 }
 
-/// Batch norm's momentum (for the running statistics) and eps, PyTorch's defaults.
+/// Batch norm's momentum (for the running statistics) and eps, PyTorch's defaults; and
+/// whether a ReLU follows in the same pass (`BatchNorm2d` then `ReLU`, one kernel).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormConfig {
     pub momentum: f32,
     pub eps: f32,
+    pub relu: bool,
 }
 
 impl Default for BatchNormConfig {
     fn default() -> Self {
-        Self { momentum: 0.1, eps: 1e-5 }
+        Self { momentum: 0.1, eps: 1e-5, relu: false }
     }
 }
 
+/// The GPU kernels' view of an NCHW tensor.
+fn channel_shape(t: &Tensor) -> ChannelShape {
+    ChannelShape { batch: t.shape[0], channels: t.shape[1], plane: t.shape[2] * t.shape[3] }
+}
+
+fn buffer(t: Option<&Tensor>) -> Option<&kiln_wgsl::GpuBuffer> {
+    t.map(Tensor::gpu_buffer)
+}
+
 impl Tensor {
-    /// A `[C]` tensor as `[1, C, 1, 1]`, to broadcast over NCHW.
-    fn per_channel(&self) -> Result<Tensor> {
-        self.reshape(&[1, self.len(), 1, 1])
-    }
-
-    /// Σ over N, H and W of an NCHW tensor: `[C]`.
-    fn sum_per_channel(&self) -> Result<Tensor> {
-        let [n, c, h, w] = self.shape[..] else { unreachable!("checked to be NCHW") };
-        self.reshape(&[n, c, h * w])?.sum(2, false)?.sum(0, false)
-    }
-
     fn check_batch_norm(&self, op: &'static str, per_channel: &[Option<&Tensor>]) -> Result<usize> {
         self.expect_dtype(op, DType::F32)?;
         let &[_, channels, _, _] = &self.shape[..] else {
@@ -104,19 +118,22 @@ impl Tensor {
                 why: format!("training needs more than one value per channel, got shape {:?}", self.shape),
             });
         }
-        if self.device == Device::Cpu {
+        let Device::Gpu(ctx) = &self.device else {
             return Ok(self.cpu_batch_norm_train(weight, bias, running_mean, running_var, config));
-        }
-        let mean = self.sum_per_channel()?.div_scalar(count)?;
-        let centered = self.sub(&mean.per_channel()?)?;
-        let var = centered.square()?.sum_per_channel()?.div_scalar(count)?;
-        let invstd = var.add_scalar(config.eps)?.sqrt()?.recip()?;
-        let output = affine(centered.mul(&invstd.per_channel()?)?, weight, bias)?;
-        let m = config.momentum;
-        *running_mean = running_mean.mul_scalar(1.0 - m)?.add(&mean.mul_scalar(m)?)?;
-        let unbiased = var.mul_scalar(count / (count - 1.0))?;
-        *running_var = running_var.mul_scalar(1.0 - m)?.add(&unbiased.mul_scalar(m)?)?;
-        Ok((output, BatchNormSaved { mean, invstd }))
+        };
+        // The running statistics are updated in place: other handles keep their values.
+        running_mean.unshare()?;
+        running_var.unshare()?;
+        let shape = channel_shape(self);
+        let running = (running_mean.gpu_buffer(), running_var.gpu_buffer());
+        let (mean, invstd) = batch_norm_stats(ctx, self.gpu_buffer(), &shape, running, config.eps, config.momentum)?;
+        let affine = Affine { weight: buffer(weight), bias: buffer(bias) };
+        let out =
+            batch_norm_normalize(ctx, self.gpu_buffer(), &shape, &mean, Scale::Invstd(&invstd), affine, config.relu)?;
+        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32, &self.device);
+        let output = Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device);
+        let relu_output = config.relu.then(|| output.clone());
+        Ok((output, BatchNormSaved { mean: per_channel(mean), invstd: per_channel(invstd), relu_output }))
     }
 
     /// Evaluation-mode batch norm: normalises with the running statistics.
@@ -129,11 +146,23 @@ impl Tensor {
         config: &BatchNormConfig,
     ) -> Result<Tensor> {
         self.check_batch_norm("batch_norm2d_eval", &[weight, bias, Some(running_mean), Some(running_var)])?;
-        let saved = BatchNormSaved::from_running(running_mean, running_var, config)?;
-        if self.device == Device::Cpu {
-            return Ok(self.cpu_normalize(&saved, weight, bias));
-        }
-        affine(self.sub(&saved.mean.per_channel()?)?.mul(&saved.invstd.per_channel()?)?, weight, bias)
+        let Device::Gpu(ctx) = &self.device else {
+            let saved = BatchNormSaved::from_running(running_mean, running_var, config)?;
+            return Ok(self.cpu_normalize(&saved, weight, bias, config.relu));
+        };
+        let scale = Scale::Variance(running_var.gpu_buffer(), config.eps);
+        let affine = Affine { weight: buffer(weight), bias: buffer(bias) };
+        let shape = channel_shape(self);
+        let out = batch_norm_normalize(
+            ctx,
+            self.gpu_buffer(),
+            &shape,
+            running_mean.gpu_buffer(),
+            scale,
+            affine,
+            config.relu,
+        )?;
+        Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
     }
 
     /// The gradients of a batch norm from this output gradient: `input` is the forward
@@ -158,41 +187,43 @@ impl Tensor {
                 why: "the gradient must have the input's shape",
             });
         }
-        if self.device == Device::Cpu {
-            return Ok(self.cpu_batch_norm_backward(input, weight, has_bias, saved, training));
+        if let Some(output) = &saved.relu_output {
+            self.expect_same_device(OP, output)?;
+            if output.shape != input.shape {
+                return Err(TensorError::ShapeMismatch {
+                    op: OP,
+                    lhs: output.shape.clone(),
+                    rhs: input.shape.clone(),
+                    why: "the saved ReLU output must have the input's shape",
+                });
+            }
         }
-        let count = (input.len() / input.shape[1]) as f32;
-        let invstd = saved.invstd.per_channel()?;
-        let normalized = input.sub(&saved.mean.per_channel()?)?.mul(&invstd)?;
-        let bias_grad = self.sum_per_channel()?;
-        let weight_grad = self.mul(&normalized)?.sum_per_channel()?;
-        let scale = match weight {
-            Some(w) => invstd.mul(&w.per_channel()?)?,
-            None => invstd,
+        let Device::Gpu(ctx) = &self.device else {
+            return Ok(self.cpu_batch_norm_backward(input, weight, has_bias, saved, training));
         };
-        let input_grad = if training {
-            // (γ·invstd / m) · (m·dy − Σdy − x̂·Σ(dy·x̂))
-            let correction = normalized.mul(&weight_grad.per_channel()?)?.add(&bias_grad.per_channel()?)?;
-            self.mul_scalar(count)?.sub(&correction)?.mul(&scale)?.div_scalar(count)?
-        } else {
-            self.mul(&scale)?
+        let shape = channel_shape(input);
+        let inputs = BackwardInputs {
+            x: input.gpu_buffer(),
+            mean: saved.mean.gpu_buffer(),
+            invstd: saved.invstd.gpu_buffer(),
+            relu_output: buffer(saved.relu_output.as_ref()),
         };
+        let (sum_dy, sum_dot) = batch_norm_backward_sums(ctx, self.gpu_buffer(), &inputs, &shape)?;
+        let dx = batch_norm_backward_input(
+            ctx,
+            self.gpu_buffer(),
+            &inputs,
+            buffer(weight),
+            (&sum_dy, &sum_dot),
+            &shape,
+            training,
+        )?;
+        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32, &self.device);
         Ok(BatchNormGrads {
-            input: input_grad,
-            weight: weight.map(|_| weight_grad),
-            bias: has_bias.then_some(bias_grad),
+            input: Tensor::gpu(dx, input.shape.clone(), DType::F32, &self.device),
+            weight: weight.map(|_| per_channel(sum_dot)),
+            bias: has_bias.then(|| per_channel(sum_dy)),
         })
-    }
-}
-
-fn affine(normalized: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
-    let scaled = match weight {
-        Some(w) => normalized.mul(&w.per_channel()?)?,
-        None => normalized,
-    };
-    match bias {
-        Some(b) => scaled.add(&b.per_channel()?),
-        None => Ok(scaled),
     }
 }
 
@@ -211,8 +242,9 @@ impl Tensor {
         (self.shape[1], self.shape[2] * self.shape[3])
     }
 
-    /// `(x − center[c])·scale[c] + shift[c]` over every plane, in parallel.
-    fn cpu_per_channel_affine(&self, center: &[f32], scale: &[f32], shift: &[f32]) -> Tensor {
+    /// `(x − center[c])·scale[c] + shift[c]` over every plane, in parallel; then max(·, 0)
+    /// when `relu`.
+    fn cpu_per_channel_affine(&self, center: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Tensor {
         let (channels, plane) = self.nchw();
         let mut out = vec![0.0f32; self.len()];
         out.par_chunks_mut(plane)
@@ -225,17 +257,26 @@ impl Tensor {
                 for (o, &x) in out.iter_mut().zip(x) {
                     *o = (x - center) * scale + shift;
                 }
+                if relu {
+                    out.iter_mut().for_each(|o| *o = o.max(0.0));
+                }
             });
         Tensor::cpu_f32(out, self.shape.clone())
     }
 
-    /// (x − mean)·invstd·γ + β with saved statistics, as one pass.
-    fn cpu_normalize(&self, saved: &BatchNormSaved, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Tensor {
+    /// (x − mean)·invstd·γ + β with saved statistics, as one pass (and the ReLU, when `relu`).
+    fn cpu_normalize(
+        &self,
+        saved: &BatchNormSaved,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        relu: bool,
+    ) -> Tensor {
         let channels = self.shape[1];
         let (gamma, beta) = (per_channel_values(weight, channels, 1.0), per_channel_values(bias, channels, 0.0));
         let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
         let scale: Vec<f32> = (0..channels).map(|c| invstd[c] * gamma[c]).collect();
-        self.cpu_per_channel_affine(mean, &scale, &beta)
+        self.cpu_per_channel_affine(mean, &scale, &beta, relu)
     }
 
     fn cpu_batch_norm_train(
@@ -264,11 +305,13 @@ impl Tensor {
         let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
         let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
         let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + config.eps).sqrt()).collect();
-        let saved = BatchNormSaved {
+        let mut saved = BatchNormSaved {
             mean: Tensor::cpu_f32(mean.clone(), vec![channels]),
             invstd: Tensor::cpu_f32(invstd, vec![channels]),
+            relu_output: None,
         };
-        let output = self.cpu_normalize(&saved, weight, bias);
+        let output = self.cpu_normalize(&saved, weight, bias, config.relu);
+        saved.relu_output = config.relu.then(|| output.clone());
         let (m, unbias) = (config.momentum, (count / (count - 1.0)) as f32);
         let blend = |running: &Tensor, batch: &[f32]| {
             let values = running.cpu_values().iter().zip(batch).map(|(r, b)| r * (1.0 - m) + b * m).collect();
@@ -288,7 +331,13 @@ impl Tensor {
         training: bool,
     ) -> BatchNormGrads {
         let (channels, plane) = input.nchw();
-        let (dy, x) = (self.cpu_values(), input.cpu_values());
+        // Through a fused ReLU, the gradient passes only where its output was positive.
+        let masked = saved.relu_output.as_ref().map(|output| {
+            let values = self.cpu_values().iter().zip(output.cpu_values());
+            Tensor::cpu_f32(values.map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }).collect(), self.shape.clone())
+        });
+        let grad_tensor = masked.as_ref().unwrap_or(self);
+        let (dy, x) = (grad_tensor.cpu_values(), input.cpu_values());
         let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
         // Σdy and Σdy·x̂ per channel.
         let sums: Vec<(f32, f32)> = (0..channels)
@@ -327,7 +376,7 @@ impl Tensor {
         } else {
             let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * invstd[c]).collect();
             let zeros = vec![0.0; channels];
-            self.cpu_per_channel_affine(&zeros, &scale, &zeros)
+            grad_tensor.cpu_per_channel_affine(&zeros, &scale, &zeros, false)
         };
         let column = |pick: fn(&(f32, f32)) -> f32| Tensor::cpu_f32(sums.iter().map(pick).collect(), vec![channels]);
         BatchNormGrads {

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use kiln_wgsl::GpuContext;
 use kiln_wgsl::kernels::conv::{ConvShape, col2im, conv2d_direct, im2col};
+use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 use rayon::prelude::*;
 
 use super::matmul::{gemm_accumulate, single_product, sum_over_batch};
@@ -256,17 +257,46 @@ impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch) of `[N, C, H, W]` with a weight
     /// `[O, C, KH, KW]` and an optional bias `[O]`: `[N, O, OH, OW]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d) -> Result<Tensor> {
-        const OP: &str = "conv2d";
-        let s = geometry(OP, self, weight, conv)?;
+        Ok(self.conv2d_then("conv2d", weight, bias, conv, false)?.0)
+    }
+
+    /// max(conv2d(x), 0): a convolution and the ReLU after it; on the GPU the bias and the
+    /// ReLU are applied as the product is stored.
+    pub fn conv2d_relu(&self, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d) -> Result<Tensor> {
+        Ok(self.conv2d_then("conv2d_relu", weight, bias, conv, true)?.0)
+    }
+
+    /// [`Tensor::conv2d`] (or, with `relu`, [`Tensor::conv2d_relu`]) and the input's column
+    /// matrix when the GPU built one (its im2col path): the weight gradient reuses it
+    /// ([`Tensor::conv2d_backward_reusing`]) instead of building it again.
+    pub fn conv2d_keeping_columns(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        conv: &Conv2d,
+        relu: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.conv2d_then("conv2d", weight, bias, conv, relu)
+    }
+
+    fn conv2d_then(
+        &self,
+        op: &'static str,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        conv: &Conv2d,
+        relu: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let s = geometry(op, self, weight, conv)?;
         let out_channels = weight.shape[0];
         let [oh, ow] = s.output().expect("checked");
         let out_shape = [s.batch, out_channels, oh, ow];
         if let Some(bias) = bias {
-            bias.expect_dtype(OP, DType::F32)?;
-            self.expect_same_device(OP, bias)?;
+            bias.expect_dtype(op, DType::F32)?;
+            self.expect_same_device(op, bias)?;
             if bias.shape != [out_channels] {
                 return Err(TensorError::ShapeMismatch {
-                    op: OP,
+                    op,
                     lhs: weight.shape.clone(),
                     rhs: bias.shape.clone(),
                     why: "the bias needs one value per output channel",
@@ -276,22 +306,26 @@ impl Tensor {
         let ctx = match &self.device {
             Device::Cpu => {
                 let bias = bias.map(Tensor::cpu_values);
-                let out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, &s, out_channels);
-                return Ok(Tensor::cpu_f32(out, out_shape.to_vec()));
+                let mut out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, &s, out_channels);
+                if relu {
+                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                return Ok((Tensor::cpu_f32(out, out_shape.to_vec()), None));
             }
             Device::Gpu(ctx) if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => {
                 let bias = bias.map(Tensor::gpu_buffer);
-                let out = conv2d_direct(ctx, self.gpu_buffer(), weight.gpu_buffer(), bias, &s, out_channels)?;
-                return Ok(Tensor::gpu(out, out_shape.to_vec(), DType::F32, &self.device));
+                let out = conv2d_direct(ctx, self.gpu_buffer(), weight.gpu_buffer(), bias, &s, out_channels, relu)?;
+                return Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32, &self.device), None));
             }
             Device::Gpu(ctx) => ctx,
         };
+        // The weight [O, C·KH·KW] times each image's columns, bias and ReLU as it is stored.
         let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
-        let mut out = kernel.matmul(&self.gpu_im2col(ctx, &s)?)?;
-        if let Some(bias) = bias {
-            out = out.add(&bias.reshape(&[out_channels, 1])?)?;
-        }
-        out.reshape(&out_shape)
+        let columns = self.gpu_im2col(ctx, &s)?;
+        let (shape, _) = kernel.matmul_shape(op, &columns, false, false)?;
+        let epilogue = Epilogue { bias: bias.map(|b| (b.gpu_buffer(), BiasAxis::Row)), relu };
+        let out = matmul_with(ctx, kernel.gpu_buffer(), columns.gpu_buffer(), shape, epilogue)?;
+        Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32, &self.device), Some(columns)))
     }
 
     /// The gradients of `conv2d(input, weight, bias)` from this output gradient
@@ -303,21 +337,8 @@ impl Tensor {
         conv: &Conv2d,
         with_bias: bool,
     ) -> Result<Conv2dGrads> {
-        let (weight_grad, bias) = self.conv2d_parameter_backward(input, weight, conv, with_bias)?;
-        let s = geometry("conv2d_backward", input, weight, conv)?;
-        let (out_channels, [oh, ow]) = (weight.shape[0], s.output().expect("checked"));
-        let input_grad = match &self.device {
-            Device::Cpu => {
-                let x = cpu_conv2d_input_grad(self.cpu_values(), weight.cpu_values(), &s, out_channels);
-                Tensor::cpu_f32(x, input.shape.clone())
-            }
-            Device::Gpu(ctx) => {
-                let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
-                let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
-                kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?
-            }
-        };
-        Ok(Conv2dGrads { input: input_grad, weight: weight_grad, bias })
+        let (input_grad, weight, bias) = self.conv2d_backward_reusing(input, weight, conv, with_bias, None, true)?;
+        Ok(Conv2dGrads { input: input_grad.expect("asked for"), weight, bias })
     }
 
     /// The weight and (when `with_bias`) bias gradients of `conv2d` alone: what a first
@@ -329,6 +350,23 @@ impl Tensor {
         conv: &Conv2d,
         with_bias: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let (_, weight, bias) = self.conv2d_backward_reusing(input, weight, conv, with_bias, None, false)?;
+        Ok((weight, bias))
+    }
+
+    /// The gradients of a convolution — the input's only when `input_grad` — from this
+    /// output gradient, with the input's column matrix from the forward pass
+    /// ([`Tensor::conv2d_keeping_columns`]) when there is one, so the GPU need not build it
+    /// again for the weight gradient.
+    pub fn conv2d_backward_reusing(
+        &self,
+        input: &Tensor,
+        weight: &Tensor,
+        conv: &Conv2d,
+        with_bias: bool,
+        columns: Option<&Tensor>,
+        input_grad: bool,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         const OP: &str = "conv2d_backward";
         let s = geometry(OP, input, weight, conv)?;
         self.expect_dtype(OP, DType::F32)?;
@@ -343,15 +381,43 @@ impl Tensor {
                 why: "the gradient must have the convolution output's shape",
             });
         }
+        let want_columns = [s.batch, s.patch_len(), oh * ow];
+        if let Some(columns) = columns
+            && columns.shape != want_columns
+        {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                lhs: columns.shape.clone(),
+                rhs: want_columns.to_vec(),
+                why: "the saved column matrix must be the input's",
+            });
+        }
         let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
-        let weight_grad = match &self.device {
+        let (weight_grad, input_grad) = match &self.device {
             Device::Cpu => {
                 let w = cpu_conv2d_weight_grad(self.cpu_values(), input.cpu_values(), &s, out_channels);
-                Tensor::cpu_f32(w, weight.shape.clone())
+                let x = input_grad.then(|| {
+                    let x = cpu_conv2d_input_grad(self.cpu_values(), weight.cpu_values(), &s, out_channels);
+                    Tensor::cpu_f32(x, input.shape.clone())
+                });
+                (Tensor::cpu_f32(w, weight.shape.clone()), x)
             }
-            Device::Gpu(ctx) => grad.matmul_t_sum(&input.gpu_im2col(ctx, &s)?, false, true)?.reshape(&weight.shape)?,
+            Device::Gpu(ctx) => {
+                let built;
+                let columns = match columns {
+                    Some(columns) => columns,
+                    None => {
+                        built = input.gpu_im2col(ctx, &s)?;
+                        &built
+                    }
+                };
+                let w = grad.matmul_t_sum(columns, false, true)?.reshape(&weight.shape)?;
+                let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
+                let x = if input_grad { Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?) } else { None };
+                (w, x)
+            }
         };
-        let bias = if with_bias { Some(grad.sum(2, false)?.sum(0, false)?) } else { None };
-        Ok((weight_grad, bias))
+        let bias = if with_bias { Some(self.sum_per_channel()?) } else { None };
+        Ok((input_grad, weight_grad, bias))
     }
 }

@@ -1,12 +1,12 @@
 //! Elementwise maps: unary, tensor–scalar, and broadcasting tensor–tensor.
 
 use kiln_wgsl::kernels::binary::{BinaryOp, binary};
-use kiln_wgsl::kernels::unary::{UnaryOp, unary};
+use kiln_wgsl::kernels::unary::{UnaryOp, accumulate, unary};
 use rayon::prelude::*;
 
 use super::rows_per_task;
 use crate::shape::{broadcast_shapes, broadcast_strides};
-use crate::{DType, Device, Result, Tensor};
+use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Elementwise work on fewer elements stays on one thread; past this it is split across
 /// cores (measured on the ASL CNN's conv + bias shapes with benches/layers.rs).
@@ -247,5 +247,31 @@ impl Tensor {
     /// input `input` was positive, else 0.
     pub fn relu_backward(&self, input: &Tensor) -> Result<Tensor> {
         self.zip_with("relu_backward", BinaryOp::ReluBackward, input)
+    }
+
+    /// self += scale · other, in place, for tensors of one shape: a running sum (an epoch's
+    /// loss) in one launch. Other handles to this tensor's data keep the old values.
+    pub fn accumulate(&mut self, other: &Tensor, scale: f32) -> Result<()> {
+        const OP: &str = "accumulate";
+        self.expect_dtype(OP, DType::F32)?;
+        other.expect_dtype(OP, DType::F32)?;
+        self.expect_same_device(OP, other)?;
+        if self.shape != other.shape {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                lhs: self.shape.clone(),
+                rhs: other.shape.clone(),
+                why: "a running sum takes tensors of its own shape",
+            });
+        }
+        self.unshare()?;
+        match &self.device {
+            Device::Gpu(ctx) => Ok(accumulate(ctx, self.gpu_buffer(), other.gpu_buffer(), self.len(), scale)?),
+            Device::Cpu => {
+                let values = other.cpu_values().to_vec();
+                self.cpu_values_mut().iter_mut().zip(values).for_each(|(s, v)| *s += scale * v);
+                Ok(())
+            }
+        }
     }
 }

@@ -1,6 +1,9 @@
-//! The fully connected layer's forward and backward passes, from matmul and sums.
+//! The fully connected layer's forward and backward passes, from matmul and sums. On the GPU
+//! the bias (and a ReLU after the layer) is applied as the product is stored.
 
-use crate::{DType, Result, Tensor, TensorError};
+use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
+
+use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// The gradients of `linear(input, weight, bias)`.
 #[derive(Clone, Debug)]
@@ -29,18 +32,40 @@ impl Tensor {
     /// x · Wᵀ + b for input `[batch, in]`, weight `[out, in]` (PyTorch's layout) and an
     /// optional bias `[out]`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        check("linear", self, weight)?;
-        let out = self.matmul_t(weight, false, true)?;
-        match bias {
-            Some(b) if b.shape == [weight.shape[0]] => out.add(b),
-            Some(b) => Err(TensorError::ShapeMismatch {
-                op: "linear",
-                lhs: weight.shape.clone(),
-                rhs: b.shape.clone(),
-                why: "the bias needs one value per output",
-            }),
-            None => Ok(out),
+        self.linear_then("linear", weight, bias, false)
+    }
+
+    /// max(x · Wᵀ + b, 0): a linear layer and the ReLU after it, one launch on the GPU.
+    pub fn linear_relu(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_then("linear_relu", weight, bias, true)
+    }
+
+    fn linear_then(&self, op: &'static str, weight: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        check(op, self, weight)?;
+        if let Some(b) = bias {
+            b.expect_dtype(op, DType::F32)?;
+            self.expect_same_device(op, b)?;
+            if b.shape != [weight.shape[0]] {
+                return Err(TensorError::ShapeMismatch {
+                    op,
+                    lhs: weight.shape.clone(),
+                    rhs: b.shape.clone(),
+                    why: "the bias needs one value per output",
+                });
+            }
         }
+        let Device::Gpu(ctx) = &self.device else {
+            let out = self.matmul_t(weight, false, true)?;
+            let out = match bias {
+                Some(b) => out.add(b)?,
+                None => out,
+            };
+            return if relu { out.relu() } else { Ok(out) };
+        };
+        let (shape, _) = self.matmul_shape(op, weight, false, true)?;
+        let epilogue = Epilogue { bias: bias.map(|b| (b.gpu_buffer(), BiasAxis::Column)), relu };
+        let out = matmul_with(ctx, self.gpu_buffer(), weight.gpu_buffer(), shape, epilogue)?;
+        Ok(Tensor::gpu(out, vec![self.shape[0], weight.shape[0]], DType::F32, &self.device))
     }
 
     /// The gradients of `linear` from this output gradient `[batch, out]`.
@@ -58,7 +83,7 @@ impl Tensor {
         Ok(LinearGrads {
             input: self.matmul(weight)?,
             weight: self.matmul_t(input, true, false)?,
-            bias: if with_bias { Some(self.sum(0, false)?) } else { None },
+            bias: if with_bias { Some(self.sum_per_channel()?) } else { None },
         })
     }
 }

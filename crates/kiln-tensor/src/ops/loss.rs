@@ -1,6 +1,6 @@
 //! The fused softmax cross-entropy and the correct-prediction count.
 
-use kiln_wgsl::kernels::classification::{count_correct, cross_entropy_rows};
+use kiln_wgsl::kernels::classification::{count_correct, count_correct_into, cross_entropy_rows, cross_entropy_total};
 
 use crate::tensor::Data;
 use crate::{DType, Device, Result, Tensor, TensorError};
@@ -117,37 +117,24 @@ impl Tensor {
                 Ok((Tensor::cpu_f32(vec![total * scale], vec![]), grad))
             }
             Device::Gpu(ctx) => {
-                let parts = cross_entropy_rows(
-                    ctx,
-                    self.gpu_buffer(),
-                    labels.gpu_buffer(),
-                    weight.map(Tensor::gpu_buffer),
-                    rows,
-                    classes,
-                    with_grad,
-                )?;
-                let row_tensor = |buffer| Tensor::gpu(buffer, vec![rows], DType::F32, &self.device);
-                let total = row_tensor(parts.loss).sum_all()?;
-                // For the mean: one scale, 1 / Σ w[y], applied to the loss and the gradient.
-                let scale = match reduction {
-                    Reduction::Mean => Some(row_tensor(parts.weight).sum_all()?.recip()?),
-                    Reduction::Sum => None,
-                };
-                let loss = match &scale {
-                    Some(scale) => total.mul(scale)?,
-                    None => total,
-                };
-                let grad = match parts.grad {
+                // Without class weights the mean's 1/Σw[y] is 1/rows, known now: the rows
+                // kernel scales the gradient itself. (A bad label fails the pass anyway.)
+                let mean = reduction == Reduction::Mean;
+                let grad_scale = if mean && weight.is_none() { 1.0 / rows as f32 } else { 1.0 };
+                let (logits, labels, class_weight) =
+                    (self.gpu_buffer(), labels.gpu_buffer(), weight.map(Tensor::gpu_buffer));
+                let terms =
+                    cross_entropy_rows(ctx, logits, labels, class_weight, rows, classes, with_grad, grad_scale)?;
+                let (loss, scale) = cross_entropy_total(ctx, &terms, rows, mean)?;
+                let scalar = |buffer| Tensor::gpu(buffer, vec![], DType::F32, &self.device);
+                let grad = match terms.grad {
                     Some(buffer) => {
                         let grad = Tensor::gpu(buffer, self.shape.clone(), DType::F32, &self.device);
-                        Some(match &scale {
-                            Some(scale) => grad.mul(scale)?,
-                            None => grad,
-                        })
+                        Some(if mean && weight.is_some() { grad.mul(&scalar(scale))? } else { grad })
                     }
                     None => None,
                 };
-                Ok((loss, grad))
+                Ok((scalar(loss), grad))
             }
         }
     }
@@ -174,6 +161,32 @@ impl Tensor {
             Device::Gpu(ctx) => {
                 let out = count_correct(ctx, self.gpu_buffer(), labels.gpu_buffer(), rows, classes)?;
                 Ok(Tensor::gpu(out, vec![], DType::F32, &self.device))
+            }
+        }
+    }
+
+    /// Adds [`Tensor::count_correct`] to `total` (a rank-0 f32 running count) in place: one
+    /// launch on the GPU instead of a count and an addition.
+    pub fn count_correct_into(&self, labels: &Tensor, total: &mut Tensor) -> Result<()> {
+        const OP: &str = "count_correct_into";
+        total.expect_dtype(OP, DType::F32)?;
+        self.expect_same_device(OP, total)?;
+        if total.len() != 1 {
+            return Err(TensorError::InvalidArgument {
+                op: OP,
+                why: format!("the running count must hold one value, got shape {:?}", total.shape),
+            });
+        }
+        total.unshare()?;
+        match &self.device {
+            Device::Gpu(ctx) => {
+                let (rows, classes) = check_operands(self, labels, None, OP)?;
+                Ok(count_correct_into(ctx, self.gpu_buffer(), labels.gpu_buffer(), rows, classes, total.gpu_buffer())?)
+            }
+            Device::Cpu => {
+                let hits = self.count_correct(labels)?.cpu_values()[0];
+                total.cpu_values_mut()[0] += hits;
+                Ok(())
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Matrix products, batched over leading dimensions.
 
-use kiln_wgsl::kernels::matmul::{MatmulShape, matmul};
+use kiln_wgsl::kernels::matmul::{MatmulShape, matmul, matmul_sum};
 use rayon::prelude::*;
 
 use crate::{DType, Device, Result, Tensor, TensorError};
@@ -38,15 +38,16 @@ impl Tensor {
                 cpu_matmul_sum(self.cpu_values(), other.cpu_values(), shape),
                 vec![shape.m, shape.n],
             )),
-            Device::Gpu(_) => {
-                self.matmul_t(other, trans_self, trans_other)?.reshape(&[shape.batch, shape.m, shape.n])?.sum(0, false)
+            Device::Gpu(ctx) => {
+                let out = matmul_sum(ctx, self.gpu_buffer(), other.gpu_buffer(), shape)?;
+                Ok(Tensor::gpu(out, vec![shape.m, shape.n], DType::F32, &self.device))
             }
         }
     }
 
     /// The kernel-level problem of `self · other` (each maybe transposed) and the batch axes
     /// of the result, after checking the operands fit.
-    fn matmul_shape(
+    pub(crate) fn matmul_shape(
         &self,
         op: &'static str,
         other: &Tensor,

@@ -21,7 +21,7 @@ pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
 pub use conv::{Conv2d, Conv2dGrads};
 pub use linear::LinearGrads;
 pub use loss::Reduction;
-pub use optimizer::{AdamConfig, SgdConfig};
+pub use optimizer::{AdamConfig, AdamParameter, SgdConfig, SgdParameter, adam_steps, sgd_steps};
 pub use pool::Pool2d;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};

@@ -1,5 +1,6 @@
 //! Reductions over one axis, and over everything.
 
+use kiln_wgsl::kernels::channel_sums::{channel_sums, relu_backward_channel_sums};
 use kiln_wgsl::kernels::reduce::{ReduceOp, reduce};
 use ndarray::{Axis, Ix3};
 
@@ -71,6 +72,63 @@ impl Tensor {
     /// Index of the first maximum along `axis`, as an `I32` tensor.
     pub fn argmax(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
         self.reduce_axis("argmax", ReduceOp::Argmax, axis, keepdim)
+    }
+
+    /// `[N, C, …]` as the per-channel kernels see it: `[N, C, the rest]`.
+    fn channel_view(&self, op: &'static str) -> Result<[usize; 3]> {
+        self.expect_dtype(op, DType::F32)?;
+        if self.rank() < 2 {
+            return Err(TensorError::InvalidArgument {
+                op,
+                why: format!("needs a [N, C, ...] tensor, got {:?}", self.shape),
+            });
+        }
+        Ok([self.shape[0], self.shape[1], self.shape[2..].iter().product()])
+    }
+
+    /// Σ over every axis but axis 1 of `[N, C, …]`: `[C]`, the bias gradient of a linear
+    /// layer (`[batch, out]`) or a convolution (`[N, O, OH, OW]`). One launch on the GPU.
+    pub fn sum_per_channel(&self) -> Result<Tensor> {
+        let view = self.channel_view("sum_per_channel")?;
+        match &self.device {
+            Device::Cpu => self.reshape(&view)?.sum(2, false)?.sum(0, false),
+            Device::Gpu(ctx) => {
+                let sums = channel_sums(ctx, self.gpu_buffer(), view)?;
+                Ok(Tensor::gpu(sums, vec![view[1]], DType::F32, &self.device))
+            }
+        }
+    }
+
+    /// This gradient through a ReLU whose output was `output` (zero where the output is
+    /// not positive), and that gradient's [`Tensor::sum_per_channel`]: the backward of a
+    /// layer and the ReLU after it, in one launch on the GPU.
+    pub fn relu_backward_sum_per_channel(&self, output: &Tensor) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "relu_backward_sum_per_channel";
+        let view = self.channel_view(OP)?;
+        output.expect_dtype(OP, DType::F32)?;
+        self.expect_same_device(OP, output)?;
+        if output.shape != self.shape {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                lhs: self.shape.clone(),
+                rhs: output.shape.clone(),
+                why: "the gradient and the ReLU's output must have one shape",
+            });
+        }
+        match &self.device {
+            Device::Cpu => {
+                let masked = self.relu_backward(output)?;
+                let sums = masked.sum_per_channel()?;
+                Ok((masked, sums))
+            }
+            Device::Gpu(ctx) => {
+                let (masked, sums) = relu_backward_channel_sums(ctx, self.gpu_buffer(), output.gpu_buffer(), view)?;
+                Ok((
+                    Tensor::gpu(masked, self.shape.clone(), DType::F32, &self.device),
+                    Tensor::gpu(sums, vec![view[1]], DType::F32, &self.device),
+                ))
+            }
+        }
     }
 
     /// Sums a broadcast result back to `shape` (which must broadcast to this tensor's shape):

@@ -8,6 +8,24 @@ static FAMILY: KernelFamily = KernelFamily { name: "classification", source: inc
 struct Params {
     rows: u32,
     classes: u32,
+    grad_scale: f32,
+    _pad: u32,
+}
+
+impl Params {
+    fn new(rows: usize, classes: usize) -> Self {
+        Self { rows: rows as u32, classes: classes as u32, grad_scale: 1.0, _pad: 0 }
+    }
+}
+
+/// An entry of the family with its four flags (the module declares all four, so every
+/// pipeline of it sets them).
+fn spec(entry: &'static str, slots: &'static [Slot], [weight, grad, mean, accumulate]: [bool; 4]) -> KernelSpec {
+    KernelSpec::new(&FAMILY, entry, slots)
+        .constant("HAS_WEIGHT", weight)
+        .constant("WITH_GRAD", grad)
+        .constant("MEAN", mean)
+        .constant("ACCUMULATE", accumulate)
 }
 
 /// Per-row cross-entropy terms of `logits` `[rows, classes]` against i32 `labels`.
@@ -16,12 +34,13 @@ pub struct CrossEntropyRows {
     pub loss: GpuBuffer,
     /// `w[y]` per row: the mean reduction divides by their sum.
     pub weight: GpuBuffer,
-    /// `w[y] · (softmax(x) − one_hot(y))`, `[rows, classes]`, when asked for.
+    /// `w[y] · (softmax(x) − one_hot(y)) · grad_scale`, `[rows, classes]`, when asked for.
     pub grad: Option<GpuBuffer>,
 }
 
-/// The rows of a (class-weighted) cross-entropy. Labels outside [0, classes) are reported
-/// as a fault, which the next readback turns into an error.
+/// The rows of a (class-weighted) cross-entropy; the gradient times `grad_scale`. Labels
+/// outside [0, classes) are reported as a fault, which the next readback turns into an error.
+#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_rows(
     ctx: &GpuContext,
     logits: &GpuBuffer,
@@ -30,14 +49,14 @@ pub fn cross_entropy_rows(
     rows: usize,
     classes: usize,
     with_grad: bool,
+    grad_scale: f32,
 ) -> Result<CrossEntropyRows> {
     super::check_indexable("cross_entropy_rows", rows * classes, 1)?;
     let loss = ctx.alloc(rows as u64 * 4)?;
     let weight = ctx.alloc(rows as u64 * 4)?;
     // Unused bindings still need a buffer: the logits stand in.
     let grad = ctx.alloc(if with_grad { (rows * classes) as u64 * 4 } else { 4 })?;
-    let spec = KernelSpec::new(
-        &FAMILY,
+    let spec = spec(
         "cross_entropy_rows",
         &[
             Slot(1, Access::Read),
@@ -47,18 +66,50 @@ pub fn cross_entropy_rows(
             Slot(5, Access::ReadWrite),
             Slot(6, Access::ReadWrite),
         ],
+        [class_weight.is_some(), with_grad, false, false],
     )
-    .constant("HAS_WEIGHT", class_weight.is_some())
-    .constant("WITH_GRAD", with_grad)
     .reports_faults();
-    let params = Params { rows: rows as u32, classes: classes as u32 };
+    let params = Params { grad_scale, ..Params::new(rows, classes) };
     let buffers = [logits, labels, class_weight.unwrap_or(logits), &loss, &weight, &grad];
     ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(rows, 256)?)?;
     Ok(CrossEntropyRows { loss, weight, grad: with_grad.then_some(grad) })
 }
 
+/// The loss from the rows' terms — their sum, divided by the sum of their weights when
+/// `mean` — and that divisor's reciprocal (1 without `mean`): two one-element buffers.
+pub fn cross_entropy_total(
+    ctx: &GpuContext,
+    terms: &CrossEntropyRows,
+    rows: usize,
+    mean: bool,
+) -> Result<(GpuBuffer, GpuBuffer)> {
+    let (loss, scale) = (ctx.alloc(4)?, ctx.alloc(4)?);
+    let spec = spec(
+        "cross_entropy_total",
+        &[Slot(8, Access::Read), Slot(9, Access::Read), Slot(10, Access::ReadWrite), Slot(11, Access::ReadWrite)],
+        [false, false, mean, false],
+    );
+    let params = Params::new(rows, 0);
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[&terms.loss, &terms.weight, &loss, &scale], [1, 1, 1])?;
+    Ok((loss, scale))
+}
+
+fn launch_count(
+    ctx: &GpuContext,
+    (logits, labels): (&GpuBuffer, &GpuBuffer),
+    rows: usize,
+    classes: usize,
+    out: &GpuBuffer,
+    accumulate: bool,
+) -> Result<()> {
+    super::check_indexable("count_correct", rows * classes, 1)?;
+    let slots = &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(7, Access::ReadWrite)];
+    let spec = spec("count_correct", slots, [false, false, false, accumulate]);
+    ctx.launch(&spec, bytemuck::bytes_of(&Params::new(rows, classes)), &[logits, labels, out], [1, 1, 1])
+}
+
 /// How many rows of `logits` have their first maximum at the label, as a one-element f32
-/// buffer (exact up to 2²⁴ rows per call).
+/// buffer (exact up to 2²⁴ rows in all).
 pub fn count_correct(
     ctx: &GpuContext,
     logits: &GpuBuffer,
@@ -66,18 +117,21 @@ pub fn count_correct(
     rows: usize,
     classes: usize,
 ) -> Result<GpuBuffer> {
-    super::check_indexable("count_correct", rows * classes, 1)?;
     let out = ctx.alloc(4)?;
-    let spec = KernelSpec::new(
-        &FAMILY,
-        "count_correct",
-        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(7, Access::ReadWrite)],
-    )
-    .constant("HAS_WEIGHT", false)
-    .constant("WITH_GRAD", false);
-    let params = Params { rows: rows as u32, classes: classes as u32 };
-    ctx.launch(&spec, bytemuck::bytes_of(&params), &[logits, labels, &out], [1, 1, 1])?;
+    launch_count(ctx, (logits, labels), rows, classes, &out, false)?;
     Ok(out)
+}
+
+/// [`count_correct`], added in place to the one-element `total`.
+pub fn count_correct_into(
+    ctx: &GpuContext,
+    logits: &GpuBuffer,
+    labels: &GpuBuffer,
+    rows: usize,
+    classes: usize,
+    total: &GpuBuffer,
+) -> Result<()> {
+    launch_count(ctx, (logits, labels), rows, classes, total, true)
 }
 
 #[cfg(test)]
@@ -100,6 +154,7 @@ mod tests {
             2,
             3,
             true,
+            1.0,
         )
         .unwrap();
         let lse0 = (1f32.exp() + 2f32.exp() + 3f32.exp()).ln();
@@ -109,8 +164,19 @@ mod tests {
         let grad = ctx.read::<f32>(rows.grad.as_ref().unwrap(), 6).unwrap();
         assert!((grad[4] - 2.0 * (1.0 / 3.0 - 1.0)).abs() < 1e-6, "{grad:?}");
 
-        let count = count_correct(&ctx, &ctx.upload(&logits).unwrap(), &ctx.upload(&[2i32, 0]).unwrap(), 2, 3).unwrap();
+        let (loss, scale) = cross_entropy_total(&ctx, &rows, 2, true).unwrap();
+        let want = (0.5 * (lse0 - 3.0) + 2.0 * 3f32.ln()) / 2.5;
+        assert!((ctx.read::<f32>(&loss, 1).unwrap()[0] - want).abs() < 1e-6);
+        assert_eq!(ctx.read::<f32>(&scale, 1).unwrap(), vec![1.0 / 2.5]);
+        let (sum, one) = cross_entropy_total(&ctx, &rows, 2, false).unwrap();
+        assert!((ctx.read::<f32>(&sum, 1).unwrap()[0] - want * 2.5).abs() < 1e-5);
+        assert_eq!(ctx.read::<f32>(&one, 1).unwrap(), vec![1.0]);
+
+        let (on_gpu, labels) = (ctx.upload(&logits).unwrap(), ctx.upload(&[2i32, 0]).unwrap());
+        let count = count_correct(&ctx, &on_gpu, &labels, 2, 3).unwrap();
         assert_eq!(ctx.read::<f32>(&count, 1).unwrap(), vec![2.0], "ties go to the first class");
+        count_correct_into(&ctx, &on_gpu, &labels, 2, 3, &count).unwrap();
+        assert_eq!(ctx.read::<f32>(&count, 1).unwrap(), vec![4.0], "added to the running count");
 
         let bad = cross_entropy_rows(
             &ctx,
@@ -120,6 +186,7 @@ mod tests {
             2,
             3,
             false,
+            1.0,
         )
         .unwrap();
         let err = ctx.read::<f32>(&bad.loss, 2).unwrap_err().to_string();

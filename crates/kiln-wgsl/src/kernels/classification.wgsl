@@ -2,17 +2,23 @@
 //
 // cross_entropy_rows: per row, log-softmax and the negative log-likelihood of the label,
 //   weighted by the label's class weight, and (WITH_GRAD) the gradient of that row's term,
-//   w[y] · (softmax − one-hot). The caller reduces the rows and scales the gradient, which
-//   keeps the reduction deterministic. A label outside [0, classes) is reported as a fault
-//   and its row contributes nothing.
-// count_correct: how many rows' first maximum is the label, as one f32, by one workgroup.
+//   w[y] · (softmax − one-hot), times grad_scale (the mean's 1/rows when that is known
+//   before the pass: without class weights). A label outside [0, classes) is reported as a
+//   fault and its row contributes nothing.
+// cross_entropy_total: one workgroup sums the rows' terms and weights in a fixed order and
+//   writes the loss — Σ terms, over Σ w[y] for the mean (MEAN) — and that scale, 1 / Σ w[y].
+// count_correct: how many rows' first maximum is the label, as one f32, by one workgroup;
+//   added to what the output holds when ACCUMULATE (a running count over an epoch).
 
 override HAS_WEIGHT: bool;
 override WITH_GRAD: bool;
+override MEAN: bool;
+override ACCUMULATE: bool;
 
 struct Params {
     rows: u32,
     classes: u32,
+    grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,6 +29,10 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> row_weight: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(7) var<storage, read_write> correct: array<f32>;
+@group(0) @binding(8) var<storage, read> rows_loss: array<f32>;
+@group(0) @binding(9) var<storage, read> rows_weight: array<f32>;
+@group(0) @binding(10) var<storage, read_write> total: array<f32>;
+@group(0) @binding(11) var<storage, read_write> mean_scale: array<f32>;
 
 @compute @workgroup_size(256)
 fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -63,8 +73,39 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             if (valid && c == u32(label)) {
                 g -= 1.0;
             }
-            grad[base + c] = w * g;
+            grad[base + c] = (w * g) * p.grad_scale;
         }
+    }
+}
+
+var<workgroup> partial_loss: array<f32, 256>;
+var<workgroup> partial_weight: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn cross_entropy_total(@builtin(local_invocation_index) lid: u32) {
+    var loss = 0.0;
+    var weight = 0.0;
+    for (var row = lid; row < p.rows; row += 256u) {
+        loss += rows_loss[row];
+        weight += rows_weight[row];
+    }
+    partial_loss[lid] = loss;
+    partial_weight[lid] = weight;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            partial_loss[lid] += partial_loss[lid + stride];
+            partial_weight[lid] += partial_weight[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        var scale = 1.0;
+        if (MEAN) {
+            scale = 1.0 / partial_weight[0];
+        }
+        total[0] = partial_loss[0] * scale;
+        mean_scale[0] = scale;
     }
 }
 
@@ -94,6 +135,10 @@ fn count_correct(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        correct[0] = f32(partial_counts[0]);
+        var before = 0.0;
+        if (ACCUMULATE) {
+            before = correct[0];
+        }
+        correct[0] = before + f32(partial_counts[0]);
     }
 }

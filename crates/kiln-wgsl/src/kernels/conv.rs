@@ -83,11 +83,14 @@ struct Params {
 }
 
 fn spec(entry: &'static str) -> KernelSpec {
-    KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]).constant("HAS_BIAS", false)
+    KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
+        .constant("HAS_BIAS", false)
+        .constant("RELU", false)
 }
 
 /// The convolution output `[batch, O, OH, OW]` computed directly, one invocation per output
-/// element: for inputs with few channels, where [`im2col`] would mostly copy.
+/// element: for inputs with few channels, where [`im2col`] would mostly copy. With `relu`
+/// the output goes through a ReLU in the same launch.
 pub fn conv2d_direct(
     ctx: &GpuContext,
     x: &GpuBuffer,
@@ -95,6 +98,7 @@ pub fn conv2d_direct(
     bias: Option<&GpuBuffer>,
     shape: &ConvShape,
     out_channels: usize,
+    relu: bool,
 ) -> Result<GpuBuffer> {
     let [oh, ow] = shape.output().expect("checked by the caller");
     let len = shape.batch * out_channels * oh * ow;
@@ -105,7 +109,8 @@ pub fn conv2d_direct(
         "conv2d_direct",
         &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::Read), Slot(4, Access::Read)],
     )
-    .constant("HAS_BIAS", bias.is_some());
+    .constant("HAS_BIAS", bias.is_some())
+    .constant("RELU", relu);
     let params = Params { out_channels: out_channels as u32, ..shape.params() };
     // Without a bias the weight stands in for the unused binding.
     let buffers = [x, &out, weight, bias.unwrap_or(weight)];

@@ -27,6 +27,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 override HAS_BIAS: bool;
+// conv2d_direct: the output goes through a ReLU as it is stored.
+override RELU: bool;
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -65,6 +67,9 @@ fn conv2d_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 }
             }
         }
+    }
+    if (RELU) {
+        acc = max(acc, 0.0);
     }
     dst[i] = acc;
 }

@@ -43,10 +43,55 @@ struct Params {
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
+    batch: u32,
+    _pad: u32,
+}
+
+/// Which index of C a bias is indexed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasAxis {
+    /// One value per column (N): a linear layer's output `[batch, out]`.
+    Column = 1,
+    /// One value per row (M): a convolution's output `[O, OH·OW]` per image.
+    Row = 2,
+}
+
+/// What is applied to each element of C as it is stored: a bias, then a ReLU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<(&'a GpuBuffer, BiasAxis)>,
+    pub relu: bool,
 }
 
 /// C = op(A) · op(B), batched; C is packed `batch × M × N`.
 pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape) -> Result<GpuBuffer> {
+    launch(ctx, a, b, shape, Epilogue::default(), false)
+}
+
+/// [`matmul`] with a bias and/or ReLU applied to every result in the same launch.
+pub fn matmul_with(
+    ctx: &GpuContext,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    shape: MatmulShape,
+    epilogue: Epilogue,
+) -> Result<GpuBuffer> {
+    launch(ctx, a, b, shape, epilogue, false)
+}
+
+/// Σ over the batch of op(A[b]) · op(B[b]): one packed M × N matrix, summed in batch order.
+pub fn matmul_sum(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape) -> Result<GpuBuffer> {
+    launch(ctx, a, b, shape, Epilogue::default(), true)
+}
+
+fn launch(
+    ctx: &GpuContext,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    shape: MatmulShape,
+    epilogue: Epilogue,
+    sum_batch: bool,
+) -> Result<GpuBuffer> {
     let MatmulShape { batch, m, n, k, trans_a, trans_b, a_batch_stride, b_batch_stride } = shape;
     let a_len = if batch == 0 { 0 } else { (batch - 1) * a_batch_stride + m * k };
     let b_len = if batch == 0 { 0 } else { (batch - 1) * b_batch_stride + k * n };
@@ -59,17 +104,33 @@ pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape
         }
     }
     super::check_indexable("matmul", (batch * m * n).max(a_len).max(b_len), 1)?;
-    let out = ctx.alloc((batch * m * n) as u64 * 4)?;
+    if let Some((bias, axis)) = epilogue.bias {
+        let want = if axis == BiasAxis::Column { n } else { m };
+        if (want as u64) * 4 > bias.len_bytes() {
+            return Err(crate::GpuError::InvalidLaunch {
+                kernel: "matmul",
+                reason: format!("the bias needs {want} elements but its buffer holds {}", bias.len_bytes() / 4),
+            });
+        }
+    }
+    let products = if sum_batch { 1 } else { batch };
+    let out = ctx.alloc((products * m * n) as u64 * 4)?;
     // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
     let a_row = if trans_a { m } else { k };
     let b_row = if trans_b { k } else { n };
-    let spec =
-        KernelSpec::new(&FAMILY, "matmul", &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite)])
-            .constant("TRANS_A", trans_a)
-            .constant("TRANS_B", trans_b)
-            .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
-            .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
-            .constant("VEC_C", n % 4 == 0);
+    let spec = KernelSpec::new(
+        &FAMILY,
+        "matmul",
+        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite), Slot(4, Access::Read)],
+    )
+    .constant("TRANS_A", trans_a)
+    .constant("TRANS_B", trans_b)
+    .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
+    .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
+    .constant("VEC_C", n % 4 == 0)
+    .constant("BIAS", epilogue.bias.map_or(0, |(_, axis)| axis as u32))
+    .constant("RELU", epilogue.relu)
+    .constant("SUM_BATCH", sum_batch);
     let params = Params {
         m: m as u32,
         n: n as u32,
@@ -77,9 +138,13 @@ pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, shape: MatmulShape
         a_batch_stride: a_batch_stride as u32,
         b_batch_stride: b_batch_stride as u32,
         c_batch_stride: (m * n) as u32,
+        batch: batch as u32,
+        _pad: 0,
     };
-    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32];
-    ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out], grid)?;
+    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, products as u32];
+    // Without a bias, A stands in for the binding the kernel then does not read.
+    let bias = epilogue.bias.map_or(a, |(bias, _)| bias);
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out, bias], grid)?;
     Ok(out)
 }
 
@@ -127,6 +192,64 @@ mod tests {
 
     fn size() -> impl Strategy<Value = usize> {
         prop_oneof![1..=9usize, Just(16usize), Just(63), Just(64), Just(65), Just(97), Just(128)]
+    }
+
+    /// The host's product with the epilogue applied, or its sum over the batch.
+    fn host_with(
+        a: &[f32],
+        b: &[f32],
+        s: MatmulShape,
+        bias: Option<(&[f32], BiasAxis)>,
+        relu: bool,
+        sum: bool,
+    ) -> Vec<f32> {
+        let mut c = host(a, b, s);
+        if sum {
+            let mut total = vec![0.0f32; s.m * s.n];
+            for entry in c.chunks(s.m * s.n) {
+                total.iter_mut().zip(entry).for_each(|(t, v)| *t += v);
+            }
+            c = total;
+        }
+        for (e, v) in c.iter_mut().enumerate() {
+            let (row, col) = (e / s.n % s.m, e % s.n);
+            match bias {
+                Some((bias, BiasAxis::Column)) => *v += bias[col],
+                Some((bias, BiasAxis::Row)) => *v += bias[row],
+                None => {}
+            }
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+        c
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn epilogues_and_batch_sums_match_the_host(
+            batch in 1..=3usize, m in size(), n in size(), k in size(),
+            trans_a in any::<bool>(), bias in 0..3u32, relu in any::<bool>(), sum in any::<bool>(),
+        ) {
+            let Some(ctx) = context_or_skip("matmul::epilogues_and_batch_sums_match_the_host") else { return Ok(()) };
+            let mut s = MatmulShape::new(batch, m, n, k);
+            s.trans_a = trans_a;
+            let (a, b) = (values(batch * m * k, 21), values(batch * k * n, 22));
+            let (ga, gb) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
+            let (out, want) = if sum {
+                (matmul_sum(&ctx, &ga, &gb, s).unwrap(), host_with(&a, &b, s, None, false, true))
+            } else {
+                let axis = [None, Some(BiasAxis::Column), Some(BiasAxis::Row)][bias as usize];
+                let bias_values = axis.map(|axis| (values(if axis == BiasAxis::Column { n } else { m }, 23), axis));
+                let buffer = bias_values.as_ref().map(|(v, axis)| (ctx.upload(v).unwrap(), *axis));
+                let epilogue = Epilogue { bias: buffer.as_ref().map(|(b, axis)| (b, *axis)), relu };
+                let want = host_with(&a, &b, s, bias_values.as_ref().map(|(v, axis)| (v.as_slice(), *axis)), relu, false);
+                (matmul_with(&ctx, &ga, &gb, s, epilogue).unwrap(), want)
+            };
+            let got = ctx.read::<f32>(&out, want.len()).unwrap();
+            assert_close(&got, &want, 1e-5 * (k as f32 * batch as f32).sqrt().max(1.0) * 4.0);
+        }
     }
 
     proptest! {

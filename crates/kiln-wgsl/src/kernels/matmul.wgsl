@@ -8,12 +8,20 @@
 // Global reads are coalesced along each operand's contiguous dimension whichever way it is
 // stored. Where that dimension and the batch stride are multiples of 4 (VEC_A / VEC_B), a
 // read is one vec4 load; otherwise four scalar loads with bounds checks.
+//
+// Epilogue, applied to each result as it is stored: a bias (BIAS 1: one per column, a linear
+// layer's; BIAS 2: one per row, a convolution's output channels) and then a ReLU. SUM_BATCH
+// computes Σ_b op(A[b])·op(B[b]) into one M×N matrix (a convolution's weight gradient over
+// the images): each workgroup walks the batch itself, in order, so the sum is deterministic.
 
 override TRANS_A: bool; // A is stored K×M
 override TRANS_B: bool; // B is stored N×K
 override VEC_A: bool;
 override VEC_B: bool;
 override VEC_C: bool;   // N and C's batch stride are multiples of 4
+override BIAS: u32;     // 0 none, 1 per column, 2 per row
+override RELU: bool;
+override SUM_BATCH: bool;
 
 struct Params {
     m: u32,
@@ -22,12 +30,14 @@ struct Params {
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
+    batch: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -76,58 +86,66 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
           @builtin(local_invocation_index) t: u32) {
     let row0 = wid.y * TILE_M;
     let col0 = wid.x * TILE_N;
-    let a_base = wid.z * p.a_batch_stride;
-    let b_base = wid.z * p.b_batch_stride;
+    var first = wid.z;
+    var last = wid.z + 1u;
+    if (SUM_BATCH) {
+        first = 0u;
+        last = p.batch;
+    }
     let c_base = wid.z * p.c_batch_stride;
 
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        if (TRANS_A) {
-            // Stored [k][m]: each invocation reads 4 consecutive m of one k.
-            let kk = t / 16u;
-            let mq = (t % 16u) * 4u;
-            let gk = k0 + kk;
-            let gm = row0 + mq;
-            tile_a[kk * 16u + mq / 4u] = quad_a(a_base + gk * p.m + gm, available(gm, p.m, gk < p.k));
-        } else {
-            // Stored [m][k]: each invocation reads 4 consecutive k of one m.
-            let mm = t / 4u;
-            let kq = (t % 4u) * 4u;
-            let gm = row0 + mm;
-            let gk = k0 + kq;
-            let v = quad_a(a_base + gm * p.k + gk, available(gk, p.k, gm < p.m));
-            for (var j = 0u; j < 4u; j++) {
-                tile_a[(kq + j) * 16u + mm / 4u][mm % 4u] = v[j];
+    for (var entry = first; entry < last; entry++) {
+        let a_base = entry * p.a_batch_stride;
+        let b_base = entry * p.b_batch_stride;
+        for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+            if (TRANS_A) {
+                // Stored [k][m]: each invocation reads 4 consecutive m of one k.
+                let kk = t / 16u;
+                let mq = (t % 16u) * 4u;
+                let gk = k0 + kk;
+                let gm = row0 + mq;
+                tile_a[kk * 16u + mq / 4u] = quad_a(a_base + gk * p.m + gm, available(gm, p.m, gk < p.k));
+            } else {
+                // Stored [m][k]: each invocation reads 4 consecutive k of one m.
+                let mm = t / 4u;
+                let kq = (t % 4u) * 4u;
+                let gm = row0 + mm;
+                let gk = k0 + kq;
+                let v = quad_a(a_base + gm * p.k + gk, available(gk, p.k, gm < p.m));
+                for (var j = 0u; j < 4u; j++) {
+                    tile_a[(kq + j) * 16u + mm / 4u][mm % 4u] = v[j];
+                }
             }
-        }
-        if (TRANS_B) {
-            // Stored [n][k]: 4 consecutive k of one n.
-            let nn = t / 4u;
-            let kq = (t % 4u) * 4u;
-            let gn = col0 + nn;
-            let gk = k0 + kq;
-            let v = quad_b(b_base + gn * p.k + gk, available(gk, p.k, gn < p.n));
-            for (var j = 0u; j < 4u; j++) {
-                tile_b[(kq + j) * 16u + nn / 4u][nn % 4u] = v[j];
+            if (TRANS_B) {
+                // Stored [n][k]: 4 consecutive k of one n.
+                let nn = t / 4u;
+                let kq = (t % 4u) * 4u;
+                let gn = col0 + nn;
+                let gk = k0 + kq;
+                let v = quad_b(b_base + gn * p.k + gk, available(gk, p.k, gn < p.n));
+                for (var j = 0u; j < 4u; j++) {
+                    tile_b[(kq + j) * 16u + nn / 4u][nn % 4u] = v[j];
+                }
+            } else {
+                // Stored [k][n]: 4 consecutive n of one k.
+                let kk = t / 16u;
+                let nq = (t % 16u) * 4u;
+                let gk = k0 + kk;
+                let gn = col0 + nq;
+                tile_b[kk * 16u + nq / 4u] = quad_b(b_base + gk * p.n + gn, available(gn, p.n, gk < p.k));
             }
-        } else {
-            // Stored [k][n]: 4 consecutive n of one k.
-            let kk = t / 16u;
-            let nq = (t % 16u) * 4u;
-            let gk = k0 + kk;
-            let gn = col0 + nq;
-            tile_b[kk * 16u + nq / 4u] = quad_b(b_base + gk * p.n + gn, available(gn, p.n, gk < p.k));
+            workgroupBarrier();
+            for (var kk = 0u; kk < TILE_K; kk++) {
+                let av = tile_a[kk * 16u + local.y];
+                let bv = tile_b[kk * 16u + local.x];
+                acc[0] += av.x * bv;
+                acc[1] += av.y * bv;
+                acc[2] += av.z * bv;
+                acc[3] += av.w * bv;
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let av = tile_a[kk * 16u + local.y];
-            let bv = tile_b[kk * 16u + local.x];
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
-        }
-        workgroupBarrier();
     }
 
     let col = col0 + local.x * 4u;
@@ -140,12 +158,23 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             return;
         }
         let start = c_base + row * p.n + col;
+        var v = acc[i];
+        if (BIAS == 1u) {
+            for (var j = 0u; j < 4u; j++) {
+                v[j] += bias[min(col + j, p.n - 1u)];
+            }
+        } else if (BIAS == 2u) {
+            v += vec4<f32>(bias[row]);
+        }
+        if (RELU) {
+            v = max(v, vec4<f32>(0.0));
+        }
         if (VEC_C && col + 4u <= p.n) {
-            c[start / 4u] = acc[i];
+            c[start / 4u] = v;
         } else {
             for (var j = 0u; j < min(p.n - col, 4u); j++) {
                 let e = start + j;
-                c[e / 4u][e % 4u] = acc[i][j];
+                c[e / 4u][e % 4u] = v[j];
             }
         }
     }

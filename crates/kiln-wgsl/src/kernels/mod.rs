@@ -2,7 +2,9 @@
 //! output, fills the uniform block and records the dispatch. Launchers take buffers and
 //! plain shapes; what those mean as tensors is kiln-tensor's business.
 
+pub mod batch_norm;
 pub mod binary;
+pub mod channel_sums;
 pub mod classification;
 pub mod conv;
 pub mod convert;

@@ -1,42 +1,28 @@
-// SGD with momentum, dampening, Nesterov and weight decay, in place, as torch.optim.SGD.
+// SGD with momentum, dampening, Nesterov and weight decay, as torch.optim.SGD: the update of
+// one element. The entry point, its per-tensor bindings and its Params are generated for a
+// group of tensors: see optimizer.rs.
 
-struct Params {
-    len: u32,
-    first_step: u32,
-    nesterov: u32,
-    lr: f32,
-    momentum: f32,
-    dampening: f32,
-    weight_decay: f32,
+struct SgdState {
+    w: f32,
+    momentum_buffer: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> momentum_buffer: array<f32>;
-
-@compute @workgroup_size(256)
-fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, 256u);
-    if (i >= p.len) {
-        return;
-    }
-    var g = grad[i];
+fn sgd_update(param: f32, grad: f32, momentum_buffer: f32, first_step: bool) -> SgdState {
+    var g = grad;
     if (p.weight_decay != 0.0) {
-        g += p.weight_decay * param[i];
+        g += p.weight_decay * param;
     }
+    var buf = momentum_buffer;
     if (p.momentum != 0.0) {
-        var buf = g;
-        if (p.first_step == 0u) {
-            buf = p.momentum * momentum_buffer[i] + (1.0 - p.dampening) * g;
+        buf = g;
+        if (!first_step) {
+            buf = p.momentum * momentum_buffer + (1.0 - p.dampening) * g;
         }
-        momentum_buffer[i] = buf;
         if (p.nesterov != 0u) {
             g += p.momentum * buf;
         } else {
             g = buf;
         }
     }
-    param[i] -= p.lr * g;
+    return SgdState(param - p.lr * g, buf);
 }

@@ -105,6 +105,16 @@ pub fn unary(ctx: &GpuContext, op: UnaryOp, x: &GpuBuffer, len: usize, scalar: f
     Ok(out)
 }
 
+/// `into[i] += scale · x[i]` for the first `len` elements, in place.
+pub fn accumulate(ctx: &GpuContext, into: &GpuBuffer, x: &GpuBuffer, len: usize, scale: f32) -> Result<()> {
+    super::check_indexable("accumulate", len, 1)?;
+    // OP is unused by this entry, but the module declares it.
+    let spec =
+        KernelSpec::new(&FAMILY, "accumulate", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]).constant("OP", 0);
+    let params = Params { len: len as u32, scalar: scale };
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, into], ctx.linear_grid(len, 256)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +133,15 @@ mod tests {
             let want: Vec<f32> = x.iter().map(|&v| op.apply(v, 1.7)).collect();
             assert_close(&got, &want, 1e-5);
         }
+    }
+
+    #[test]
+    fn accumulate_adds_a_scaled_tensor_in_place() {
+        let Some(ctx) = context_or_skip("unary::accumulate_adds_a_scaled_tensor_in_place") else { return };
+        let (sum, x) = (ctx.upload(&[1.0f32, 2.0, 3.0]).unwrap(), ctx.upload(&[1.0f32, -1.0, 0.5]).unwrap());
+        accumulate(&ctx, &sum, &x, 3, 2.0).unwrap();
+        accumulate(&ctx, &sum, &x, 3, 2.0).unwrap();
+        assert_eq!(ctx.read::<f32>(&sum, 3).unwrap(), vec![5.0, -2.0, 5.0]);
     }
 
     #[test]

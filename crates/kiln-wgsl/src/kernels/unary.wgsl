@@ -1,5 +1,6 @@
 // Elementwise maps of one tensor, and of a tensor with a scalar. OP is fixed per pipeline,
-// so the switch folds away when the pipeline is compiled.
+// so the switch folds away when the pipeline is compiled. `accumulate` adds scalar · x to y
+// in place (a running sum).
 
 override OP: u32;
 
@@ -41,5 +42,14 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let i = flat_index(wid, nwg, lid, 256u);
     if (i < p.len) {
         y[i] = apply(x[i], p.scalar);
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, 256u);
+    if (i < p.len) {
+        y[i] += p.scalar * x[i];
     }
 }

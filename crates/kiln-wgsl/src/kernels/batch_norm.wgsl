@@ -1,0 +1,191 @@
+// Batch normalisation over the channels of an NCHW tensor viewed as [batch, channels, plane]:
+// training forward in two launches (statistics, then normalise), backward in two (per-channel
+// sums, then the input gradient). Statistics and sums are reduced by one workgroup per
+// channel in a fixed order — strided partials, then a tree in workgroup memory — so results
+// are deterministic without atomics.
+//
+// RELU: the forward output goes through a ReLU in the same pass, and the backward masks the
+// incoming gradient by that output (zero where the output is zero), as ReLU's own backward.
+
+override HAS_WEIGHT: bool;
+override HAS_BIAS: bool;
+override RELU: bool;
+// The normalize entry reads the running variance (evaluation) instead of 1/√(var + eps).
+override FROM_VARIANCE: bool;
+// The backward runs through batch statistics (training) rather than fixed ones.
+override TRAINING: bool;
+
+struct Params {
+    batch: u32,
+    channels: u32,
+    plane: u32,
+    len: u32,
+    eps: f32,
+    momentum: f32,
+    // Values per channel, batch · plane, as f32.
+    count: f32,
+    // count / (count − 1): the biased variance to the unbiased one.
+    unbias: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// batch_norm_stats
+@group(0) @binding(2) var<storage, read_write> mean_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> invstd_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(5) var<storage, read_write> running_var: array<f32>;
+// batch_norm_normalize and the backward
+@group(0) @binding(6) var<storage, read> mean: array<f32>;
+// 1/√(var + eps); the running variance with FROM_VARIANCE.
+@group(0) @binding(7) var<storage, read> invstd: array<f32>;
+@group(0) @binding(8) var<storage, read> weight: array<f32>;
+@group(0) @binding(9) var<storage, read> bias: array<f32>;
+@group(0) @binding(10) var<storage, read_write> out: array<f32>;
+@group(0) @binding(11) var<storage, read> dy: array<f32>;
+// The forward output, when RELU.
+@group(0) @binding(12) var<storage, read> relu_output: array<f32>;
+// batch_norm_backward_sums writes Σdy and Σdy·x̂ per channel; batch_norm_backward_input reads them.
+@group(0) @binding(13) var<storage, read_write> sum_dy_out: array<f32>;
+@group(0) @binding(14) var<storage, read_write> sum_dot_out: array<f32>;
+@group(0) @binding(16) var<storage, read> sum_dy: array<f32>;
+@group(0) @binding(17) var<storage, read> sum_dot: array<f32>;
+
+const WG: u32 = 256u;
+
+var<workgroup> partial_a: array<f32, 256>;
+var<workgroup> partial_b: array<f32, 256>;
+
+// The flat index of value `i` (of batch · plane) of channel `c`.
+fn element(c: u32, i: u32) -> u32 {
+    return (i / p.plane) * p.channels * p.plane + c * p.plane + i % p.plane;
+}
+
+fn channel_of(i: u32) -> u32 {
+    return (i / p.plane) % p.channels;
+}
+
+// Sums partial_a (and partial_b) over the workgroup; every invocation must call it.
+fn tree_sum(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            partial_a[lid] += partial_a[lid + stride];
+            partial_b[lid] += partial_b[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+fn gradient(i: u32) -> f32 {
+    if (RELU) {
+        return select(0.0, dy[i], relu_output[i] > 0.0);
+    }
+    return dy[i];
+}
+
+// One workgroup per channel: the batch mean and 1/√(biased variance + eps), and the running
+// statistics moved toward the batch's (the variance unbiased), as PyTorch.
+@compute @workgroup_size(256)
+fn batch_norm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let n = p.batch * p.plane;
+    var sum = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        sum += x[element(c, i)];
+    }
+    partial_a[lid] = sum;
+    partial_b[lid] = 0.0;
+    tree_sum(lid);
+    let batch_mean = workgroupUniformLoad(&partial_a[0]) / p.count;
+    // A second pass over squared deviations keeps the variance accurate when the mean is
+    // large against the spread.
+    var squares = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        let d = x[element(c, i)] - batch_mean;
+        squares += d * d;
+    }
+    partial_a[lid] = squares;
+    tree_sum(lid);
+    if (lid == 0u) {
+        let variance = partial_a[0] / p.count;
+        mean_out[c] = batch_mean;
+        invstd_out[c] = 1.0 / sqrt(variance + p.eps);
+        let m = p.momentum;
+        running_mean[c] = running_mean[c] * (1.0 - m) + batch_mean * m;
+        running_var[c] = running_var[c] * (1.0 - m) + (variance * p.unbias) * m;
+    }
+}
+
+// (x − mean)·(invstd·γ) + β per element, then the ReLU when RELU.
+@compute @workgroup_size(256)
+fn batch_norm_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    if (i >= p.len) {
+        return;
+    }
+    let c = channel_of(i);
+    var scale = invstd[c];
+    if (FROM_VARIANCE) {
+        scale = 1.0 / sqrt(invstd[c] + p.eps);
+    }
+    if (HAS_WEIGHT) {
+        scale = scale * weight[c];
+    }
+    var shift = 0.0;
+    if (HAS_BIAS) {
+        shift = bias[c];
+    }
+    var y = (x[i] - mean[c]) * scale + shift;
+    if (RELU) {
+        y = max(y, 0.0);
+    }
+    out[i] = y;
+}
+
+// One workgroup per channel: Σdy (the shift's gradient) and Σdy·x̂ (the scale's), with
+// x̂ = (x − mean)·invstd.
+@compute @workgroup_size(256)
+fn batch_norm_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    let n = p.batch * p.plane;
+    var sum = 0.0;
+    var dot = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        let e = element(c, i);
+        let g = gradient(e);
+        sum += g;
+        dot += g * (x[e] - mean[c]) * invstd[c];
+    }
+    partial_a[lid] = sum;
+    partial_b[lid] = dot;
+    tree_sum(lid);
+    if (lid == 0u) {
+        sum_dy_out[c] = partial_a[0];
+        sum_dot_out[c] = partial_b[0];
+    }
+}
+
+// The input gradient: γ·invstd·(dy − Σdy/m − x̂·Σ(dy·x̂)/m) through batch statistics, or
+// γ·invstd·dy through fixed ones.
+@compute @workgroup_size(256)
+fn batch_norm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    if (i >= p.len) {
+        return;
+    }
+    let c = channel_of(i);
+    var scale = invstd[c];
+    if (HAS_WEIGHT) {
+        scale = weight[c] * invstd[c];
+    }
+    let g = gradient(i);
+    if (TRAINING) {
+        let normalized = (x[i] - mean[c]) * invstd[c];
+        out[i] = scale * (g - sum_dy[c] / p.count - normalized * (sum_dot[c] / p.count));
+    } else {
+        out[i] = g * scale;
+    }
+}
