@@ -19,6 +19,7 @@ use kiln::Device;
 use kiln::nn::{CrossEntropyLoss, Module};
 use kiln::training;
 use kiln::tutorials::Tutorial;
+use kiln::wgsl::RuntimeStats;
 use serde_json::json;
 
 /// As the examples and asl-app: see examples/support/mod.rs.
@@ -109,6 +110,23 @@ struct Measurement {
     seconds: f64,
     full_epoch: bool,
     loss: f32,
+    /// The GPU runtime's counters over the timed steps.
+    runtime: Option<RuntimeStats>,
+}
+
+/// What the timed steps did on the GPU: the counters' differences.
+fn counted(before: RuntimeStats, after: RuntimeStats) -> RuntimeStats {
+    RuntimeStats {
+        dispatches: after.dispatches - before.dispatches,
+        submits: after.submits - before.submits,
+        readbacks: after.readbacks - before.readbacks,
+        buffers_created: after.buffers_created - before.buffers_created,
+        buffers_reused: after.buffers_reused - before.buffers_reused,
+        bind_groups_created: after.bind_groups_created - before.bind_groups_created,
+        bind_groups_reused: after.bind_groups_reused - before.bind_groups_reused,
+        pipelines_created: after.pipelines_created - before.pipelines_created,
+        ..after
+    }
 }
 
 fn measure(
@@ -131,6 +149,11 @@ fn measure(
         .take_while(|(i, _)| *i < 3 || (*i < 50 && warm_up.elapsed() < Duration::from_secs(3)));
     training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, batches.map(|(_, b)| b), |_| {})?;
 
+    let stats = || match device {
+        Device::Gpu(ctx) => Some(ctx.stats()),
+        Device::Cpu => None,
+    };
+    let before = stats();
     let started = Instant::now();
     let batches = train.epoch(1)?;
     let total = train.len();
@@ -143,6 +166,7 @@ fn measure(
         seconds: started.elapsed().as_secs_f64(),
         full_epoch: steps == total,
         loss: metrics.loss,
+        runtime: before.zip(stats()).map(|(before, after)| counted(before, after)),
     })
 }
 
@@ -198,6 +222,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mib(gpu_peak),
                 if m.full_epoch { "" } else { "  (part of an epoch)" }
             );
+            let per_step = |n: u64| n as f64 / m.steps.max(1) as f64;
+            if let Some(r) = &m.runtime {
+                println!(
+                    "{:<18} per step: {:.1} dispatches, {:.2} submits, {:.2} bind groups and {:.2} buffers created",
+                    "",
+                    per_step(r.dispatches),
+                    per_step(r.submits),
+                    per_step(r.bind_groups_created),
+                    per_step(r.buffers_created)
+                );
+            }
             rows.push(json!({
                 "tutorial": tutorial.name(),
                 "framework": "kiln",
@@ -212,6 +247,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "mean_loss": m.loss,
                 "peak_rss_bytes": rss,
                 "peak_gpu_buffer_bytes": gpu_peak,
+                "per_step": m.runtime.map(|r| json!({
+                    "dispatches": per_step(r.dispatches),
+                    "submits": per_step(r.submits),
+                    "bind_groups_created": per_step(r.bind_groups_created),
+                    "buffers_created": per_step(r.buffers_created),
+                })),
             }));
         }
     }

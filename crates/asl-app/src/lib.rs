@@ -147,6 +147,13 @@ pub const CONFUSION: &str = "confusion.png";
 /// the validation predictions. With `resume`, continues from the checkpoint in `out` and
 /// ends with the weights an uninterrupted run would have.
 pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
+    let history = run(config, device, observer);
+    // The run's model, optimizer and loaders are gone: their pooled GPU memory goes back.
+    device.release_idle_memory();
+    history
+}
+
+fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
     let (train_set, valid_set) = load_data(&config.data, config.limit)?;
     std::fs::create_dir_all(&config.out).map_err(|e| AppError::Setup(format!("{}: {e}", config.out.display())))?;
     let mut model = build_model(config.model, config.seed)?;

@@ -112,6 +112,77 @@ fn the_gpu_gives_the_cpus_gradients() {
     assert!(close(&grads(&gpu), &grads(&Device::Cpu), 1e-4));
 }
 
+/// conv → ReLU → batch norm → ReLU → flatten → linear → ReLU → linear → cross-entropy, with
+/// each layer-then-ReLU fused into one op or composed of two.
+fn relu_net(p: &[Var], x: &Var, labels: &Tensor, fused: bool) -> Var {
+    let device = x.value().device().clone();
+    let (mut mean, mut var) = (Tensor::zeros(&[3], &device).unwrap(), Tensor::ones(&[3], &device).unwrap());
+    let conv = Conv2d::default().padding(1);
+    let h = if fused {
+        let h = x.conv2d_relu(&p[0], Some(&p[1]), &conv).unwrap();
+        let config = BatchNormConfig { relu: true, ..BatchNormConfig::default() };
+        let h = h.batch_norm2d(Some(&p[2]), Some(&p[3]), &mut mean, &mut var, &config, true).unwrap();
+        h.flatten(1).unwrap().linear_relu(&p[4], Some(&p[5])).unwrap()
+    } else {
+        let h = x.conv2d(&p[0], Some(&p[1]), &conv).unwrap().relu().unwrap();
+        let config = BatchNormConfig::default();
+        let h = h.batch_norm2d(Some(&p[2]), Some(&p[3]), &mut mean, &mut var, &config, true).unwrap().relu().unwrap();
+        h.flatten(1).unwrap().linear(&p[4], Some(&p[5])).unwrap().relu().unwrap()
+    };
+    h.linear(&p[6], Some(&p[7])).unwrap().cross_entropy(labels, None, Reduction::Mean).unwrap()
+}
+
+fn relu_net_params(device: &Device) -> Vec<Tensor> {
+    [vec![3, 2, 3, 3], vec![3], vec![3], vec![3], vec![5, 48], vec![5], vec![4, 5], vec![4]]
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            Tensor::randn(shape, 30 + i as u64, &Device::Cpu).unwrap().mul_scalar(0.5).unwrap().to(device).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn fused_relus_give_the_gradients_of_their_parts() {
+    let labels = Tensor::from_vec_i32(vec![0, 3, 1], &[3], &Device::Cpu).unwrap();
+    let x = Var::constant(randn(&[3, 2, 4, 4], 6));
+    check_gradients(&relu_net_params(&Device::Cpu), |p| relu_net(p, &x, &labels, true));
+    let grads = |device: &Device, fused: bool| {
+        let params: Vec<Var> = relu_net_params(device).into_iter().map(Var::parameter).collect();
+        let x = Var::constant(randn(&[3, 2, 4, 4], 6).to(device).unwrap());
+        let loss = relu_net(&params, &x, &labels.to(device).unwrap(), fused);
+        loss.backward().unwrap();
+        let mut all = loss.value().to_vec().unwrap();
+        for p in &params {
+            all.extend(p.grad().unwrap().to_vec().unwrap());
+        }
+        all
+    };
+    let cpu = grads(&Device::Cpu, true);
+    assert_eq!(cpu, grads(&Device::Cpu, false), "on the CPU the fused ops compute what their parts do");
+    let Some(ctx) = context_or_skip("fused_relus_give_the_gradients_of_their_parts") else { return };
+    let gpu = Device::Gpu(ctx);
+    assert!(close(&grads(&gpu, true), &cpu, 1e-4));
+    assert!(close(&grads(&gpu, false), &cpu, 1e-4));
+}
+
+#[test]
+fn several_leaves_update_at_once_each_once() {
+    let a = Var::parameter(Tensor::from_vec(vec![1.0], &[1], &Device::Cpu).unwrap());
+    let b = Var::parameter(Tensor::from_vec(vec![2.0, 3.0], &[2], &Device::Cpu).unwrap());
+    Var::update_all(&[&a, &b], |values| {
+        for value in values.iter_mut() {
+            **value = value.mul_scalar(10.0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((a.value().to_vec().unwrap(), b.value().to_vec().unwrap()), (vec![10.0], vec![20.0, 30.0]));
+    assert!(matches!(Var::update_all(&[&a, &a], |_| Ok(())), Err(AutogradError::DuplicateUpdate)));
+    let hidden = a.relu().unwrap();
+    assert!(matches!(Var::update_all(&[&a, &hidden], |_| Ok(())), Err(AutogradError::NotALeaf)));
+}
+
 #[test]
 fn gradients_accumulate_until_zeroed() {
     let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2], &Device::Cpu).unwrap());

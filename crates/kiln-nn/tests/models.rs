@@ -187,3 +187,56 @@ fn keras_layers_start_as_keras_does() {
         assert!(bias.iter().all(|&b| b == 0.0), "{name}: zero bias");
     }
 }
+
+/// A ReLU that `Sequential` does not recognise, so the layer before it runs unfused.
+struct SeparateRelu;
+
+impl Module for SeparateRelu {
+    fn forward(&mut self, input: &Var) -> kiln_nn::Result<Var> {
+        Ok(input.relu()?)
+    }
+}
+
+/// conv → ReLU → batch norm → ReLU → flatten → linear → ReLU → linear, the ReLUs fused into
+/// the layers before them or not.
+fn relu_model(fused: bool) -> Sequential {
+    let mut seeds = Seeds::new(4);
+    let relu = |model: Sequential| if fused { model.add(kiln_nn::ReLU) } else { model.add(SeparateRelu) };
+    let model = relu(Sequential::new().add(kiln_nn::Conv2d::new(1, 3, 3, &mut seeds).unwrap().padding(1)));
+    let model = relu(model.add(kiln_nn::BatchNorm2d::new(3).unwrap()));
+    let model = relu(model.add(kiln_nn::Flatten::new()).add(kiln_nn::Linear::new(48, 6, &mut seeds).unwrap()));
+    model.add(kiln_nn::Linear::new(6, 4, &mut seeds).unwrap())
+}
+
+#[test]
+fn sequential_fuses_a_relu_into_the_layer_before_it_with_the_same_result() {
+    let images = Tensor::randn(&[5, 1, 4, 4], 8, &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec_i32(vec![0, 1, 2, 3, 1], &[5], &Device::Cpu).unwrap();
+    let run = |fused: bool, device: &Device| {
+        let mut model = relu_model(fused);
+        model.to_device(device).unwrap();
+        let logits = model.forward(&Var::constant(images.to(device).unwrap())).unwrap();
+        let loss = CrossEntropyLoss::new().forward(&logits, &labels.to(device).unwrap()).unwrap();
+        loss.backward().unwrap();
+        let mut all = logits.value().to_vec().unwrap();
+        for (_, p) in model.parameters() {
+            all.extend(p.grad().unwrap().to_vec().unwrap());
+        }
+        for (_, b) in model.buffers() {
+            if b.dtype() == kiln_tensor::DType::F32 {
+                all.extend(b.to_vec().unwrap());
+            }
+        }
+        all
+    };
+    let cpu = run(true, &Device::Cpu);
+    assert_eq!(cpu, run(false, &Device::Cpu));
+    let Some(ctx) = context_or_skip("sequential_fuses_a_relu_into_the_layer_before_it_with_the_same_result") else {
+        return;
+    };
+    let gpu = Device::Gpu(ctx);
+    for fused in [true, false] {
+        let got = run(fused, &gpu);
+        assert!(got.iter().zip(&cpu).all(|(g, c)| (g - c).abs() <= 1e-4 * c.abs().max(1.0)), "fused: {fused}");
+    }
+}

@@ -41,6 +41,15 @@ impl Device {
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Gpu(_))
     }
+
+    /// Returns the GPU's idle pooled buffers to the driver (a no-op on the CPU): what a run
+    /// does when it ends, so a process that goes on does not hold the last model's memory.
+    /// Tensors still alive keep theirs.
+    pub fn release_idle_memory(&self) {
+        if let Device::Gpu(ctx) = self {
+            ctx.trim_pool();
+        }
+    }
 }
 
 impl PartialEq for Device {

@@ -67,6 +67,29 @@ proptest! {
     }
 
     #[test]
+    fn running_sums_accumulate_in_place(rows in 1..70usize, classes in 2..12usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("running_sums_accumulate_in_place") else { return Ok(()) };
+        let logits = Tensor::randn(&[rows, classes], seed, &Device::Cpu).unwrap();
+        let labels: Vec<i32> = (0..rows).map(|r| ((r as u64 ^ seed) % classes as u64) as i32).collect();
+        let y = Tensor::from_vec_i32(labels, &[rows], &Device::Cpu).unwrap();
+        let hits = logits.count_correct(&y).unwrap().to_scalar().unwrap();
+        for device in [Device::Cpu, gpu] {
+            let (l, y) = (logits.to(&device).unwrap(), y.to(&device).unwrap());
+            let mut count = l.count_correct(&y).unwrap();
+            let shared = count.clone();
+            l.count_correct_into(&y, &mut count).unwrap();
+            l.count_correct_into(&y, &mut count).unwrap();
+            prop_assert_eq!(count.to_scalar().unwrap(), 3.0 * hits);
+            prop_assert_eq!(shared.to_scalar().unwrap(), hits, "another handle keeps its value");
+            let row = l.sum(1, false).unwrap();
+            let mut total = row.mul_scalar(2.0).unwrap();
+            total.accumulate(&row, 0.5).unwrap();
+            prop_assert!(close(&total.to_vec().unwrap(), &row.mul_scalar(2.5).unwrap().to_vec().unwrap(), 1e-6));
+            prop_assert!(total.accumulate(&l, 1.0).is_err(), "shapes must match");
+        }
+    }
+
+    #[test]
     fn relu_backward_matches(shape in prop::collection::vec(1..40usize, 1..4), seed in any::<u64>()) {
         let Some(gpu) = gpu("relu_backward_matches") else { return Ok(()) };
         let (x, g) = (Tensor::randn(&shape, seed, &Device::Cpu).unwrap(), Tensor::randn(&shape, seed ^ 1, &Device::Cpu).unwrap());

@@ -216,6 +216,23 @@ fn check_conv(
         let (b, bg) = (grads.bias.unwrap(), grads_gpu.bias.unwrap());
         prop_assert!(close(&bg.to_vec().unwrap(), &b.to_vec().unwrap(), wide));
     }
+
+    // The fused ReLU: max(conv, 0) on both devices, its backward through the mask.
+    let relu = y.relu().unwrap().to_vec().unwrap();
+    prop_assert_eq!(&x.conv2d_relu(&weight, bias, &conv).unwrap().to_vec().unwrap(), &relu);
+    let (yg_relu, columns) = xg.conv2d_keeping_columns(&wg, bg.as_ref(), &conv, true).unwrap();
+    prop_assert!(close(&yg_relu.to_vec().unwrap(), &relu, tolerance));
+    let (masked, sums) = grad_out.relu_backward_sum_per_channel(&y.relu().unwrap()).unwrap();
+    let (masked_g, sums_g) = grad_out.to(gpu).unwrap().relu_backward_sum_per_channel(&yg_relu).unwrap();
+    prop_assert!(close(&masked_g.to_vec().unwrap(), &masked.to_vec().unwrap(), tolerance));
+    prop_assert!(close(&sums_g.to_vec().unwrap(), &sums.to_vec().unwrap(), wide));
+    // The weight gradient from the forward's column matrix is the one built afresh.
+    let masked_g = masked.to(gpu).unwrap();
+    let (input, weight_grad, _) =
+        masked_g.conv2d_backward_reusing(&xg, &wg, &conv, false, columns.as_ref(), true).unwrap();
+    let fresh = masked_g.conv2d_backward(&xg, &wg, &conv, false).unwrap();
+    prop_assert_eq!(weight_grad.to_vec().unwrap(), fresh.weight.to_vec().unwrap());
+    prop_assert_eq!(input.unwrap().to_vec().unwrap(), fresh.input.to_vec().unwrap());
     Ok(())
 }
 
@@ -462,6 +479,20 @@ proptest! {
         prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance));
         prop_assert!(close(&grads_g.weight.to_vec().unwrap(), &grads.weight.to_vec().unwrap(), tolerance));
         prop_assert_eq!(grads.bias.is_some(), with_bias);
+        if let (Some(b), Some(bg)) = (grads.bias, grads_g.bias) {
+            prop_assert!(close(&bg.to_vec().unwrap(), &b.to_vec().unwrap(), tolerance));
+        }
+        // The fused ReLU, forward and (mask and bias gradient in one) backward.
+        let relu = y.relu().unwrap();
+        prop_assert_eq!(x.linear_relu(&w, bias).unwrap().to_vec().unwrap(), relu.to_vec().unwrap());
+        let relu_g = xg.linear_relu(&wg, with_bias.then_some(&bg)).unwrap();
+        prop_assert!(close(&relu_g.to_vec().unwrap(), &relu.to_vec().unwrap(), tolerance));
+        let (masked, sums) = dy.relu_backward_sum_per_channel(&relu).unwrap();
+        let (masked_g, sums_g) = dy.to(&gpu).unwrap().relu_backward_sum_per_channel(&relu_g).unwrap();
+        prop_assert_eq!(masked.to_vec().unwrap(), dy.relu_backward(&relu).unwrap().to_vec().unwrap());
+        prop_assert!(close(&masked_g.to_vec().unwrap(), &masked.to_vec().unwrap(), tolerance));
+        prop_assert!(close(&sums_g.to_vec().unwrap(), &sums.to_vec().unwrap(), tolerance));
+        prop_assert_eq!(sums.to_vec().unwrap(), masked.sum(0, false).unwrap().to_vec().unwrap());
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Helpers every kernel family shares, prepended to each family's source.
-const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+pub(crate) const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
 
 /// One `.wgsl` file: a family of related entry points.
 #[derive(Debug)]

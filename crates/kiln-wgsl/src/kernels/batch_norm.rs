@@ -4,7 +4,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "batch_norm", source: include_str!("batch_norm.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "batch_norm", source: include_str!("batch_norm.wgsl") };
 
 /// An NCHW tensor as batch norm sees it: `[batch, channels, plane]` with plane = H·W.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,11 @@ struct Params {
     count: f32,
     unbias: f32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout =
+    params_layout!(Params: batch, channels, plane, len, eps, momentum, count, unbias);
 
 /// What a normalisation divides by.
 #[derive(Clone, Copy, Debug)]

@@ -1,52 +1,55 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "binary", source: include_str!("binary.wgsl") };
+/// Every binary op, in one table: its OP code, the WGSL body of its case in the kernel's
+/// `apply` (of `x` and `y`) and its host definition. The Rust enum, `ALL`, the host `apply`
+/// and the WGSL `switch` are all made from it, so an op added here exists everywhere.
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, wgsl: $wgsl:literal, host: |$x:ident, $y:ident| $host:expr;)*) => {
+        /// Elementwise ops of two operands; the discriminant is the kernel's OP code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum BinaryOp {
+            $($(#[$doc])* $name = $code,)*
+        }
 
-/// Elementwise ops of two operands; the discriminant is the kernel's OP code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add = 0,
-    Sub = 1,
-    Mul = 2,
-    Div = 3,
-    Maximum = 4,
-    Minimum = 5,
-    /// `x` where `y > 0`, else 0: the gradient `x` through a ReLU whose input was `y`.
-    ReluBackward = 6,
-}
+        impl BinaryOp {
+            pub const ALL: [BinaryOp; [$($code),*].len()] = [$(BinaryOp::$name),*];
 
-impl BinaryOp {
-    pub const ALL: [BinaryOp; 7] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Maximum,
-        BinaryOp::Minimum,
-        BinaryOp::ReluBackward,
-    ];
-
-    /// The host definition every device must agree with. Always inlined, so a loop over a
-    /// constant op compiles to that op alone.
-    #[inline(always)]
-    pub fn apply(self, x: f32, y: f32) -> f32 {
-        match self {
-            BinaryOp::Add => x + y,
-            BinaryOp::Sub => x - y,
-            BinaryOp::Mul => x * y,
-            BinaryOp::Div => x / y,
-            BinaryOp::Maximum => x.max(y),
-            BinaryOp::Minimum => x.min(y),
-            BinaryOp::ReluBackward => {
-                if y > 0.0 {
-                    x
-                } else {
-                    0.0
+            /// The host definition every device must agree with. Always inlined, so a loop
+            /// over a constant op compiles to that op alone.
+            #[inline(always)]
+            pub fn apply(self, x: f32, y: f32) -> f32 {
+                match self {
+                    $(BinaryOp::$name => {
+                        let ($x, $y) = (x, y);
+                        $host
+                    })*
                 }
             }
         }
-    }
+
+        pub(crate) static FAMILY: KernelFamily = KernelFamily {
+            name: "binary",
+            source: concat!(
+                include_str!("binary.wgsl"),
+                "\nfn apply(x: f32, y: f32) -> f32 {\n    switch OP {\n",
+                $("        case ", $code, "u: { ", $wgsl, " }\n",)*
+                // WGSL requires a default; every OP the enum has is a case above.
+                "        default: { return bitcast<f32>(0x7fc00000u); }\n    }\n}\n"
+            ),
+        };
+    };
+}
+
+binary_ops! {
+    Add = 0, wgsl: "return x + y;", host: |x, y| x + y;
+    Sub = 1, wgsl: "return x - y;", host: |x, y| x - y;
+    Mul = 2, wgsl: "return x * y;", host: |x, y| x * y;
+    Div = 3, wgsl: "return x / y;", host: |x, y| x / y;
+    Maximum = 4, wgsl: "return max(x, y);", host: |x, y| x.max(y);
+    Minimum = 5, wgsl: "return min(x, y);", host: |x, y| x.min(y);
+    /// `x` where `y > 0`, else 0: the gradient `x` through a ReLU whose input was `y`.
+    ReluBackward = 6, wgsl: "return select(0.0, x, y > 0.0);", host: |x, y| if y > 0.0 { x } else { 0.0 };
 }
 
 #[repr(C)]
@@ -59,6 +62,10 @@ struct Params {
     a_strides: [u32; super::MAX_RANK],
     b_strides: [u32; super::MAX_RANK],
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, rank, shape, a_strides, b_strides);
 
 /// `out[i] = op(a[..], b[..])` over the output `shape`, each operand read through its own
 /// element strides (0 along a broadcast dimension).

@@ -1,5 +1,6 @@
 // Elementwise ops of two tensors with NumPy broadcasting. Each operand is addressed through
-// its own strides over the output's shape; a broadcast dimension has stride 0.
+// its own strides over the output's shape; a broadcast dimension has stride 0. The op's
+// `apply(x, y)` switch is appended from the op table in binary.rs.
 
 override OP: u32;
 // Both operands are contiguous and have the output's shape: skip the index arithmetic.
@@ -18,20 +19,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-
-fn apply(x: f32, y: f32) -> f32 {
-    switch OP {
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
-        case 3u: { return x / y; }
-        case 4u: { return max(x, y); }
-        case 5u: { return min(x, y); }
-        // ReLU's backward: the gradient x where the forward input y was positive.
-        case 6u: { return select(0.0, x, y > 0.0); }
-        default: { return x; }
-    }
-}
 
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

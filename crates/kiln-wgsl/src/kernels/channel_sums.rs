@@ -4,7 +4,8 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "channel_sums", source: include_str!("channel_sums.wgsl") };
+pub(crate) static FAMILY: KernelFamily =
+    KernelFamily { name: "channel_sums", source: include_str!("channel_sums.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -14,6 +15,10 @@ struct Params {
     plane: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, plane);
 
 fn check(kernel: &'static str, [batch, channels, plane]: [usize; 3]) -> Result<Params> {
     super::check_indexable(kernel, batch * channels * plane, 1)?;

@@ -1,7 +1,8 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "classification", source: include_str!("classification.wgsl") };
+pub(crate) static FAMILY: KernelFamily =
+    KernelFamily { name: "classification", source: include_str!("classification.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -11,6 +12,10 @@ struct Params {
     grad_scale: f32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: rows, classes, grad_scale);
 
 impl Params {
     fn new(rows: usize, classes: usize) -> Self {

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "conv", source: include_str!("conv.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "conv", source: include_str!("conv.wgsl") };
 
 /// A convolution's geometry: input `[batch, channels, height, width]`, a `kernel`-sized
 /// window with `stride`, zero `padding` and `dilation`, each as [height, width].
@@ -81,6 +81,10 @@ struct Params {
     out_channels: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_channels);
 
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "convert", source: include_str!("convert.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "convert", source: include_str!("convert.wgsl") };
 
 /// Element types that convert to f32; the discriminant is the kernel's SOURCE code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,10 @@ pub enum Source {
 struct Params {
     len: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len);
 
 /// The first `len` elements of `src`, as f32.
 pub fn to_f32(ctx: &GpuContext, src: &GpuBuffer, source: Source, len: usize) -> Result<GpuBuffer> {

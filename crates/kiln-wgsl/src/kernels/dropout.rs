@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "dropout", source: include_str!("dropout.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "dropout", source: include_str!("dropout.wgsl") };
 
 /// The 32-bit mixer dropout.wgsl uses; the host copy that keeps the two masks identical.
 #[inline]
@@ -43,6 +43,10 @@ struct Params {
     scale: f32,
     _pad: [u32; 3],
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, seed_lo, seed_hi, threshold, scale);
 
 /// `x[i] · scale` where element i is kept (see [`keeps`]), else 0.
 pub fn dropout(

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "fill", source: include_str!("fill.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "fill", source: include_str!("fill.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -9,6 +9,10 @@ struct Params {
     len: u32,
     bits: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, bits);
 
 /// A buffer of `len` 32-bit words, each set to `bits` (`f32::to_bits` or an i32's bits).
 pub fn fill(ctx: &GpuContext, len: usize, bits: u32) -> Result<GpuBuffer> {

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "gather", source: include_str!("gather.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "gather", source: include_str!("gather.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -9,6 +9,10 @@ struct Params {
     out_bytes: u32,
     row_bytes: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: out_bytes, row_bytes);
 
 /// Rows of `row_bytes` bytes picked from `src` by `index` (u32 row numbers, one per output
 /// row, already checked to be in range): a batch drawn from a dataset held on the GPU.

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "matmul", source: include_str!("matmul.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "matmul", source: include_str!("matmul.wgsl") };
 
 /// Rows and columns of C one workgroup computes (see matmul.wgsl).
 const TILE: usize = 64;
@@ -46,6 +46,11 @@ struct Params {
     batch: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout =
+    params_layout!(Params: m, n, k, a_batch_stride, b_batch_stride, c_batch_stride, batch);
 
 /// Which index of C a bias is indexed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,18 @@
 //! output, fills the uniform block and records the dispatch. Launchers take buffers and
 //! plain shapes; what those mean as tensors is kiln-tensor's business.
 
+/// The size and named field offsets of a Rust `Params` struct (padding fields, named `_…`,
+/// left out), checked against the WGSL struct of the same fields by `params_match_the_wgsl`.
+#[cfg(test)]
+macro_rules! params_layout {
+    ($ty:ty: $($field:ident),*) => {
+        super::test_support::Layout {
+            size: size_of::<$ty>(),
+            fields: &[$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+        }
+    };
+}
+
 pub mod batch_norm;
 pub mod binary;
 pub mod channel_sums;
@@ -61,6 +73,12 @@ pub(crate) fn check_indexable(kernel: &'static str, len: usize, rank: usize) -> 
 pub(crate) mod test_support {
     use proptest::prelude::*;
 
+    /// A Rust parameter block's size and its fields' offsets by name.
+    pub struct Layout {
+        pub size: usize,
+        pub fields: &'static [(&'static str, usize)],
+    }
+
     /// Deterministic values in [-2, 2) so results are checkable without huge magnitudes.
     pub fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -96,5 +114,79 @@ pub(crate) mod test_support {
             }
             shape
         })
+    }
+}
+
+#[cfg(test)]
+mod params_tests {
+    use super::test_support::Layout;
+    use crate::KernelFamily;
+    use crate::wgpu::naga;
+
+    /// The struct of the family's `var<uniform> p`: (size, [(field, offset)]), as naga
+    /// lays it out from the WGSL source (prelude included, as the pipelines compile it).
+    fn wgsl_params(family: &KernelFamily) -> (u32, Vec<(String, u32)>) {
+        let source = format!("{}\n{}", crate::pipeline::PRELUDE, family.source);
+        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{}: {e}", family.name));
+        let (_, uniform) = module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.space == naga::AddressSpace::Uniform)
+            .unwrap_or_else(|| panic!("{}: no uniform parameters", family.name));
+        match &module.types[uniform.ty].inner {
+            naga::TypeInner::Struct { members, span } => {
+                (*span, members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset)).collect())
+            }
+            other => panic!("{}: the parameters are a {other:?}, not a struct", family.name),
+        }
+    }
+
+    /// Every WGSL field sits where the Rust field of its name does, there is no Rust field
+    /// the WGSL lacks, and the Rust block covers the WGSL struct.
+    fn check(family: &KernelFamily, rust: &Layout) {
+        let (span, fields) = wgsl_params(family);
+        for (name, offset) in &fields {
+            let rust_offset = rust.fields.iter().find(|(n, _)| n == name).map(|(_, o)| *o as u32);
+            assert_eq!(rust_offset, Some(*offset), "{}: field {name}", family.name);
+        }
+        for (name, _) in rust.fields {
+            assert!(fields.iter().any(|(n, _)| n == name), "{}: WGSL has no field {name}", family.name);
+        }
+        assert!(rust.size as u32 >= span, "{}: Rust sends {} bytes, WGSL reads {span}", family.name, rust.size);
+        assert!(rust.size <= crate::MAX_PARAMS_BYTES, "{}: {} bytes of parameters", family.name, rust.size);
+    }
+
+    #[test]
+    fn params_match_the_wgsl() {
+        use super::*;
+        let families = [
+            (&batch_norm::FAMILY, &batch_norm::PARAMS),
+            (&binary::FAMILY, &binary::PARAMS),
+            (&channel_sums::FAMILY, &channel_sums::PARAMS),
+            (&classification::FAMILY, &classification::PARAMS),
+            (&conv::FAMILY, &conv::PARAMS),
+            (&convert::FAMILY, &convert::PARAMS),
+            (&dropout::FAMILY, &dropout::PARAMS),
+            (&fill::FAMILY, &fill::PARAMS),
+            (&gather::FAMILY, &gather::PARAMS),
+            (&matmul::FAMILY, &matmul::PARAMS),
+            (&permute::FAMILY, &permute::PARAMS),
+            (&pool::FAMILY, &pool::PARAMS),
+            (&reduce::FAMILY, &reduce::PARAMS),
+            (&softmax::FAMILY, &softmax::PARAMS),
+            (&unary::FAMILY, &unary::PARAMS),
+        ];
+        for (family, layout) in families {
+            check(family, layout);
+        }
+    }
+
+    #[test]
+    fn generated_optimizer_params_match_the_words_sent() {
+        for (family, words) in super::optimizer::generated_families() {
+            let (span, fields) = wgsl_params(family);
+            assert_eq!(span as usize, 4 * words, "{}", family.name);
+            assert_eq!(fields.last().map(|(n, o)| (n.as_str(), *o)), Some(("tensors", 32)), "{}", family.name);
+        }
     }
 }

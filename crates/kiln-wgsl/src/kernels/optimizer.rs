@@ -181,6 +181,12 @@ fn kernel(update: Update, tensors: usize) -> (&'static KernelFamily, &'static [S
     table[row][tensors - 1]
 }
 
+/// Every generated family with the 32-bit words of parameters its launches send.
+#[cfg(test)]
+pub(crate) fn generated_families() -> impl Iterator<Item = (&'static KernelFamily, usize)> {
+    Update::ALL.into_iter().flat_map(|update| (1..=MAX_GROUP).map(move |n| (kernel(update, n).0, SHARED_WORDS + 4 * n)))
+}
+
 /// Tensors per launch on this adapter.
 fn group_size(ctx: &GpuContext, update: Update) -> usize {
     let limit = ctx.limits().max_storage_buffers_per_shader_stage as usize;

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "permute", source: include_str!("permute.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "permute", source: include_str!("permute.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -12,6 +12,10 @@ struct Params {
     shape: [u32; super::MAX_RANK],
     src_strides: [u32; super::MAX_RANK],
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, rank, shape, src_strides);
 
 /// A contiguous buffer of `shape` whose element at each index is read from `src` through
 /// `src_strides`: a permutation when the strides are permuted, a broadcast where one is 0.

@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "pool", source: include_str!("pool.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "pool", source: include_str!("pool.wgsl") };
 
 /// A pooling problem over `planes` (= N·C) planes of `height × width`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,10 @@ struct Params {
     pad_w: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: planes, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w);
 
 /// Max pooling: the output and, per output, the i32 position `h·W + w` of its maximum in
 /// the input plane. The shape must already be valid (kiln-tensor checks it).

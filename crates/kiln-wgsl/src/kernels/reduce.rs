@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "reduce", source: include_str!("reduce.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "reduce", source: include_str!("reduce.wgsl") };
 
 /// Reductions over one axis; the discriminant is the kernel's OP code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +26,10 @@ struct Params {
     inner: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: outer, n, inner);
 
 /// Reduces `x`, viewed as `[outer, n, inner]`, over its middle axis into `outer × inner`
 /// 32-bit words: f32 values, or u32 indices for `Argmax`. `Max` and `Argmax` need `n > 0`.

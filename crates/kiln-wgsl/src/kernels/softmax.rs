@@ -1,7 +1,7 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "softmax", source: include_str!("softmax.wgsl") };
+pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "softmax", source: include_str!("softmax.wgsl") };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -11,6 +11,10 @@ struct Params {
     inner: u32,
     _pad: u32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: outer, n, inner);
 
 /// softmax (or, with `log`, log_softmax) of `x` viewed as `[outer, n, inner]`, over the
 /// middle axis.

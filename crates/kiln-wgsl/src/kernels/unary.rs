@@ -1,86 +1,75 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-static FAMILY: KernelFamily = KernelFamily { name: "unary", source: include_str!("unary.wgsl") };
+/// Every unary op, in one table: its OP code, the WGSL body of its case in the kernel's
+/// `apply` (of `v` and the scalar `s`) and its host definition (of `x` and `s`). The Rust
+/// enum, `ALL`, the host `apply` and the WGSL `switch` are all made from it, so an op added
+/// here exists everywhere at once.
+macro_rules! unary_ops {
+    ($($(#[$doc:meta])* $name:ident = $code:literal, wgsl: $wgsl:literal, host: |$x:ident, $s:ident| $host:expr;)*) => {
+        /// Elementwise maps; the `Scalar*` ones combine each element with a scalar `s`.
+        /// The discriminant is the kernel's OP code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum UnaryOp {
+            $($(#[$doc])* $name = $code,)*
+        }
 
-/// Elementwise maps; the `Scalar*` ones combine each element with a scalar `s`.
-/// The discriminant is the kernel's OP code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg = 0,
-    Abs = 1,
-    Exp = 2,
-    Log = 3,
-    Sqrt = 4,
-    Relu = 5,
-    Sigmoid = 6,
-    Tanh = 7,
-    Square = 8,
-    Recip = 9,
-    /// x + s
-    AddScalar = 10,
-    /// x · s
-    MulScalar = 11,
-    /// xˢ
-    PowScalar = 12,
-    /// max(x, s)
-    MaxScalar = 13,
-    /// min(x, s)
-    MinScalar = 14,
-    /// s − x
-    ScalarSub = 15,
-}
+        impl UnaryOp {
+            pub const ALL: [UnaryOp; [$($code),*].len()] = [$(UnaryOp::$name),*];
 
-impl UnaryOp {
-    pub const ALL: [UnaryOp; 16] = [
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Relu,
-        UnaryOp::Sigmoid,
-        UnaryOp::Tanh,
-        UnaryOp::Square,
-        UnaryOp::Recip,
-        UnaryOp::AddScalar,
-        UnaryOp::MulScalar,
-        UnaryOp::PowScalar,
-        UnaryOp::MaxScalar,
-        UnaryOp::MinScalar,
-        UnaryOp::ScalarSub,
-    ];
-
-    /// The host definition every device must agree with. Always inlined, so a loop over a
-    /// constant op compiles to that op alone.
-    #[inline(always)]
-    pub fn apply(self, x: f32, s: f32) -> f32 {
-        match self {
-            UnaryOp::Neg => -x,
-            UnaryOp::Abs => x.abs(),
-            UnaryOp::Exp => x.exp(),
-            UnaryOp::Log => x.ln(),
-            UnaryOp::Sqrt => x.sqrt(),
-            UnaryOp::Relu => x.max(0.0),
-            UnaryOp::Sigmoid => {
-                if x >= 0.0 {
-                    1.0 / (1.0 + (-x).exp())
-                } else {
-                    let e = x.exp();
-                    e / (1.0 + e)
+            /// The host definition every device must agree with. Always inlined, so a loop
+            /// over a constant op compiles to that op alone.
+            #[inline(always)]
+            #[allow(unused_variables)]
+            pub fn apply(self, x: f32, s: f32) -> f32 {
+                match self {
+                    $(UnaryOp::$name => {
+                        let ($x, $s) = (x, s);
+                        $host
+                    })*
                 }
             }
-            UnaryOp::Tanh => x.tanh(),
-            UnaryOp::Square => x * x,
-            UnaryOp::Recip => 1.0 / x,
-            UnaryOp::AddScalar => x + s,
-            UnaryOp::MulScalar => x * s,
-            UnaryOp::PowScalar => x.powf(s),
-            UnaryOp::MaxScalar => x.max(s),
-            UnaryOp::MinScalar => x.min(s),
-            UnaryOp::ScalarSub => s - x,
         }
-    }
+
+        pub(crate) static FAMILY: KernelFamily = KernelFamily {
+            name: "unary",
+            source: concat!(
+                include_str!("unary.wgsl"),
+                "\nfn apply(v: f32, s: f32) -> f32 {\n    switch OP {\n",
+                $("        case ", $code, "u: { ", $wgsl, " }\n",)*
+                // WGSL requires a default; every OP the enum has is a case above.
+                "        default: { return bitcast<f32>(0x7fc00000u); }\n    }\n}\n"
+            ),
+        };
+    };
+}
+
+unary_ops! {
+    Neg = 0, wgsl: "return -v;", host: |x, s| -x;
+    Abs = 1, wgsl: "return abs(v);", host: |x, s| x.abs();
+    Exp = 2, wgsl: "return exp(v);", host: |x, s| x.exp();
+    Log = 3, wgsl: "return log(v);", host: |x, s| x.ln();
+    Sqrt = 4, wgsl: "return sqrt(v);", host: |x, s| x.sqrt();
+    Relu = 5, wgsl: "return max(v, 0.0);", host: |x, s| x.max(0.0);
+    /// Split by sign so exp never overflows.
+    Sigmoid = 6,
+        wgsl: "if (v >= 0.0) { return 1.0 / (1.0 + exp(-v)); } let e = exp(v); return e / (1.0 + e);",
+        host: |x, s| if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) };
+    Tanh = 7, wgsl: "return tanh(v);", host: |x, s| x.tanh();
+    Square = 8, wgsl: "return v * v;", host: |x, s| x * x;
+    Recip = 9, wgsl: "return 1.0 / v;", host: |x, s| 1.0 / x;
+    /// x + s
+    AddScalar = 10, wgsl: "return v + s;", host: |x, s| x + s;
+    /// x · s
+    MulScalar = 11, wgsl: "return v * s;", host: |x, s| x * s;
+    /// xˢ
+    PowScalar = 12, wgsl: "return pow(v, s);", host: |x, s| x.powf(s);
+    /// max(x, s)
+    MaxScalar = 13, wgsl: "return max(v, s);", host: |x, s| x.max(s);
+    /// min(x, s)
+    MinScalar = 14, wgsl: "return min(v, s);", host: |x, s| x.min(s);
+    /// s − x
+    ScalarSub = 15, wgsl: "return s - v;", host: |x, s| s - x;
 }
 
 #[repr(C)]
@@ -89,6 +78,10 @@ struct Params {
     len: u32,
     scalar: f32,
 }
+
+/// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
+#[cfg(test)]
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, scalar);
 
 /// The pipeline of `op`: input in slot 1, output in slot 2.
 pub(crate) fn spec(op: UnaryOp) -> KernelSpec {
