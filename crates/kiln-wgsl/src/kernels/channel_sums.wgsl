@@ -6,6 +6,9 @@
 // layer (zero where the ReLU's output is not positive), writes that masked gradient — what
 // the layer's other gradients need — and sums it: ReLU's backward and the bias gradient in
 // one launch.
+//
+// The *_serial entries give each channel one invocation that walks its values in order:
+// for short channels (a linear layer's batch), where a workgroup of 256 would mostly idle.
 
 struct Params {
     batch: u32,
@@ -60,4 +63,35 @@ fn relu_backward_channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
         sum += g;
     }
     store_total(wid.x, lid, sum);
+}
+
+@compute @workgroup_size(256)
+fn channel_sums_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let c = flat_index(wid, nwg, lid, WG);
+    if (c >= p.channels) {
+        return;
+    }
+    var sum = 0.0;
+    for (var i = 0u; i < p.batch * p.plane; i++) {
+        sum += grad[element(c, i)];
+    }
+    sums[c] = sum;
+}
+
+@compute @workgroup_size(256)
+fn relu_backward_channel_sums_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                     @builtin(local_invocation_index) lid: u32) {
+    let c = flat_index(wid, nwg, lid, WG);
+    if (c >= p.channels) {
+        return;
+    }
+    var sum = 0.0;
+    for (var i = 0u; i < p.batch * p.plane; i++) {
+        let e = element(c, i);
+        let g = select(0.0, grad[e], relu_output[e] > 0.0);
+        masked[e] = g;
+        sum += g;
+    }
+    sums[c] = sum;
 }
