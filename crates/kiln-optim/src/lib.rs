@@ -1,6 +1,7 @@
 //! Optimizers in the shape of `torch.optim`: [`Sgd`] (momentum, dampening, Nesterov,
 //! weight decay) and [`Adam`] / AdamW, with PyTorch's defaults. Each step updates every
-//! parameter that has a gradient in place, with one fused kernel per parameter on the GPU.
+//! parameter that has a gradient in place, in one multi-tensor update: on the GPU a launch
+//! updates a group of up to 8 parameters.
 //!
 //! ```
 //! use kiln_autograd::Var;

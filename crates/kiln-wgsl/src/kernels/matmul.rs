@@ -44,13 +44,18 @@ struct Params {
     b_batch_stride: u32,
     c_batch_stride: u32,
     batch: u32,
-    _pad: u32,
+    per_group: u32,
 }
+
+/// K-slices of 16 one workgroup of `matmul_sum` walks at most (entries × slices per entry).
+/// Lavapipe returned wrong sums from a workgroup walking 3,456 (96 entries of K = 576) and
+/// right ones at 2,304; the cause was not found, so the batch is cut below that.
+const SUM_MAX_SLICES: usize = 2048;
 
 /// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
 #[cfg(test)]
 pub(crate) const PARAMS: super::test_support::Layout =
-    params_layout!(Params: m, n, k, a_batch_stride, b_batch_stride, c_batch_stride, batch);
+    params_layout!(Params: m, n, k, a_batch_stride, b_batch_stride, c_batch_stride, batch, per_group);
 
 /// Which index of C a bias is indexed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +123,9 @@ fn launch(
             });
         }
     }
-    let products = if sum_batch { 1 } else { batch };
+    // Summed: groups of consecutive entries, each to a partial product, added below.
+    let per_group = (SUM_MAX_SLICES / k.div_ceil(16).max(1)).max(1);
+    let products = if sum_batch { batch.div_ceil(per_group).max(1) } else { batch };
     let out = ctx.alloc((products * m * n) as u64 * 4)?;
     // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
     let a_row = if trans_a { m } else { k };
@@ -144,12 +151,15 @@ fn launch(
         b_batch_stride: b_batch_stride as u32,
         c_batch_stride: (m * n) as u32,
         batch: batch as u32,
-        _pad: 0,
+        per_group: per_group as u32,
     };
     let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, products as u32];
     // Without a bias, A stands in for the binding the kernel then does not read.
     let bias = epilogue.bias.map_or(a, |(bias, _)| bias);
     ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out, bias], grid)?;
+    if sum_batch && products > 1 {
+        return super::reduce::reduce(ctx, super::reduce::ReduceOp::Sum, &out, 1, products, m * n);
+    }
     Ok(out)
 }
 
@@ -234,7 +244,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
         fn epilogues_and_batch_sums_match_the_host(
-            batch in 1..=3usize, m in size(), n in size(), k in size(),
+            batch in prop_oneof![1..=3usize, Just(100)], m in size(), n in size(), k in size(),
             trans_a in any::<bool>(), bias in 0..3u32, relu in any::<bool>(), sum in any::<bool>(),
         ) {
             let Some(ctx) = context_or_skip("matmul::epilogues_and_batch_sums_match_the_host") else { return Ok(()) };
@@ -273,6 +283,18 @@ mod tests {
             }
             check(&ctx, s);
         }
+    }
+
+    #[test]
+    fn long_batch_sums_are_split_and_added() {
+        // 96 entries of K = 576: one workgroup walking them all gave wrong sums on lavapipe.
+        let Some(ctx) = context_or_skip("matmul::long_batch_sums_are_split_and_added") else { return };
+        let mut s = MatmulShape::new(96, 5, 7, 576);
+        s.trans_b = true;
+        let (a, b) = (values(96 * 5 * 576, 31), values(96 * 7 * 576, 32));
+        let got = matmul_sum(&ctx, &ctx.upload(&a).unwrap(), &ctx.upload(&b).unwrap(), s).unwrap();
+        let want = host_with(&a, &b, s, None, false, true);
+        assert_close(&ctx.read::<f32>(&got, 35).unwrap(), &want, 1e-3);
     }
 
     #[test]

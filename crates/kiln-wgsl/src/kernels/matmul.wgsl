@@ -11,8 +11,9 @@
 //
 // Epilogue, applied to each result as it is stored: a bias (BIAS 1: one per column, a linear
 // layer's; BIAS 2: one per row, a convolution's output channels) and then a ReLU. SUM_BATCH
-// computes Σ_b op(A[b])·op(B[b]) into one M×N matrix (a convolution's weight gradient over
-// the images): each workgroup walks the batch itself, in order, so the sum is deterministic.
+// computes Σ_b op(A[b])·op(B[b]) over `per_group` consecutive entries per z-slice of the
+// grid (a convolution's weight gradient over the images), walking them in order, so the
+// sums are deterministic; the launcher adds the slices' partial sums when there are several.
 
 override TRANS_A: bool; // A is stored K×M
 override TRANS_B: bool; // B is stored N×K
@@ -31,6 +32,8 @@ struct Params {
     b_batch_stride: u32,
     c_batch_stride: u32,
     batch: u32,
+    // SUM_BATCH: the batch entries each z-slice of the grid sums.
+    per_group: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -89,15 +92,18 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var first = wid.z;
     var last = wid.z + 1u;
     if (SUM_BATCH) {
-        first = 0u;
-        last = p.batch;
+        first = wid.z * p.per_group;
+        last = min(first + p.per_group, p.batch);
     }
     let c_base = wid.z * p.c_batch_stride;
 
-    var acc: array<vec4<f32>, 4>;
+    // Each entry's product is summed over K on its own and then added to the total, as the
+    // per-entry products would be: one accumulator over the whole batch would round far more.
+    var total: array<vec4<f32>, 4>;
     for (var entry = first; entry < last; entry++) {
         let a_base = entry * p.a_batch_stride;
         let b_base = entry * p.b_batch_stride;
+        var acc: array<vec4<f32>, 4>;
         for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
             if (TRANS_A) {
                 // Stored [k][m]: each invocation reads 4 consecutive m of one k.
@@ -146,6 +152,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             }
             workgroupBarrier();
         }
+        for (var i = 0u; i < 4u; i++) {
+            total[i] += acc[i];
+        }
     }
 
     let col = col0 + local.x * 4u;
@@ -158,7 +167,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             return;
         }
         let start = c_base + row * p.n + col;
-        var v = acc[i];
+        var v = total[i];
         if (BIAS == 1u) {
             for (var j = 0u; j < 4u; j++) {
                 v[j] += bias[min(col + j, p.n - 1u)];
