@@ -114,21 +114,6 @@ struct Measurement {
     runtime: Option<RuntimeStats>,
 }
 
-/// What the timed steps did on the GPU: the counters' differences.
-fn counted(before: RuntimeStats, after: RuntimeStats) -> RuntimeStats {
-    RuntimeStats {
-        dispatches: after.dispatches - before.dispatches,
-        submits: after.submits - before.submits,
-        readbacks: after.readbacks - before.readbacks,
-        buffers_created: after.buffers_created - before.buffers_created,
-        buffers_reused: after.buffers_reused - before.buffers_reused,
-        bind_groups_created: after.bind_groups_created - before.bind_groups_created,
-        bind_groups_reused: after.bind_groups_reused - before.bind_groups_reused,
-        pipelines_created: after.pipelines_created - before.pipelines_created,
-        ..after
-    }
-}
-
 fn measure(
     tutorial: Tutorial,
     device: &Device,
@@ -166,7 +151,7 @@ fn measure(
         seconds: started.elapsed().as_secs_f64(),
         full_epoch: steps == total,
         loss: metrics.loss,
-        runtime: before.zip(stats()).map(|(before, after)| counted(before, after)),
+        runtime: before.zip(stats()).map(|(before, after)| after.since(&before)),
     })
 }
 

@@ -63,6 +63,24 @@ pub struct RuntimeStats {
     pub peak_buffer_bytes: u64,
 }
 
+impl RuntimeStats {
+    /// What happened between `earlier` and these counters: the counts' differences, with
+    /// the memory figures as they are now.
+    pub fn since(&self, earlier: &RuntimeStats) -> RuntimeStats {
+        RuntimeStats {
+            dispatches: self.dispatches - earlier.dispatches,
+            submits: self.submits - earlier.submits,
+            readbacks: self.readbacks - earlier.readbacks,
+            buffers_created: self.buffers_created - earlier.buffers_created,
+            buffers_reused: self.buffers_reused - earlier.buffers_reused,
+            bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
+            bind_groups_reused: self.bind_groups_reused - earlier.bind_groups_reused,
+            pipelines_created: self.pipelines_created - earlier.pipelines_created,
+            ..*self
+        }
+    }
+}
+
 /// A handle to the GPU runtime. Cloning is cheap and shares the device.
 #[derive(Clone)]
 pub struct GpuContext {
@@ -180,20 +198,20 @@ impl std::hash::Hash for BindGroupKey {
 }
 
 impl BindGroupCache {
-    /// The cached group, or `None` (then `insert` one).
-    fn get(&mut self, key: &BindGroupKey) -> Option<&wgpu::BindGroup> {
-        if !self.current.contains_key(key) {
-            let aged = self.older.remove(key)?;
-            self.insert(*key, aged);
-        }
-        self.current.get(key)
-    }
-
-    fn insert(&mut self, key: BindGroupKey, group: wgpu::BindGroup) {
-        if self.current.len() >= BIND_GROUP_GENERATION {
+    /// The group of `key`, made by `make` when neither generation holds it; and whether it
+    /// was made. One hash lookup when the current generation has it (the steady state).
+    fn get_or_make(&mut self, key: BindGroupKey, make: impl FnOnce() -> wgpu::BindGroup) -> (&wgpu::BindGroup, bool) {
+        if self.current.len() >= BIND_GROUP_GENERATION && !self.current.contains_key(&key) {
             self.older = std::mem::take(&mut self.current);
         }
-        self.current.insert(key, group);
+        let (older, mut made) = (&mut self.older, false);
+        let group = self.current.entry(key).or_insert_with(|| {
+            older.remove(&key).unwrap_or_else(|| {
+                made = true;
+                make()
+            })
+        });
+        (group, made)
     }
 
     fn clear(&mut self) {
@@ -403,13 +421,12 @@ impl GpuContext {
         for (id, buffer) in key.buffers.iter_mut().zip(buffers) {
             *id = buffer.pooled().id;
         }
-        if state.bind_groups.get(&key).is_some() {
-            state.stats.bind_groups_reused += 1;
-        } else {
+        let (bind_group, made) = state.bind_groups.get_or_make(key, || self.bind_group(&pipeline, spec, buffers));
+        if made {
             state.stats.bind_groups_created += 1;
-            state.bind_groups.insert(key, self.bind_group(&pipeline, spec, buffers));
+        } else {
+            state.stats.bind_groups_reused += 1;
         }
-        let bind_group = state.bind_groups.get(&key).expect("cached above");
 
         let batch = &mut state.batch;
         let offset = batch.queued * rt.param_stride;

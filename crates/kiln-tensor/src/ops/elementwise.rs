@@ -268,8 +268,7 @@ impl Tensor {
         match &self.device {
             Device::Gpu(ctx) => Ok(accumulate(ctx, self.gpu_buffer(), other.gpu_buffer(), self.len(), scale)?),
             Device::Cpu => {
-                let values = other.cpu_values().to_vec();
-                self.cpu_values_mut().iter_mut().zip(values).for_each(|(s, v)| *s += scale * v);
+                self.cpu_values_mut().iter_mut().zip(other.cpu_values()).for_each(|(s, v)| *s += scale * v);
                 Ok(())
             }
         }
