@@ -135,7 +135,8 @@ fn bench_norm_and_pool(c: &mut Criterion) {
     let config = BatchNormConfig::default();
     let pool = Pool2d::new(2);
     let run_norm = |x: &Tensor, dy: &Tensor| {
-        let (mut mean, mut var) = (Tensor::zeros(&[25], x.device()).unwrap(), Tensor::ones(&[25], x.device()).unwrap());
+        let (mut mean, mut var) =
+            (Tensor::zeros(&[25], &x.device()).unwrap(), Tensor::ones(&[25], &x.device()).unwrap());
         let (y, saved) = x.batch_norm2d_train(None, None, &mut mean, &mut var, &config).unwrap();
         (y, dy.batch_norm2d_backward(x, None, false, &saved, true).unwrap().input)
     };

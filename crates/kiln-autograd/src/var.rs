@@ -155,7 +155,7 @@ impl Var {
         if !self.requires_grad() {
             return Err(AutogradError::NoGradient);
         }
-        let seed = kiln_tensor::Tensor::ones(self.value().shape(), self.value().device())?;
+        let seed = kiln_tensor::Tensor::ones(self.value().shape(), &self.value().device())?;
         let mut pending: HashMap<u64, Tensor> = HashMap::from([(self.0.id, seed)]);
         for node in self.tape()? {
             let Some(grad) = pending.remove(&node.0.id) else { continue };

@@ -65,7 +65,7 @@ fn composite_expressions() {
 /// flatten → linear → cross-entropy.
 fn small_cnn(p: &[Var], x: &Var, labels: &Tensor, training: bool) -> Var {
     let (mut mean, mut var) =
-        (Tensor::zeros(&[3], x.value().device()).unwrap(), Tensor::ones(&[3], x.value().device()).unwrap());
+        (Tensor::zeros(&[3], &x.value().device()).unwrap(), Tensor::ones(&[3], &x.value().device()).unwrap());
     let config = BatchNormConfig::default();
     let h = x.conv2d(&p[0], Some(&p[1]), &Conv2d::default().padding(1)).unwrap();
     let h = h.batch_norm2d(Some(&p[2]), Some(&p[3]), &mut mean, &mut var, &config, training).unwrap();
@@ -115,7 +115,7 @@ fn the_gpu_gives_the_cpus_gradients() {
 /// conv → ReLU → batch norm → ReLU → flatten → linear → ReLU → linear → cross-entropy, with
 /// each layer-then-ReLU fused into one op or composed of two.
 fn relu_net(p: &[Var], x: &Var, labels: &Tensor, fused: bool) -> Var {
-    let device = x.value().device().clone();
+    let device = x.value().device();
     let (mut mean, mut var) = (Tensor::zeros(&[3], &device).unwrap(), Tensor::ones(&[3], &device).unwrap());
     let conv = Conv2d::default().padding(1);
     let h = if fused {

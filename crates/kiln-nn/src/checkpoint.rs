@@ -128,12 +128,12 @@ pub fn load_into(model: &mut dyn Module, state: &StateDict) -> Result<()> {
     }
     for (name, p) in &parameters {
         p.update(|t| {
-            *t = state[name].to(t.device())?;
+            *t = state[name].to(&t.device())?;
             Ok(())
         })?;
     }
     for (name, current) in buffers {
-        model.set_buffer(&name, state[&name].to(current.device())?)?;
+        model.set_buffer(&name, state[&name].to(&current.device())?)?;
     }
     Ok(())
 }

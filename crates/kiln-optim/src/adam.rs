@@ -62,7 +62,7 @@ impl Optimizer for Adam {
         for ((p, moments), steps) in self.parameters.iter().zip(&mut self.moments).zip(&mut self.steps) {
             let Some(grad) = p.grad() else { continue };
             if moments.is_none() {
-                let zeros = || Tensor::zeros(grad.shape(), grad.device());
+                let zeros = || Tensor::zeros(grad.shape(), &grad.device());
                 *moments = Some((zeros()?, zeros()?));
             }
             *steps += 1;

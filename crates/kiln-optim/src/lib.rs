@@ -87,7 +87,7 @@ fn per_parameter(state: &OptimizerState, name: &str, parameter: &Var) -> Result<
     if t.shape() != value.shape() {
         return Err(invalid(format!("'{name}' is {:?} but its parameter is {:?}", t.shape(), value.shape())));
     }
-    Ok(Some(t.to(value.device())?))
+    Ok(Some(t.to(&value.device())?))
 }
 
 /// Refuses keys no parameter or setting of this optimizer has.

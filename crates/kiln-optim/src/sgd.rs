@@ -52,7 +52,7 @@ impl Optimizer for Sgd {
             let Some(grad) = p.grad() else { continue };
             let first_step = buffer.is_none();
             if self.config.momentum != 0.0 && first_step {
-                *buffer = Some(Tensor::zeros(grad.shape(), grad.device())?);
+                *buffer = Some(Tensor::zeros(grad.shape(), &grad.device())?);
             }
             vars.push(p);
             work.push((grad, buffer.as_mut(), first_step));

@@ -24,23 +24,34 @@ impl DType {
     }
 }
 
-/// Where the elements are. Both variants are row-major and contiguous, so reshaping is a
-/// new shape over the same, shared data.
+/// Where the elements are, and so on which device: the host's data says its element type by
+/// its variant; a GPU buffer carries its type and device beside it. Both are row-major and
+/// contiguous, so reshaping is a new shape over the same, shared data.
 #[derive(Clone)]
-pub(crate) enum Data {
-    CpuF32(Arc<Vec<f32>>),
-    CpuI32(Arc<Vec<i32>>),
-    CpuU8(Arc<Vec<u8>>),
-    Gpu(Arc<GpuBuffer>),
+pub(crate) enum Storage {
+    Host(HostData),
+    Gpu(GpuData),
+}
+
+#[derive(Clone)]
+pub(crate) enum HostData {
+    F32(Arc<Vec<f32>>),
+    I32(Arc<Vec<i32>>),
+    U8(Arc<Vec<u8>>),
+}
+
+/// A GPU buffer knows its context, so the device is not stored twice.
+#[derive(Clone)]
+pub(crate) struct GpuData {
+    pub(crate) buffer: Arc<GpuBuffer>,
+    pub(crate) dtype: DType,
 }
 
 /// An n-dimensional array on a [`Device`]. Cloning shares the data; ops return new tensors.
 #[derive(Clone)]
 pub struct Tensor {
     pub(crate) shape: Vec<usize>,
-    pub(crate) dtype: DType,
-    pub(crate) device: Device,
-    pub(crate) data: Data,
+    pub(crate) storage: Storage,
 }
 
 fn check_len(len: usize, shape: &[usize]) -> Result<()> {
@@ -61,13 +72,7 @@ impl Tensor {
     /// An integer tensor (class labels, indices).
     pub fn from_vec_i32(data: Vec<i32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         check_len(data.len(), shape)?;
-        let cpu = Tensor {
-            shape: shape.to_vec(),
-            dtype: DType::I32,
-            device: Device::Cpu,
-            data: Data::CpuI32(Arc::new(data)),
-        };
-        cpu.to(device)
+        Tensor::cpu_i32(data, shape.to_vec()).to(device)
     }
 
     /// A byte tensor (images as stored on disk).
@@ -85,7 +90,7 @@ impl Tensor {
         let len = shape.iter().product();
         match device {
             Device::Cpu => Ok(Tensor::cpu_f32(vec![value; len], shape.to_vec())),
-            Device::Gpu(ctx) => Ok(Tensor::gpu(fill(ctx, len, value.to_bits())?, shape.to_vec(), DType::F32, device)),
+            Device::Gpu(ctx) => Ok(Tensor::gpu(fill(ctx, len, value.to_bits())?, shape.to_vec(), DType::F32)),
         }
     }
 
@@ -112,19 +117,19 @@ impl Tensor {
     }
 
     pub(crate) fn cpu_f32(data: Vec<f32>, shape: Vec<usize>) -> Tensor {
-        Tensor { shape, dtype: DType::F32, device: Device::Cpu, data: Data::CpuF32(Arc::new(data)) }
+        Tensor { shape, storage: Storage::Host(HostData::F32(Arc::new(data))) }
     }
 
     pub(crate) fn cpu_i32(data: Vec<i32>, shape: Vec<usize>) -> Tensor {
-        Tensor { shape, dtype: DType::I32, device: Device::Cpu, data: Data::CpuI32(Arc::new(data)) }
+        Tensor { shape, storage: Storage::Host(HostData::I32(Arc::new(data))) }
     }
 
     pub(crate) fn cpu_u8(data: Vec<u8>, shape: Vec<usize>) -> Tensor {
-        Tensor { shape, dtype: DType::U8, device: Device::Cpu, data: Data::CpuU8(Arc::new(data)) }
+        Tensor { shape, storage: Storage::Host(HostData::U8(Arc::new(data))) }
     }
 
-    pub(crate) fn gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType, device: &Device) -> Tensor {
-        Tensor { shape, dtype, device: device.clone(), data: Data::Gpu(Arc::new(buffer)) }
+    pub(crate) fn gpu(buffer: GpuBuffer, shape: Vec<usize>, dtype: DType) -> Tensor {
+        Tensor { shape, storage: Storage::Gpu(GpuData { buffer: Arc::new(buffer), dtype }) }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -145,61 +150,69 @@ impl Tensor {
     }
 
     pub fn dtype(&self) -> DType {
-        self.dtype
+        match &self.storage {
+            Storage::Host(HostData::F32(_)) => DType::F32,
+            Storage::Host(HostData::I32(_)) => DType::I32,
+            Storage::Host(HostData::U8(_)) => DType::U8,
+            Storage::Gpu(gpu) => gpu.dtype,
+        }
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Where the data is (cheap: a GPU device is a shared handle).
+    pub fn device(&self) -> Device {
+        match &self.storage {
+            Storage::Host(_) => Device::Cpu,
+            Storage::Gpu(gpu) => Device::Gpu(gpu.buffer.context()),
+        }
     }
 
     /// The same tensor on `device`. A no-op when it is already there; otherwise one upload or
     /// one readback.
     pub fn to(&self, device: &Device) -> Result<Tensor> {
-        if self.device == *device {
+        if self.device() == *device {
             return Ok(self.clone());
         }
-        let buffer = match (&self.data, device) {
-            (_, Device::Cpu) => {
-                return Ok(match self.dtype {
-                    DType::F32 => Tensor::cpu_f32(self.to_vec()?, self.shape.clone()),
-                    DType::I32 => Tensor::cpu_i32(self.to_vec_i32()?, self.shape.clone()),
-                    DType::U8 => Tensor::cpu_u8(self.to_vec_u8()?, self.shape.clone()),
-                });
-            }
-            (Data::CpuF32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
-            (Data::CpuI32(values), Device::Gpu(ctx)) => ctx.upload(values)?,
-            (Data::CpuU8(values), Device::Gpu(ctx)) => ctx.upload(values)?,
-            // From one GPU to another: through the host.
-            (Data::Gpu(_), Device::Gpu(_)) => return self.to(&Device::Cpu)?.to(device),
+        let Device::Gpu(ctx) = device else {
+            return Ok(match self.dtype() {
+                DType::F32 => Tensor::cpu_f32(self.to_vec()?, self.shape.clone()),
+                DType::I32 => Tensor::cpu_i32(self.to_vec_i32()?, self.shape.clone()),
+                DType::U8 => Tensor::cpu_u8(self.to_vec_u8()?, self.shape.clone()),
+            });
         };
-        Ok(Tensor::gpu(buffer, self.shape.clone(), self.dtype, device))
+        let buffer = match &self.storage {
+            Storage::Host(HostData::F32(values)) => ctx.upload(values)?,
+            Storage::Host(HostData::I32(values)) => ctx.upload(values)?,
+            Storage::Host(HostData::U8(values)) => ctx.upload(values)?,
+            // From one GPU to another: through the host.
+            Storage::Gpu(_) => return self.to(&Device::Cpu)?.to(device),
+        };
+        Ok(Tensor::gpu(buffer, self.shape.clone(), self.dtype()))
     }
 
     /// The elements in row-major order. From a GPU this waits for the work that makes them.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        self.expect_dtype("to_vec", DType::F32)?;
-        match &self.data {
-            Data::CpuF32(values) => Ok(values.as_ref().clone()),
-            Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
-            _ => unreachable!("dtype checked above"),
+        match &self.storage {
+            Storage::Host(HostData::F32(values)) => Ok(values.as_ref().clone()),
+            Storage::Gpu(gpu) if gpu.dtype == DType::F32 => Ok(gpu.buffer.context().read(&gpu.buffer, self.len())?),
+            _ => Err(self.dtype_error("to_vec", DType::F32)),
         }
     }
 
     pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
-        self.expect_dtype("to_vec_i32", DType::I32)?;
-        match &self.data {
-            Data::CpuI32(values) => Ok(values.as_ref().clone()),
-            Data::Gpu(buffer) => Ok(buffer.context().read(buffer, self.len())?),
-            _ => unreachable!("dtype checked above"),
+        match &self.storage {
+            Storage::Host(HostData::I32(values)) => Ok(values.as_ref().clone()),
+            Storage::Gpu(gpu) if gpu.dtype == DType::I32 => Ok(gpu.buffer.context().read(&gpu.buffer, self.len())?),
+            _ => Err(self.dtype_error("to_vec_i32", DType::I32)),
         }
     }
 
     pub fn to_vec_u8(&self) -> Result<Vec<u8>> {
-        self.expect_dtype("to_vec_u8", DType::U8)?;
-        match &self.data {
-            Data::CpuU8(values) => Ok(values.as_ref().clone()),
-            Data::Gpu(buffer) => Ok(buffer.context().read_bytes(buffer, self.len() as u64)?),
-            _ => unreachable!("dtype checked above"),
+        match &self.storage {
+            Storage::Host(HostData::U8(values)) => Ok(values.as_ref().clone()),
+            Storage::Gpu(gpu) if gpu.dtype == DType::U8 => {
+                Ok(gpu.buffer.context().read_bytes(&gpu.buffer, self.len() as u64)?)
+            }
+            _ => Err(self.dtype_error("to_vec_u8", DType::U8)),
         }
     }
 
@@ -229,41 +242,55 @@ impl Tensor {
     }
 
     pub(crate) fn expect_dtype(&self, op: &'static str, expected: DType) -> Result<()> {
-        if self.dtype != expected {
-            return Err(TensorError::DTypeMismatch { op, expected, got: self.dtype });
+        if self.dtype() != expected {
+            return Err(self.dtype_error(op, expected));
         }
         Ok(())
     }
 
+    pub(crate) fn dtype_error(&self, op: &'static str, expected: DType) -> TensorError {
+        TensorError::DTypeMismatch { op, expected, got: self.dtype() }
+    }
+
     pub(crate) fn expect_same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
-        if self.device != other.device {
-            return Err(TensorError::DeviceMismatch { op, lhs: self.device.clone(), rhs: other.device.clone() });
+        if self.device() != other.device() {
+            return Err(TensorError::DeviceMismatch { op, lhs: self.device(), rhs: other.device() });
         }
         Ok(())
     }
 
     pub(crate) fn cpu_values(&self) -> &[f32] {
-        match &self.data {
-            Data::CpuF32(values) => values,
-            _ => panic!("cpu_values on a {:?} tensor on {}", self.dtype, self.device),
+        match &self.storage {
+            Storage::Host(HostData::F32(values)) => values,
+            _ => panic!("cpu_values on a {:?} tensor on {}", self.dtype(), self.device()),
+        }
+    }
+
+    /// The integers of a host tensor (labels, pooling positions), or the error an op taking
+    /// them reports.
+    pub(crate) fn host_i32(&self, op: &'static str) -> Result<&[i32]> {
+        match &self.storage {
+            Storage::Host(HostData::I32(values)) => Ok(values),
+            Storage::Host(_) => Err(self.dtype_error(op, DType::I32)),
+            Storage::Gpu(_) => Err(TensorError::DeviceMismatch { op, lhs: Device::Cpu, rhs: self.device() }),
         }
     }
 
     /// Sole ownership of the data, for an in-place update: shared data is copied first, on
     /// either device, so other handles to it never see the change.
     pub(crate) fn unshare(&mut self) -> Result<()> {
-        let words = (self.len() * self.dtype.size_in_bytes()).div_ceil(4);
-        match &mut self.data {
-            Data::CpuF32(values) => {
+        let words = (self.len() * self.dtype().size_in_bytes()).div_ceil(4);
+        match &mut self.storage {
+            Storage::Host(HostData::F32(values)) => {
                 Arc::make_mut(values);
             }
-            Data::CpuI32(values) => {
+            Storage::Host(HostData::I32(values)) => {
                 Arc::make_mut(values);
             }
-            Data::CpuU8(values) => {
+            Storage::Host(HostData::U8(values)) => {
                 Arc::make_mut(values);
             }
-            Data::Gpu(buffer) => {
+            Storage::Gpu(GpuData { buffer, .. }) => {
                 if Arc::get_mut(buffer).is_none() {
                     *buffer = Arc::new(copy(&buffer.context(), buffer, words)?);
                 }
@@ -274,16 +301,17 @@ impl Tensor {
 
     /// The f32 values of an unshared CPU tensor, to update in place.
     pub(crate) fn cpu_values_mut(&mut self) -> &mut [f32] {
-        match &mut self.data {
-            Data::CpuF32(values) => Arc::get_mut(values).expect("unshare() first"),
-            _ => panic!("cpu_values_mut on a {:?} tensor on {}", self.dtype, self.device),
+        let dtype = self.dtype();
+        match &mut self.storage {
+            Storage::Host(HostData::F32(values)) => Arc::get_mut(values).expect("unshare() first"),
+            _ => panic!("cpu_values_mut on a {dtype:?} tensor"),
         }
     }
 
     pub(crate) fn gpu_buffer(&self) -> &GpuBuffer {
-        match &self.data {
-            Data::Gpu(buffer) => buffer,
-            _ => panic!("gpu_buffer on a tensor on {}", self.device),
+        match &self.storage {
+            Storage::Gpu(gpu) => &gpu.buffer,
+            Storage::Host(_) => panic!("gpu_buffer on a host tensor"),
         }
     }
 }
@@ -291,6 +319,6 @@ impl Tensor {
 impl fmt::Debug for Tensor {
     /// Shape, type and device only: printing values would force a GPU readback.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype, self.device)
+        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype(), self.device())
     }
 }

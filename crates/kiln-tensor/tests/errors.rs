@@ -1,6 +1,7 @@
 //! Bad input is a clear error on the CPU (the GPU shares the same validation code).
 
-use kiln_tensor::{Device, Tensor, TensorError};
+use kiln_tensor::{DType, Device, Tensor, TensorError};
+use kiln_wgsl::testing::context_or_skip;
 
 fn t(shape: &[usize]) -> Tensor {
     Tensor::ones(shape, &Device::Cpu).unwrap()
@@ -58,4 +59,28 @@ fn to_scalar_needs_one_element() {
     assert_eq!(t(&[]).to_scalar().unwrap(), 1.0);
     assert_eq!(t(&[1, 1]).to_scalar().unwrap(), 1.0);
     assert!(t(&[2]).to_scalar().is_err());
+}
+
+/// A tensor's type and device come from its storage alone, so they survive every move, and
+/// reading it as another type is an error on either device.
+#[test]
+fn type_and_device_follow_the_data() {
+    let Some(ctx) = context_or_skip("type_and_device_follow_the_data") else { return };
+    let gpu = Device::Gpu(ctx);
+    for device in [Device::Cpu, gpu.clone()] {
+        let bytes = Tensor::from_vec_u8(vec![0, 7, 255, 1], &[2, 2], &device).unwrap();
+        let labels = Tensor::from_vec_i32(vec![3, -1], &[2], &device).unwrap();
+        for (tensor, dtype) in [(&bytes, DType::U8), (&labels, DType::I32)] {
+            assert_eq!((tensor.dtype(), tensor.device()), (dtype, device.clone()));
+            assert!(matches!(tensor.to_vec(), Err(TensorError::DTypeMismatch { got, .. }) if got == dtype));
+            let there = tensor.to(&gpu).unwrap().to(&Device::Cpu).unwrap();
+            assert_eq!((there.dtype(), there.device()), (dtype, Device::Cpu));
+        }
+        assert!(matches!(bytes.to_vec_i32(), Err(TensorError::DTypeMismatch { expected: DType::I32, .. })));
+        assert!(matches!(labels.to_vec_u8(), Err(TensorError::DTypeMismatch { expected: DType::U8, .. })));
+        assert!(bytes.t().is_err(), "u8 moves whole rows only, on {device}");
+        assert_eq!(bytes.index_select(&[1]).unwrap().to_vec_u8().unwrap(), [255, 1]);
+        assert_eq!(labels.to_f32().unwrap().to_vec().unwrap(), [3.0, -1.0]);
+        assert_eq!(bytes.to_f32().unwrap().device(), device);
+    }
 }

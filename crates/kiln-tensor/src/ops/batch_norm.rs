@@ -118,7 +118,7 @@ impl Tensor {
                 why: format!("training needs more than one value per channel, got shape {:?}", self.shape),
             });
         }
-        let Device::Gpu(ctx) = &self.device else {
+        let Device::Gpu(ctx) = &self.device() else {
             return Ok(self.cpu_batch_norm_train(weight, bias, running_mean, running_var, config));
         };
         // The running statistics are updated in place: other handles keep their values.
@@ -130,8 +130,8 @@ impl Tensor {
         let affine = Affine { weight: buffer(weight), bias: buffer(bias) };
         let out =
             batch_norm_normalize(ctx, self.gpu_buffer(), &shape, &mean, Scale::Invstd(&invstd), affine, config.relu)?;
-        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32, &self.device);
-        let output = Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device);
+        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32);
+        let output = Tensor::gpu(out, self.shape.clone(), DType::F32);
         let relu_output = config.relu.then(|| output.clone());
         Ok((output, BatchNormSaved { mean: per_channel(mean), invstd: per_channel(invstd), relu_output }))
     }
@@ -146,7 +146,7 @@ impl Tensor {
         config: &BatchNormConfig,
     ) -> Result<Tensor> {
         self.check_batch_norm("batch_norm2d_eval", &[weight, bias, Some(running_mean), Some(running_var)])?;
-        let Device::Gpu(ctx) = &self.device else {
+        let Device::Gpu(ctx) = &self.device() else {
             let saved = BatchNormSaved::from_running(running_mean, running_var, config)?;
             return Ok(self.cpu_normalize(&saved, weight, bias, config.relu));
         };
@@ -162,7 +162,7 @@ impl Tensor {
             affine,
             config.relu,
         )?;
-        Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
+        Ok(Tensor::gpu(out, self.shape.clone(), DType::F32))
     }
 
     /// The gradients of a batch norm from this output gradient: `input` is the forward
@@ -198,7 +198,7 @@ impl Tensor {
                 });
             }
         }
-        let Device::Gpu(ctx) = &self.device else {
+        let Device::Gpu(ctx) = &self.device() else {
             return Ok(self.cpu_batch_norm_backward(input, weight, has_bias, saved, training));
         };
         let shape = channel_shape(input);
@@ -218,9 +218,9 @@ impl Tensor {
             &shape,
             training,
         )?;
-        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32, &self.device);
+        let per_channel = |b| Tensor::gpu(b, vec![shape.channels], DType::F32);
         Ok(BatchNormGrads {
-            input: Tensor::gpu(dx, input.shape.clone(), DType::F32, &self.device),
+            input: Tensor::gpu(dx, input.shape.clone(), DType::F32),
             weight: weight.map(|_| per_channel(sum_dot)),
             bias: has_bias.then(|| per_channel(sum_dy)),
         })

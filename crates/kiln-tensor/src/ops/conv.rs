@@ -245,13 +245,13 @@ impl Tensor {
     fn gpu_im2col(&self, ctx: &GpuContext, s: &ConvShape) -> Result<Tensor> {
         let [oh, ow] = s.output().expect("checked");
         let shape = vec![s.batch, s.patch_len(), oh * ow];
-        Ok(Tensor::gpu(im2col(ctx, self.gpu_buffer(), s)?, shape, DType::F32, &self.device))
+        Ok(Tensor::gpu(im2col(ctx, self.gpu_buffer(), s)?, shape, DType::F32))
     }
 
     /// The image batch `[N, C, H, W]` from this GPU column-matrix gradient.
     fn gpu_col2im(&self, ctx: &GpuContext, s: &ConvShape) -> Result<Tensor> {
         let shape = vec![s.batch, s.channels, s.height, s.width];
-        Ok(Tensor::gpu(col2im(ctx, self.gpu_buffer(), s)?, shape, DType::F32, &self.device))
+        Ok(Tensor::gpu(col2im(ctx, self.gpu_buffer(), s)?, shape, DType::F32))
     }
 
     /// 2-D convolution (cross-correlation, as PyTorch) of `[N, C, H, W]` with a weight
@@ -303,7 +303,8 @@ impl Tensor {
                 });
             }
         }
-        let ctx = match &self.device {
+        let device = self.device();
+        let ctx = match &device {
             Device::Cpu => {
                 let bias = bias.map(Tensor::cpu_values);
                 let mut out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, &s, out_channels);
@@ -315,7 +316,7 @@ impl Tensor {
             Device::Gpu(ctx) if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => {
                 let bias = bias.map(Tensor::gpu_buffer);
                 let out = conv2d_direct(ctx, self.gpu_buffer(), weight.gpu_buffer(), bias, &s, out_channels, relu)?;
-                return Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32, &self.device), None));
+                return Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32), None));
             }
             Device::Gpu(ctx) => ctx,
         };
@@ -325,7 +326,7 @@ impl Tensor {
         let (shape, _) = kernel.matmul_shape(op, &columns, false, false)?;
         let epilogue = Epilogue { bias: bias.map(|b| (b.gpu_buffer(), BiasAxis::Row)), relu };
         let out = matmul_with(ctx, kernel.gpu_buffer(), columns.gpu_buffer(), shape, epilogue)?;
-        Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32, &self.device), Some(columns)))
+        Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32), Some(columns)))
     }
 
     /// The gradients of `conv2d(input, weight, bias)` from this output gradient
@@ -393,7 +394,7 @@ impl Tensor {
             });
         }
         let grad = self.reshape(&[s.batch, out_channels, oh * ow])?;
-        let (weight_grad, input_grad) = match &self.device {
+        let (weight_grad, input_grad) = match &self.device() {
             Device::Cpu => {
                 let w = cpu_conv2d_weight_grad(self.cpu_values(), input.cpu_values(), &s, out_channels);
                 let x = input_grad.then(|| {

@@ -22,7 +22,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let (threshold, scale) = (threshold(p), if p == 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
                 // Chunks big enough that handing one to another core pays for itself.
                 const CHUNK: usize = 1 << 16;
@@ -41,7 +41,7 @@ impl Tensor {
             }
             Device::Gpu(ctx) => {
                 let out = dropout(ctx, self.gpu_buffer(), self.len(), seed, threshold, scale)?;
-                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
+                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32))
             }
         }
     }

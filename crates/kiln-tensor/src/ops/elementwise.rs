@@ -132,11 +132,11 @@ fn broadcast_rows(a: &Strided, b: &Strided, shape: &[usize], f: impl Fn(f32, f32
 impl Tensor {
     fn map(&self, name: &'static str, op: UnaryOp, scalar: f32) -> Result<Tensor> {
         self.expect_dtype(name, DType::F32)?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu => Ok(Tensor::cpu_f32(cpu_unary(self.cpu_values(), op, scalar), self.shape.clone())),
             Device::Gpu(ctx) => {
                 let out = unary(ctx, op, self.gpu_buffer(), self.len(), scalar)?;
-                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
+                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32))
             }
         }
     }
@@ -206,7 +206,7 @@ impl Tensor {
         other.expect_dtype(name, DType::F32)?;
         self.expect_same_device(name, other)?;
         let shape = broadcast_shapes(name, &self.shape, &other.shape)?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu if self.shape == other.shape => {
                 Ok(Tensor::cpu_f32(cpu_binary_same_shape(self.cpu_values(), other.cpu_values(), op), shape))
             }
@@ -219,7 +219,7 @@ impl Tensor {
                 let a_strides = broadcast_strides(&self.shape, &shape);
                 let b_strides = broadcast_strides(&other.shape, &shape);
                 let out = binary(ctx, op, self.gpu_buffer(), &a_strides, other.gpu_buffer(), &b_strides, &shape)?;
-                Ok(Tensor::gpu(out, shape, DType::F32, &self.device))
+                Ok(Tensor::gpu(out, shape, DType::F32))
             }
         }
     }
@@ -265,7 +265,7 @@ impl Tensor {
             });
         }
         self.unshare()?;
-        match &self.device {
+        match &self.device() {
             Device::Gpu(ctx) => Ok(accumulate(ctx, self.gpu_buffer(), other.gpu_buffer(), self.len(), scale)?),
             Device::Cpu => {
                 self.cpu_values_mut().iter_mut().zip(other.cpu_values()).for_each(|(s, v)| *s += scale * v);

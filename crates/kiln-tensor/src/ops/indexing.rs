@@ -2,8 +2,8 @@
 
 use kiln_wgsl::kernels::gather::gather_rows;
 
-use crate::tensor::Data;
-use crate::{Device, Result, Tensor, TensorError};
+use crate::tensor::{HostData, Storage};
+use crate::{Result, Tensor, TensorError};
 
 fn pick<T: Copy>(values: &[T], row_len: usize, indices: &[usize]) -> Vec<T> {
     indices.iter().flat_map(|&i| values[i * row_len..(i + 1) * row_len].iter().copied()).collect()
@@ -24,17 +24,17 @@ impl Tensor {
         }
         let row_len: usize = rest.iter().product();
         let shape = [&[indices.len()], rest].concat();
-        Ok(match (&self.device, &self.data) {
-            (Device::Gpu(ctx), _) => {
+        Ok(match &self.storage {
+            Storage::Gpu(gpu) => {
+                let ctx = gpu.buffer.context();
                 let index: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-                let row_bytes = row_len * self.dtype.size_in_bytes();
-                let out = gather_rows(ctx, self.gpu_buffer(), &ctx.upload(&index)?, indices.len(), row_bytes)?;
-                Tensor::gpu(out, shape, self.dtype, &self.device)
+                let row_bytes = row_len * gpu.dtype.size_in_bytes();
+                let out = gather_rows(&ctx, &gpu.buffer, &ctx.upload(&index)?, indices.len(), row_bytes)?;
+                Tensor::gpu(out, shape, gpu.dtype)
             }
-            (Device::Cpu, Data::CpuF32(values)) => Tensor::cpu_f32(pick(values, row_len, indices), shape),
-            (Device::Cpu, Data::CpuI32(values)) => Tensor::cpu_i32(pick(values, row_len, indices), shape),
-            (Device::Cpu, Data::CpuU8(values)) => Tensor::cpu_u8(pick(values, row_len, indices), shape),
-            (Device::Cpu, Data::Gpu(_)) => unreachable!("CPU tensors hold host data"),
+            Storage::Host(HostData::F32(values)) => Tensor::cpu_f32(pick(values, row_len, indices), shape),
+            Storage::Host(HostData::I32(values)) => Tensor::cpu_i32(pick(values, row_len, indices), shape),
+            Storage::Host(HostData::U8(values)) => Tensor::cpu_u8(pick(values, row_len, indices), shape),
         })
     }
 }

@@ -6,8 +6,8 @@ use ndarray::IxDyn;
 
 use super::{into_row_major, view};
 use crate::shape::{broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis};
-use crate::tensor::Data;
-use crate::{DType, Device, Result, Tensor, TensorError};
+use crate::tensor::{HostData, Storage};
+use crate::{DType, Result, Tensor, TensorError};
 
 impl Tensor {
     /// A contiguous tensor of `shape` whose elements are read through `strides`. The CPU
@@ -20,27 +20,25 @@ impl Tensor {
         strides: &[usize],
         order: Option<&[usize]>,
     ) -> Result<Tensor> {
-        if self.dtype == DType::U8 {
+        if self.dtype() == DType::U8 {
             return Err(TensorError::InvalidArgument {
                 op,
                 why: "u8 tensors only move whole rows; convert with to_f32 first".into(),
             });
         }
-        match (&self.device, &self.data) {
-            (Device::Gpu(ctx), _) => {
-                let out = gather_strided(ctx, self.gpu_buffer(), strides, &shape)?;
-                Ok(Tensor::gpu(out, shape, self.dtype, &self.device))
+        match &self.storage {
+            Storage::Gpu(gpu) => {
+                let out = gather_strided(&gpu.buffer.context(), &gpu.buffer, strides, &shape)?;
+                Ok(Tensor::gpu(out, shape, gpu.dtype))
             }
-            (Device::Cpu, Data::CpuF32(values)) => {
-                let out = rearrange(view(values, &self.shape), order, &shape);
-                Ok(Tensor::cpu_f32(out, shape))
+            Storage::Host(HostData::F32(values)) => {
+                Ok(Tensor::cpu_f32(rearrange(view(values, &self.shape), order, &shape), shape))
             }
-            (Device::Cpu, Data::CpuI32(values)) => {
-                let out = rearrange(view(values, &self.shape), order, &shape);
-                Ok(Tensor::cpu_i32(out, shape))
+            Storage::Host(HostData::I32(values)) => {
+                Ok(Tensor::cpu_i32(rearrange(view(values, &self.shape), order, &shape), shape))
             }
-            (Device::Cpu, Data::CpuU8(_) | Data::Gpu(_)) => {
-                unreachable!("u8 refused by the caller; CPU data is on the host")
+            Storage::Host(HostData::U8(values)) => {
+                Ok(Tensor::cpu_u8(rearrange(view(values, &self.shape), order, &shape), shape))
             }
         }
     }

@@ -54,7 +54,7 @@ impl Tensor {
                 });
             }
         }
-        let Device::Gpu(ctx) = &self.device else {
+        let Device::Gpu(ctx) = &self.device() else {
             let out = self.matmul_t(weight, false, true)?;
             let out = match bias {
                 Some(b) => out.add(b)?,
@@ -65,7 +65,7 @@ impl Tensor {
         let (shape, _) = self.matmul_shape(op, weight, false, true)?;
         let epilogue = Epilogue { bias: bias.map(|b| (b.gpu_buffer(), BiasAxis::Column)), relu };
         let out = matmul_with(ctx, self.gpu_buffer(), weight.gpu_buffer(), shape, epilogue)?;
-        Ok(Tensor::gpu(out, vec![self.shape[0], weight.shape[0]], DType::F32, &self.device))
+        Ok(Tensor::gpu(out, vec![self.shape[0], weight.shape[0]], DType::F32))
     }
 
     /// The gradients of `linear` from this output gradient `[batch, out]`.

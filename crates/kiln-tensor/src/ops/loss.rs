@@ -2,7 +2,6 @@
 
 use kiln_wgsl::kernels::classification::{count_correct, count_correct_into, cross_entropy_rows, cross_entropy_total};
 
-use crate::tensor::Data;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// How per-sample losses become one number, as PyTorch's `reduction`.
@@ -48,13 +47,6 @@ fn check_operands(
     Ok((rows, classes))
 }
 
-fn cpu_labels(labels: &Tensor) -> &[i32] {
-    match &labels.data {
-        Data::CpuI32(values) => values,
-        _ => unreachable!("checked to be i32 on the CPU"),
-    }
-}
-
 impl Tensor {
     /// Cross-entropy of logits `[rows, classes]` against class indices `[rows]` (i32), with
     /// optional class weights, as `torch.nn.functional.cross_entropy`. Returns the loss, a
@@ -83,9 +75,9 @@ impl Tensor {
     ) -> Result<(Tensor, Option<Tensor>)> {
         const OP: &str = "cross_entropy";
         let (rows, classes) = check_operands(self, labels, weight, OP)?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
-                let labels = cpu_labels(labels);
+                let labels = labels.host_i32(OP)?;
                 if let Some((row, &label)) = labels.iter().enumerate().find(|&(_, &l)| l < 0 || l as usize >= classes) {
                     return Err(TensorError::InvalidArgument {
                         op: OP,
@@ -126,10 +118,10 @@ impl Tensor {
                 let terms =
                     cross_entropy_rows(ctx, logits, labels, class_weight, rows, classes, with_grad, grad_scale)?;
                 let (loss, scale) = cross_entropy_total(ctx, &terms, rows, mean)?;
-                let scalar = |buffer| Tensor::gpu(buffer, vec![], DType::F32, &self.device);
+                let scalar = |buffer| Tensor::gpu(buffer, vec![], DType::F32);
                 let grad = match terms.grad {
                     Some(buffer) => {
-                        let grad = Tensor::gpu(buffer, self.shape.clone(), DType::F32, &self.device);
+                        let grad = Tensor::gpu(buffer, self.shape.clone(), DType::F32);
                         Some(if mean && weight.is_some() { grad.mul(&scalar(scale))? } else { grad })
                     }
                     None => None,
@@ -144,9 +136,9 @@ impl Tensor {
     /// and read it once.
     pub fn count_correct(&self, labels: &Tensor) -> Result<Tensor> {
         let (rows, classes) = check_operands(self, labels, None, "count_correct")?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
-                let labels = cpu_labels(labels);
+                let labels = labels.host_i32("count_correct")?;
                 let hits = self
                     .cpu_values()
                     .chunks(classes)
@@ -160,7 +152,7 @@ impl Tensor {
             }
             Device::Gpu(ctx) => {
                 let out = count_correct(ctx, self.gpu_buffer(), labels.gpu_buffer(), rows, classes)?;
-                Ok(Tensor::gpu(out, vec![], DType::F32, &self.device))
+                Ok(Tensor::gpu(out, vec![], DType::F32))
             }
         }
     }
@@ -178,7 +170,7 @@ impl Tensor {
             });
         }
         total.unshare()?;
-        match &self.device {
+        match &self.device() {
             Device::Gpu(ctx) => {
                 let (rows, classes) = check_operands(self, labels, None, OP)?;
                 Ok(count_correct_into(ctx, self.gpu_buffer(), labels.gpu_buffer(), rows, classes, total.gpu_buffer())?)

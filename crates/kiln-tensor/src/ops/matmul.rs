@@ -19,11 +19,11 @@ impl Tensor {
     pub fn matmul_t(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
         let (shape, batch_shape) = self.matmul_shape("matmul", other, trans_self, trans_other)?;
         let out_shape = [batch_shape.as_slice(), &[shape.m, shape.n]].concat();
-        match &self.device {
+        match &self.device() {
             Device::Cpu => Ok(Tensor::cpu_f32(cpu_matmul(self.cpu_values(), other.cpu_values(), shape), out_shape)),
             Device::Gpu(ctx) => {
                 let out = matmul(ctx, self.gpu_buffer(), other.gpu_buffer(), shape)?;
-                Ok(Tensor::gpu(out, out_shape, DType::F32, &self.device))
+                Ok(Tensor::gpu(out, out_shape, DType::F32))
             }
         }
     }
@@ -33,14 +33,14 @@ impl Tensor {
     /// place instead of being stored per image first.
     pub fn matmul_t_sum(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
         let (shape, _) = self.matmul_shape("matmul_t_sum", other, trans_self, trans_other)?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu => Ok(Tensor::cpu_f32(
                 cpu_matmul_sum(self.cpu_values(), other.cpu_values(), shape),
                 vec![shape.m, shape.n],
             )),
             Device::Gpu(ctx) => {
                 let out = matmul_sum(ctx, self.gpu_buffer(), other.gpu_buffer(), shape)?;
-                Ok(Tensor::gpu(out, vec![shape.m, shape.n], DType::F32, &self.device))
+                Ok(Tensor::gpu(out, vec![shape.m, shape.n], DType::F32))
             }
         }
     }

@@ -28,7 +28,7 @@ fn common_device<'a>(op: &'static str, mut params: impl Iterator<Item = &'a Tens
     for other in params {
         first.expect_same_device(op, other)?;
     }
-    Ok(Some(first.device.clone()))
+    Ok(Some(first.device()))
 }
 
 /// One parameter of an SGD step: its gradient, its momentum buffer (required when momentum

@@ -4,7 +4,6 @@ use kiln_wgsl::kernels::pool::{PoolShape, max_pool2d, max_pool2d_backward};
 use rayon::prelude::*;
 
 use super::rows_per_task;
-use crate::tensor::Data;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Window, stride and zero-padding of a 2-D pooling, each as [height, width].
@@ -120,17 +119,14 @@ impl Tensor {
         let shape = pool.shape("max_pool2d", &self.shape)?;
         let [oh, ow] = shape.output();
         let out_shape = vec![self.shape[0], self.shape[1], oh, ow];
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
                 let (y, at) = cpu_forward(self.cpu_values(), &shape);
                 Ok((Tensor::cpu_f32(y, out_shape.clone()), Tensor::cpu_i32(at, out_shape)))
             }
             Device::Gpu(ctx) => {
                 let (y, at) = max_pool2d(ctx, self.gpu_buffer(), &shape)?;
-                Ok((
-                    Tensor::gpu(y, out_shape.clone(), DType::F32, &self.device),
-                    Tensor::gpu(at, out_shape, DType::I32, &self.device),
-                ))
+                Ok((Tensor::gpu(y, out_shape.clone(), DType::F32), Tensor::gpu(at, out_shape, DType::I32)))
             }
         }
     }
@@ -153,8 +149,9 @@ impl Tensor {
                 why: "gradient and positions must have the pooled output's shape",
             });
         }
-        match (&self.device, &indices.data) {
-            (Device::Cpu, Data::CpuI32(at)) => {
+        match &self.device() {
+            Device::Cpu => {
+                let at = indices.host_i32(OP)?;
                 let (plane_in, plane_out) = (shape.height * shape.width, oh * ow);
                 let mut grad = vec![0.0f32; shape.planes * plane_in];
                 grad.par_chunks_mut(plane_in.max(1))
@@ -167,11 +164,10 @@ impl Tensor {
                     });
                 Ok(Tensor::cpu_f32(grad, input_shape.to_vec()))
             }
-            (Device::Gpu(ctx), _) => {
+            Device::Gpu(ctx) => {
                 let grad = max_pool2d_backward(ctx, self.gpu_buffer(), indices.gpu_buffer(), &shape)?;
-                Ok(Tensor::gpu(grad, input_shape.to_vec(), DType::F32, &self.device))
+                Ok(Tensor::gpu(grad, input_shape.to_vec(), DType::F32))
             }
-            (Device::Cpu, _) => unreachable!("indices checked to be i32"),
         }
     }
 }

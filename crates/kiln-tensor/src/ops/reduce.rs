@@ -38,7 +38,7 @@ impl Tensor {
             shape.remove(axis);
         }
         let dtype = if op == ReduceOp::Argmax { DType::I32 } else { DType::F32 };
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
                 let lanes = view(self.cpu_values(), &[outer, n, inner]).into_dimensionality::<Ix3>().expect("rank 3");
                 if op == ReduceOp::Argmax {
@@ -54,7 +54,7 @@ impl Tensor {
             }
             Device::Gpu(ctx) => {
                 let out = reduce(ctx, op, self.gpu_buffer(), outer, n, inner)?;
-                Ok(Tensor::gpu(out, shape, dtype, &self.device))
+                Ok(Tensor::gpu(out, shape, dtype))
             }
         }
     }
@@ -90,11 +90,11 @@ impl Tensor {
     /// layer (`[batch, out]`) or a convolution (`[N, O, OH, OW]`). One launch on the GPU.
     pub fn sum_per_channel(&self) -> Result<Tensor> {
         let view = self.channel_view("sum_per_channel")?;
-        match &self.device {
+        match &self.device() {
             Device::Cpu => self.reshape(&view)?.sum(2, false)?.sum(0, false),
             Device::Gpu(ctx) => {
                 let sums = channel_sums(ctx, self.gpu_buffer(), view)?;
-                Ok(Tensor::gpu(sums, vec![view[1]], DType::F32, &self.device))
+                Ok(Tensor::gpu(sums, vec![view[1]], DType::F32))
             }
         }
     }
@@ -115,7 +115,7 @@ impl Tensor {
                 why: "the gradient and the ReLU's output must have one shape",
             });
         }
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
                 let masked = self.relu_backward(output)?;
                 let sums = masked.sum_per_channel()?;
@@ -123,10 +123,7 @@ impl Tensor {
             }
             Device::Gpu(ctx) => {
                 let (masked, sums) = relu_backward_channel_sums(ctx, self.gpu_buffer(), output.gpu_buffer(), view)?;
-                Ok((
-                    Tensor::gpu(masked, self.shape.clone(), DType::F32, &self.device),
-                    Tensor::gpu(sums, vec![view[1]], DType::F32, &self.device),
-                ))
+                Ok((Tensor::gpu(masked, self.shape.clone(), DType::F32), Tensor::gpu(sums, vec![view[1]], DType::F32)))
             }
         }
     }

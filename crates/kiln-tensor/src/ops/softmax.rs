@@ -13,7 +13,7 @@ impl Tensor {
         let axis = normalize_axis(name, axis, self.rank())?;
         let (outer, n, inner) =
             (self.shape[..axis].iter().product(), self.shape[axis], self.shape[axis + 1..].iter().product());
-        match &self.device {
+        match &self.device() {
             Device::Cpu => {
                 let mut out = vec![0.0f32; self.len()];
                 let x = view(self.cpu_values(), &[outer, n, inner]).into_dimensionality::<Ix3>().expect("rank 3");
@@ -29,7 +29,7 @@ impl Tensor {
             }
             Device::Gpu(ctx) => {
                 let out = softmax(ctx, self.gpu_buffer(), outer, n, inner, log)?;
-                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32, &self.device))
+                Ok(Tensor::gpu(out, self.shape.clone(), DType::F32))
             }
         }
     }
