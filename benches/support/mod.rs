@@ -11,7 +11,7 @@ use kiln::wgsl::GpuContext;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `KILN_BENCH_DEVICE` (set by `cargo xtask bench --device`): cpu, gpu or all (default).
-fn wanted(device: &str) -> bool {
+pub fn wanted(device: &str) -> bool {
     std::env::var("KILN_BENCH_DEVICE").map_or(true, |wanted| wanted == "all" || wanted == device)
 }
 

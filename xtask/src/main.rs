@@ -96,7 +96,20 @@ fn bench(args: &[String]) -> Result<(), String> {
     // The benches read KILN_BENCH_DEVICE to time only the devices asked for.
     let status = Command::new(cargo)
         // The criterion benches only: the training bench has its own arguments (`--train`).
-        .args(["bench", "-p", "kiln", "--bench", "matmul", "--bench", "layers", "--bench", "dispatch", "--"])
+        .args([
+            "bench",
+            "-p",
+            "kiln",
+            "--bench",
+            "matmul",
+            "--bench",
+            "layers",
+            "--bench",
+            "dispatch",
+            "--bench",
+            "launch_params",
+            "--",
+        ])
         .args(&args.filter)
         .env("KILN_BENCH_DEVICE", &args.device)
         .status()
