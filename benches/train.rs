@@ -3,7 +3,9 @@
 //! the GPU adapter, after a warm-up, with peak memory.
 //!
 //! `cargo xtask bench --train` runs this and prints its table; directly:
-//! `cargo bench --bench train -- [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--json PATH]`.
+//! `cargo bench --bench train -- [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--profile] [--json PATH]`.
+//! `--profile` also prints where each timed run spent its time, per phase of the step and
+//! per op (`kiln_tensor::profile`); the throughput of a profiled run includes its overhead.
 //! The datasets come from `KILN_DATA_DIR` (default `../shared/data` beside the checkout).
 //!
 //! A measurement trains from the start of an epoch until the epoch ends or `--seconds`
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use kiln::Device;
 use kiln::nn::{CrossEntropyLoss, Module};
+use kiln::profile;
 use kiln::training;
 use kiln::tutorials::Tutorial;
 use kiln::wgsl::RuntimeStats;
@@ -31,6 +34,7 @@ struct Options {
     devices: Vec<String>,
     seconds: f64,
     json: Option<PathBuf>,
+    profile: bool,
     /// Set in the child processes: measure the one pair asked, print its row only.
     isolated: bool,
 }
@@ -41,6 +45,7 @@ fn options() -> Result<Options, String> {
         devices: vec!["cpu".into(), "gpu".into()],
         seconds: 30.0,
         json: None,
+        profile: false,
         isolated: false,
     };
     let mut args = std::env::args().skip(1);
@@ -59,6 +64,7 @@ fn options() -> Result<Options, String> {
             }
             "--json" => options.json = Some(args.next().ok_or("--json needs a path")?.into()),
             "--isolated" => options.isolated = true,
+            "--profile" => options.profile = true,
             // What cargo bench passes to every bench target.
             "--bench" => {}
             name => options.tutorials.push(name.parse()?),
@@ -92,6 +98,7 @@ fn run_isolated(options: &Options) -> Result<Vec<serde_json::Value>, Box<dyn std
                 .arg(options.seconds.to_string())
                 .arg("--json")
                 .arg(&scratch)
+                .args(options.profile.then_some("--profile"))
                 .status()?;
             if !status.success() {
                 return Err(format!("{tutorial} on {device}: the measurement failed").into());
@@ -112,6 +119,7 @@ struct Measurement {
     loss: f32,
     /// The GPU runtime's counters over the timed steps.
     runtime: Option<RuntimeStats>,
+    profile: Option<kiln::profile::Profile>,
 }
 
 fn measure(
@@ -119,6 +127,7 @@ fn measure(
     device: &Device,
     data: &(kiln::data::ImageDataset, kiln::data::ImageDataset),
     budget: Duration,
+    profile: bool,
 ) -> Result<Measurement, Box<dyn std::error::Error>> {
     let mut model = tutorial.model(0)?;
     model.to_device(device)?;
@@ -139,12 +148,16 @@ fn measure(
         Device::Cpu => None,
     };
     let before = stats();
+    profile::enable(profile);
+    profile::take();
     let started = Instant::now();
     let batches = train.epoch(1)?;
     let total = train.len();
     let mut steps = 0;
     let timed = batches.take_while(|_| started.elapsed() < budget).inspect(|_| steps += 1);
     let metrics = training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, timed, |_| {})?;
+    let recorded = profile.then(profile::take);
+    profile::enable(false);
     Ok(Measurement {
         steps,
         samples: metrics.samples,
@@ -152,6 +165,7 @@ fn measure(
         full_epoch: steps == total,
         loss: metrics.loss,
         runtime: before.zip(stats()).map(|(before, after)| after.since(&before)),
+        profile: recorded,
     })
 }
 
@@ -185,7 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 },
             };
-            let m = measure(*tutorial, &device, &data, Duration::from_secs_f64(options.seconds))?;
+            let m = measure(*tutorial, &device, &data, Duration::from_secs_f64(options.seconds), options.profile)?;
             let gpu_peak = match &device {
                 Device::Gpu(ctx) => Some(ctx.stats().peak_buffer_bytes),
                 Device::Cpu => None,
@@ -217,6 +231,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     per_step(r.bind_groups_created),
                     per_step(r.buffers_created)
                 );
+            }
+            if let Some(recorded) = &m.profile {
+                println!("\n{tutorial} on {device_label}, {} steps:\n{recorded}", m.steps);
             }
             rows.push(json!({
                 "tutorial": tutorial.name(),

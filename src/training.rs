@@ -11,7 +11,7 @@ use kiln_autograd::{Var, no_grad};
 use kiln_data::Batch;
 use kiln_nn::{CrossEntropyLoss, Module, StateDict};
 use kiln_optim::Optimizer;
-use kiln_tensor::{DType, Device, Tensor};
+use kiln_tensor::{DType, Device, Tensor, profile};
 
 use crate::metrics::ConfusionMatrix;
 
@@ -108,16 +108,25 @@ pub fn train_epoch(
 ) -> Result<EpochMetrics> {
     model.train();
     let mut totals = Totals::new();
+    // The phases `cargo xtask bench --train --profile` reports (free when not profiling).
+    profile::set_phase("data");
     for batch in batches {
         let batch = batch?;
+        profile::set_phase("optimizer");
         optimizer.zero_grad();
+        profile::set_phase("forward");
         let logits = model.forward(&Var::constant(batch.images))?;
         let loss = loss_fn.forward(&logits, &batch.labels)?;
+        profile::set_phase("backward");
         loss.backward()?;
+        profile::set_phase("optimizer");
         optimizer.step()?;
+        profile::set_phase("metrics");
         totals.add(&loss.value(), &logits.value(), &batch.labels)?;
         progress(totals.samples);
+        profile::set_phase("data");
     }
+    profile::set_phase("metrics");
     let metrics = totals.finish()?;
     if !metrics.loss.is_finite() {
         return Err(TrainError::NonFinite(metrics.loss));

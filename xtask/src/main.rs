@@ -4,10 +4,11 @@
 //! - `bench [FILTER] [--device cpu|gpu|all] [--json PATH]`: runs the criterion benches of
 //!   the `kiln` package (those whose name matches FILTER), then prints one table — bench,
 //!   device, median time, throughput — and with `--json` writes the same rows for tools.
-//! - `bench --train [TUTORIAL...] [--device …] [--seconds S] [--compare-torch] [--json PATH]`:
+//! - `bench --train [TUTORIAL...] [--device …] [--seconds S] [--compare-torch] [--profile] [--json PATH]`:
 //!   training throughput (steps/s, samples/s, peak memory) of each tutorial on each device
 //!   (`benches/train.rs`); with `--compare-torch`, the same models in PyTorch on the CPU
-//!   (`benches/torch_train.py`, same data, settings and thread count) and the ratio.
+//!   (`benches/torch_train.py`, same data, settings and thread count) and the ratio; with
+//!   `--profile`, each run's time per phase of the step and per op (`kiln_tensor::profile`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
         Some("adapter") => adapter(),
         Some("bench") => bench(&args[1..]),
         _ => Err("usage: cargo xtask adapter | cargo xtask bench [FILTER] [--device cpu|gpu|all] [--json PATH]\n       \
-                  cargo xtask bench --train [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--compare-torch] [--json PATH]"
+                  cargo xtask bench --train [TUTORIAL...] [--device cpu|gpu|all] [--seconds S] [--compare-torch] [--profile] [--json PATH]"
             .into()),
     };
     match result {
@@ -52,6 +53,7 @@ struct BenchArgs {
     json: Option<PathBuf>,
     train: bool,
     compare_torch: bool,
+    profile: bool,
     seconds: Option<String>,
 }
 
@@ -62,6 +64,7 @@ fn parse_bench_args(args: &[String]) -> Result<BenchArgs, String> {
         json: None,
         train: false,
         compare_torch: false,
+        profile: false,
         seconds: None,
     };
     let mut args = args.iter();
@@ -76,12 +79,13 @@ fn parse_bench_args(args: &[String]) -> Result<BenchArgs, String> {
             "--json" => parsed.json = Some(args.next().ok_or("--json needs a path")?.into()),
             "--train" => parsed.train = true,
             "--compare-torch" => parsed.compare_torch = true,
+            "--profile" => parsed.profile = true,
             "--seconds" => parsed.seconds = Some(args.next().ok_or("--seconds needs a number")?.clone()),
             other => parsed.filter.push(other.to_string()),
         }
     }
-    if (parsed.compare_torch || parsed.seconds.is_some()) && !parsed.train {
-        return Err("--compare-torch and --seconds go with --train".into());
+    if (parsed.compare_torch || parsed.profile || parsed.seconds.is_some()) && !parsed.train {
+        return Err("--compare-torch, --profile and --seconds go with --train".into());
     }
     Ok(parsed)
 }
@@ -223,6 +227,9 @@ fn bench_train(args: &BenchArgs) -> Result<(), String> {
     bench_args.extend(["--device".to_string(), args.device.clone(), "--json".into(), kiln_json.display().to_string()]);
     if let Some(seconds) = &args.seconds {
         bench_args.extend(["--seconds".to_string(), seconds.clone()]);
+    }
+    if args.profile {
+        bench_args.push("--profile".into());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

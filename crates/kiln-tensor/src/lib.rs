@@ -17,8 +17,10 @@
 mod device;
 mod error;
 mod ops;
+pub mod profile;
 pub mod random;
 pub mod shape;
+pub mod subnormals;
 mod tensor;
 
 pub use device::Device;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use kiln_wgsl::GpuBuffer;
 use kiln_wgsl::kernels::fill::{copy, fill};
 
-use crate::{Device, Result, TensorError, random};
+use crate::{Device, Result, TensorError, profile, random};
 
 /// Element types. `F32` for values; `I32` for class labels and indices (argmax); `U8` for
 /// compact image storage (a dataset kept on the GPU), which only moves and converts.
@@ -87,6 +87,7 @@ impl Tensor {
     }
 
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Result<Tensor> {
+        let _op = profile::enter("full");
         let len = shape.iter().product();
         match device {
             Device::Cpu => Ok(Tensor::cpu_f32(vec![value; len], shape.to_vec())),
@@ -169,6 +170,7 @@ impl Tensor {
     /// The same tensor on `device`. A no-op when it is already there; otherwise one upload or
     /// one readback.
     pub fn to(&self, device: &Device) -> Result<Tensor> {
+        let _op = profile::enter("to_device");
         if self.device() == *device {
             return Ok(self.clone());
         }
@@ -191,6 +193,7 @@ impl Tensor {
 
     /// The elements in row-major order. From a GPU this waits for the work that makes them.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let _op = profile::enter("to_vec");
         match &self.storage {
             Storage::Host(HostData::F32(values)) => Ok(values.as_ref().clone()),
             Storage::Gpu(gpu) if gpu.dtype == DType::F32 => Ok(gpu.buffer.context().read(&gpu.buffer, self.len())?),
@@ -199,6 +202,7 @@ impl Tensor {
     }
 
     pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
+        let _op = profile::enter("to_vec_i32");
         match &self.storage {
             Storage::Host(HostData::I32(values)) => Ok(values.as_ref().clone()),
             Storage::Gpu(gpu) if gpu.dtype == DType::I32 => Ok(gpu.buffer.context().read(&gpu.buffer, self.len())?),
@@ -207,6 +211,7 @@ impl Tensor {
     }
 
     pub fn to_vec_u8(&self) -> Result<Vec<u8>> {
+        let _op = profile::enter("to_vec_u8");
         match &self.storage {
             Storage::Host(HostData::U8(values)) => Ok(values.as_ref().clone()),
             Storage::Gpu(gpu) if gpu.dtype == DType::U8 => {

@@ -14,6 +14,7 @@ use kiln_wgsl::kernels::batch_norm::{
 };
 
 use super::rows_per_task;
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Batch statistics a training-mode forward pass saves for its backward pass.
@@ -109,6 +110,7 @@ impl Tensor {
         running_var: &mut Tensor,
         config: &BatchNormConfig,
     ) -> Result<(Tensor, BatchNormSaved)> {
+        let _op = profile::enter("batch_norm2d_train");
         const OP: &str = "batch_norm2d_train";
         self.check_batch_norm(OP, &[weight, bias, Some(running_mean), Some(running_var)])?;
         let count = (self.len() / self.shape[1]) as f32;
@@ -145,6 +147,7 @@ impl Tensor {
         running_var: &Tensor,
         config: &BatchNormConfig,
     ) -> Result<Tensor> {
+        let _op = profile::enter("batch_norm2d_eval");
         self.check_batch_norm("batch_norm2d_eval", &[weight, bias, Some(running_mean), Some(running_var)])?;
         let Device::Gpu(ctx) = &self.device() else {
             let saved = BatchNormSaved::from_running(running_mean, running_var, config)?;
@@ -176,6 +179,7 @@ impl Tensor {
         saved: &BatchNormSaved,
         training: bool,
     ) -> Result<BatchNormGrads> {
+        let _op = profile::enter("batch_norm2d_backward");
         const OP: &str = "batch_norm2d_backward";
         input.check_batch_norm(OP, &[weight, Some(&saved.mean), Some(&saved.invstd)])?;
         self.expect_dtype(OP, DType::F32)?;

@@ -13,6 +13,7 @@ use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 use rayon::prelude::*;
 
 use super::matmul::{gemm_accumulate, single_product, sum_over_batch};
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// On the GPU, convolutions with at most this many output channels run the direct kernel:
@@ -257,12 +258,14 @@ impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch) of `[N, C, H, W]` with a weight
     /// `[O, C, KH, KW]` and an optional bias `[O]`: `[N, O, OH, OW]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d) -> Result<Tensor> {
+        let _op = profile::enter("conv2d");
         Ok(self.conv2d_then("conv2d", weight, bias, conv, false)?.0)
     }
 
     /// max(conv2d(x), 0): a convolution and the ReLU after it; on the GPU the bias and the
     /// ReLU are applied as the product is stored.
     pub fn conv2d_relu(&self, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d) -> Result<Tensor> {
+        let _op = profile::enter("conv2d_relu");
         Ok(self.conv2d_then("conv2d_relu", weight, bias, conv, true)?.0)
     }
 
@@ -276,6 +279,7 @@ impl Tensor {
         conv: &Conv2d,
         relu: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let _op = profile::enter("conv2d_keeping_columns");
         self.conv2d_then("conv2d", weight, bias, conv, relu)
     }
 
@@ -338,6 +342,7 @@ impl Tensor {
         conv: &Conv2d,
         with_bias: bool,
     ) -> Result<Conv2dGrads> {
+        let _op = profile::enter("conv2d_backward");
         let (input_grad, weight, bias) = self.conv2d_backward_reusing(input, weight, conv, with_bias, None, true)?;
         Ok(Conv2dGrads { input: input_grad.expect("asked for"), weight, bias })
     }
@@ -351,6 +356,7 @@ impl Tensor {
         conv: &Conv2d,
         with_bias: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let _op = profile::enter("conv2d_parameter_backward");
         let (_, weight, bias) = self.conv2d_backward_reusing(input, weight, conv, with_bias, None, false)?;
         Ok((weight, bias))
     }
@@ -368,6 +374,7 @@ impl Tensor {
         columns: Option<&Tensor>,
         input_grad: bool,
     ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let _op = profile::enter("conv2d_backward_reusing");
         const OP: &str = "conv2d_backward";
         let s = geometry(OP, input, weight, conv)?;
         self.expect_dtype(OP, DType::F32)?;

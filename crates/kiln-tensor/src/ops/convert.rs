@@ -2,12 +2,14 @@
 
 use kiln_wgsl::kernels::convert::{Source, to_f32};
 
+use crate::profile;
 use crate::tensor::{HostData, Storage};
 use crate::{DType, Result, Tensor};
 
 impl Tensor {
     /// The values as f32 (bytes and integers keep their numeric value).
     pub fn to_f32(&self) -> Result<Tensor> {
+        let _op = profile::enter("to_f32");
         let as_f32 = |values: Vec<f32>| Ok(Tensor::cpu_f32(values, self.shape.clone()));
         let source = match &self.storage {
             Storage::Host(HostData::F32(_)) => return Ok(self.clone()),

@@ -3,6 +3,7 @@
 use kiln_wgsl::kernels::dropout::{dropout, keeps, mask_key, threshold};
 use rayon::prelude::*;
 
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 impl Tensor {
@@ -11,6 +12,7 @@ impl Tensor {
     /// same seed drops the same elements on every device, and the backward pass is this same
     /// call on the gradient.
     pub fn dropout(&self, p: f32, seed: u64, training: bool) -> Result<Tensor> {
+        let _op = profile::enter("dropout");
         self.expect_dtype("dropout", DType::F32)?;
         if !(0.0..=1.0).contains(&p) {
             return Err(TensorError::InvalidArgument {

@@ -5,6 +5,7 @@ use kiln_wgsl::kernels::unary::{UnaryOp, accumulate, unary};
 use rayon::prelude::*;
 
 use super::rows_per_task;
+use crate::profile;
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -131,6 +132,7 @@ fn broadcast_rows(a: &Strided, b: &Strided, shape: &[usize], f: impl Fn(f32, f32
 
 impl Tensor {
     fn map(&self, name: &'static str, op: UnaryOp, scalar: f32) -> Result<Tensor> {
+        let _op = profile::enter(name);
         self.expect_dtype(name, DType::F32)?;
         match &self.device() {
             Device::Cpu => Ok(Tensor::cpu_f32(cpu_unary(self.cpu_values(), op, scalar), self.shape.clone())),
@@ -202,6 +204,7 @@ impl Tensor {
     }
 
     fn zip_with(&self, name: &'static str, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
+        let _op = profile::enter(name);
         self.expect_dtype(name, DType::F32)?;
         other.expect_dtype(name, DType::F32)?;
         self.expect_same_device(name, other)?;
@@ -252,6 +255,7 @@ impl Tensor {
     /// self += scale · other, in place, for tensors of one shape: a running sum (an epoch's
     /// loss) in one launch. Other handles to this tensor's data keep the old values.
     pub fn accumulate(&mut self, other: &Tensor, scale: f32) -> Result<()> {
+        let _op = profile::enter("accumulate");
         const OP: &str = "accumulate";
         self.expect_dtype(OP, DType::F32)?;
         other.expect_dtype(OP, DType::F32)?;

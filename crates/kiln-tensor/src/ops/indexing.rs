@@ -2,6 +2,7 @@
 
 use kiln_wgsl::kernels::gather::gather_rows;
 
+use crate::profile;
 use crate::tensor::{HostData, Storage};
 use crate::{Result, Tensor, TensorError};
 
@@ -13,6 +14,7 @@ impl Tensor {
     /// The rows (entries along axis 0) at `indices`, in that order, repeats allowed: how a
     /// batch is drawn from a dataset that lives on the device. Works for every dtype.
     pub fn index_select(&self, indices: &[usize]) -> Result<Tensor> {
+        let _op = profile::enter("index_select");
         let Some((&rows, rest)) = self.shape.split_first() else {
             return Err(TensorError::InvalidArgument { op: "index_select", why: "a rank-0 tensor has no rows".into() });
         };

@@ -5,6 +5,7 @@ use kiln_wgsl::kernels::permute::gather_strided;
 use ndarray::IxDyn;
 
 use super::{into_row_major, view};
+use crate::profile;
 use crate::shape::{broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis};
 use crate::tensor::{HostData, Storage};
 use crate::{DType, Result, Tensor, TensorError};
@@ -45,6 +46,7 @@ impl Tensor {
 
     /// Reorders the axes: output axis i is input axis `dims[i]`.
     pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
+        let _op = profile::enter("permute");
         let mut seen = vec![false; self.rank()];
         let valid =
             dims.len() == self.rank() && dims.iter().all(|&d| d < seen.len() && !std::mem::replace(&mut seen[d], true));
@@ -62,6 +64,7 @@ impl Tensor {
 
     /// Swaps two axes (negative counts from the end).
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
+        let _op = profile::enter("transpose");
         let (a, b) = (normalize_axis("transpose", a, self.rank())?, normalize_axis("transpose", b, self.rank())?);
         let mut dims: Vec<usize> = (0..self.rank()).collect();
         dims.swap(a, b);
@@ -70,6 +73,7 @@ impl Tensor {
 
     /// The axes from `start` on merged into one, as `torch.flatten(x, start)`; never copies.
     pub fn flatten(&self, start: usize) -> Result<Tensor> {
+        let _op = profile::enter("flatten");
         if start >= self.rank().max(1) {
             return Err(TensorError::InvalidAxis { op: "flatten", axis: start as isize, rank: self.rank() });
         }
@@ -79,6 +83,7 @@ impl Tensor {
 
     /// The transpose of a matrix.
     pub fn t(&self) -> Result<Tensor> {
+        let _op = profile::enter("t");
         if self.rank() != 2 {
             return Err(TensorError::InvalidArgument {
                 op: "t",
@@ -90,6 +95,7 @@ impl Tensor {
 
     /// A copy repeated along broadcast dimensions until it has `shape` (NumPy rules).
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        let _op = profile::enter("broadcast_to");
         if broadcast_shapes("broadcast_to", &self.shape, shape)? != shape {
             return Err(TensorError::ShapeMismatch {
                 op: "broadcast_to",

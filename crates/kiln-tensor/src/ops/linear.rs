@@ -3,6 +3,7 @@
 
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// The gradients of `linear(input, weight, bias)`.
@@ -32,11 +33,13 @@ impl Tensor {
     /// x · Wᵀ + b for input `[batch, in]`, weight `[out, in]` (PyTorch's layout) and an
     /// optional bias `[out]`.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let _op = profile::enter("linear");
         self.linear_then("linear", weight, bias, false)
     }
 
     /// max(x · Wᵀ + b, 0): a linear layer and the ReLU after it, one launch on the GPU.
     pub fn linear_relu(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let _op = profile::enter("linear_relu");
         self.linear_then("linear_relu", weight, bias, true)
     }
 
@@ -70,6 +73,7 @@ impl Tensor {
 
     /// The gradients of `linear` from this output gradient `[batch, out]`.
     pub fn linear_backward(&self, input: &Tensor, weight: &Tensor, with_bias: bool) -> Result<LinearGrads> {
+        let _op = profile::enter("linear_backward");
         const OP: &str = "linear_backward";
         check(OP, input, weight)?;
         if self.shape != [input.shape[0], weight.shape[0]] {

@@ -2,6 +2,7 @@
 
 use kiln_wgsl::kernels::classification::{count_correct, count_correct_into, cross_entropy_rows, cross_entropy_total};
 
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// How per-sample losses become one number, as PyTorch's `reduction`.
@@ -52,6 +53,7 @@ impl Tensor {
     /// optional class weights, as `torch.nn.functional.cross_entropy`. Returns the loss, a
     /// rank-0 tensor on the logits' device.
     pub fn cross_entropy(&self, labels: &Tensor, weight: Option<&Tensor>, reduction: Reduction) -> Result<Tensor> {
+        let _op = profile::enter("cross_entropy");
         Ok(self.cross_entropy_impl(labels, weight, reduction, false)?.0)
     }
 
@@ -62,6 +64,7 @@ impl Tensor {
         weight: Option<&Tensor>,
         reduction: Reduction,
     ) -> Result<(Tensor, Tensor)> {
+        let _op = profile::enter("cross_entropy_with_grad");
         let (loss, grad) = self.cross_entropy_impl(labels, weight, reduction, true)?;
         Ok((loss, grad.expect("asked for")))
     }
@@ -135,6 +138,7 @@ impl Tensor {
     /// as argmax), as a rank-0 f32 tensor that stays on the device: add it up over an epoch
     /// and read it once.
     pub fn count_correct(&self, labels: &Tensor) -> Result<Tensor> {
+        let _op = profile::enter("count_correct");
         let (rows, classes) = check_operands(self, labels, None, "count_correct")?;
         match &self.device() {
             Device::Cpu => {
@@ -160,6 +164,7 @@ impl Tensor {
     /// Adds [`Tensor::count_correct`] to `total` (a rank-0 f32 running count) in place: one
     /// launch on the GPU instead of a count and an addition.
     pub fn count_correct_into(&self, labels: &Tensor, total: &mut Tensor) -> Result<()> {
+        let _op = profile::enter("count_correct_into");
         const OP: &str = "count_correct_into";
         total.expect_dtype(OP, DType::F32)?;
         self.expect_same_device(OP, total)?;

@@ -3,6 +3,7 @@
 use kiln_wgsl::kernels::matmul::{MatmulShape, matmul, matmul_sum};
 use rayon::prelude::*;
 
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 impl Tensor {
@@ -10,6 +11,7 @@ impl Tensor {
     /// `[.., K, N]`. Leading axes must match, or one operand must be a plain matrix that is
     /// then used for every batch entry.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        let _op = profile::enter("matmul");
         self.matmul_t(other, false, false)
     }
 
@@ -17,6 +19,7 @@ impl Tensor {
     /// swapped) without materialising the transpose: `x.matmul_t(&w, false, true)` is
     /// x · wᵀ for a weight stored `[out, in]`.
     pub fn matmul_t(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
+        let _op = profile::enter("matmul_t");
         let (shape, batch_shape) = self.matmul_shape("matmul", other, trans_self, trans_other)?;
         let out_shape = [batch_shape.as_slice(), &[shape.m, shape.n]].concat();
         match &self.device() {
@@ -32,6 +35,7 @@ impl Tensor {
     /// weight gradient is this sum over the images; on the CPU the products accumulate in
     /// place instead of being stored per image first.
     pub fn matmul_t_sum(&self, other: &Tensor, trans_self: bool, trans_other: bool) -> Result<Tensor> {
+        let _op = profile::enter("matmul_t_sum");
         let (shape, _) = self.matmul_shape("matmul_t_sum", other, trans_self, trans_other)?;
         match &self.device() {
             Device::Cpu => Ok(Tensor::cpu_f32(

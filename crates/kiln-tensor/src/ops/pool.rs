@@ -4,6 +4,7 @@ use kiln_wgsl::kernels::pool::{PoolShape, max_pool2d, max_pool2d_backward};
 use rayon::prelude::*;
 
 use super::rows_per_task;
+use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
 /// Window, stride and zero-padding of a 2-D pooling, each as [height, width].
@@ -115,6 +116,7 @@ impl Tensor {
     /// plane) of each output's maximum, which the backward pass needs. Ties go to the first
     /// element of the window in row-major order, on every device.
     pub fn max_pool2d(&self, pool: &Pool2d) -> Result<(Tensor, Tensor)> {
+        let _op = profile::enter("max_pool2d");
         self.expect_dtype("max_pool2d", DType::F32)?;
         let shape = pool.shape("max_pool2d", &self.shape)?;
         let [oh, ow] = shape.output();
@@ -134,6 +136,7 @@ impl Tensor {
     /// The gradient of max pooling with respect to its input `[N, C, H, W]` (`input_shape`),
     /// from this output gradient and the positions `max_pool2d` returned.
     pub fn max_pool2d_backward(&self, indices: &Tensor, input_shape: &[usize], pool: &Pool2d) -> Result<Tensor> {
+        let _op = profile::enter("max_pool2d_backward");
         const OP: &str = "max_pool2d_backward";
         self.expect_dtype(OP, DType::F32)?;
         indices.expect_dtype(OP, DType::I32)?;

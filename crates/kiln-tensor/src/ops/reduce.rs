@@ -5,6 +5,7 @@ use kiln_wgsl::kernels::reduce::{ReduceOp, reduce};
 use ndarray::{Axis, Ix3};
 
 use super::{into_row_major, view};
+use crate::profile;
 use crate::shape::normalize_axis;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -21,6 +22,7 @@ fn first_argmax<'a>(lane: impl Iterator<Item = &'a f32>) -> i32 {
 
 impl Tensor {
     fn reduce_axis(&self, name: &'static str, op: ReduceOp, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let _op = profile::enter(name);
         self.expect_dtype(name, DType::F32)?;
         let axis = normalize_axis(name, axis, self.rank())?;
         let (outer, n, inner) =
@@ -89,6 +91,7 @@ impl Tensor {
     /// Σ over every axis but axis 1 of `[N, C, …]`: `[C]`, the bias gradient of a linear
     /// layer (`[batch, out]`) or a convolution (`[N, O, OH, OW]`). One launch on the GPU.
     pub fn sum_per_channel(&self) -> Result<Tensor> {
+        let _op = profile::enter("sum_per_channel");
         let view = self.channel_view("sum_per_channel")?;
         match &self.device() {
             Device::Cpu => self.reshape(&view)?.sum(2, false)?.sum(0, false),
@@ -103,6 +106,7 @@ impl Tensor {
     /// not positive), and that gradient's [`Tensor::sum_per_channel`]: the backward of a
     /// layer and the ReLU after it, in one launch on the GPU.
     pub fn relu_backward_sum_per_channel(&self, output: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _op = profile::enter("relu_backward_sum_per_channel");
         const OP: &str = "relu_backward_sum_per_channel";
         let view = self.channel_view(OP)?;
         output.expect_dtype(OP, DType::F32)?;
@@ -131,6 +135,7 @@ impl Tensor {
     /// Sums a broadcast result back to `shape` (which must broadcast to this tensor's shape):
     /// the gradient of an operand that an elementwise op broadcast.
     pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        let _op = profile::enter("sum_to");
         let extra = self.rank().checked_sub(shape.len()).filter(|_| {
             shape.iter().zip(&self.shape[self.rank() - shape.len().min(self.rank())..]).all(|(&s, &t)| s == t || s == 1)
         });
@@ -156,9 +161,11 @@ impl Tensor {
 
     /// Sum of every element, as a rank-0 tensor on the same device.
     pub fn sum_all(&self) -> Result<Tensor> {
+        let _op = profile::enter("sum_all");
         self.reshape(&[self.len()])?.sum(0, false)
     }
     pub fn mean_all(&self) -> Result<Tensor> {
+        let _op = profile::enter("mean_all");
         self.reshape(&[self.len()])?.mean(0, false)
     }
 }

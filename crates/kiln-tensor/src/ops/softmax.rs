@@ -4,6 +4,7 @@ use kiln_wgsl::kernels::softmax::softmax;
 use ndarray::{Axis, Ix3};
 
 use super::view;
+use crate::profile;
 use crate::shape::normalize_axis;
 use crate::{DType, Device, Result, Tensor};
 
@@ -36,11 +37,13 @@ impl Tensor {
 
     /// exp(x) / Σ exp(x) along `axis`, computed stably (the maximum is subtracted first).
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
+        let _op = profile::enter("softmax");
         self.softmax_along("softmax", axis, false)
     }
 
     /// log(softmax(x)) along `axis`, without forming softmax(x).
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
+        let _op = profile::enter("log_softmax");
         self.softmax_along("log_softmax", axis, true)
     }
 }
