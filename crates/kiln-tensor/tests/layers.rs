@@ -492,7 +492,8 @@ proptest! {
         prop_assert_eq!(masked.to_vec().unwrap(), dy.relu_backward(&relu).unwrap().to_vec().unwrap());
         prop_assert!(close(&masked_g.to_vec().unwrap(), &masked.to_vec().unwrap(), tolerance));
         prop_assert!(close(&sums_g.to_vec().unwrap(), &sums.to_vec().unwrap(), tolerance));
-        prop_assert_eq!(sums.to_vec().unwrap(), masked.sum(0, false).unwrap().to_vec().unwrap());
+        // The same sums as the generic reduction, in another order of addition.
+        prop_assert!(close(&sums.to_vec().unwrap(), &masked.sum(0, false).unwrap().to_vec().unwrap(), tolerance));
     }
 }
 

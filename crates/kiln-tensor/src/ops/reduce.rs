@@ -3,11 +3,56 @@
 use kiln_wgsl::kernels::channel_sums::{channel_sums, relu_backward_channel_sums};
 use kiln_wgsl::kernels::reduce::{ReduceOp, reduce};
 use ndarray::{Axis, Ix3};
+use rayon::prelude::*;
 
-use super::{into_row_major, view};
+use super::{into_row_major, rows_per_task, view};
 use crate::profile;
 use crate::shape::normalize_axis;
 use crate::{DType, Device, Result, Tensor, TensorError};
+
+/// Past this many elements the per-channel sums spread over the cores.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// Lanes of the running sums in `sum_lanes`: enough independent additions to keep a vector
+/// unit busy (one running sum would wait on each addition's latency).
+const SUM_LANES: usize = 16;
+
+/// Σ of `values` in `SUM_LANES` interleaved running sums, then across them: a fixed order,
+/// so the same input always gives the same bits.
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; SUM_LANES];
+    let mut chunks = values.chunks_exact(SUM_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Σ over N and S of `[N, C, S]` values, per channel: each (image, channel) plane summed
+/// on its own (spread over the cores), then the images' sums added in image order.
+fn cpu_channel_sums(values: &[f32], [_, c, s]: [usize; 3]) -> Vec<f32> {
+    let add_rows = |rows: &[f32]| {
+        let mut sums = vec![0.0f32; c];
+        for row in rows.chunks(c.max(1)) {
+            sums.iter_mut().zip(row).for_each(|(sum, &v)| *sum += v);
+        }
+        sums
+    };
+    if s == 1 {
+        return add_rows(values);
+    }
+    let mut plane_sums = vec![0.0f32; values.len() / s.max(1)];
+    let sum_plane = |(sum, plane): (&mut f32, &[f32])| *sum = sum_lanes(plane);
+    if values.len() >= PARALLEL_MIN_ELEMENTS {
+        let min_planes = rows_per_task(s, PARALLEL_MIN_ELEMENTS / 2);
+        plane_sums.par_iter_mut().zip(values.par_chunks(s.max(1))).with_min_len(min_planes).for_each(sum_plane);
+    } else {
+        plane_sums.iter_mut().zip(values.chunks(s.max(1))).for_each(sum_plane);
+    }
+    add_rows(&plane_sums)
+}
 
 /// Index of the first maximum, as PyTorch's argmax.
 fn first_argmax<'a>(lane: impl Iterator<Item = &'a f32>) -> i32 {
@@ -94,7 +139,7 @@ impl Tensor {
         let _op = profile::enter("sum_per_channel");
         let view = self.channel_view("sum_per_channel")?;
         match &self.device() {
-            Device::Cpu => self.reshape(&view)?.sum(2, false)?.sum(0, false),
+            Device::Cpu => Ok(Tensor::cpu_f32(cpu_channel_sums(self.cpu_values(), view), vec![view[1]])),
             Device::Gpu(ctx) => {
                 let sums = channel_sums(ctx, self.gpu_buffer(), view)?;
                 Ok(Tensor::gpu(sums, vec![view[1]], DType::F32))
@@ -122,8 +167,8 @@ impl Tensor {
         match &self.device() {
             Device::Cpu => {
                 let masked = self.relu_backward(output)?;
-                let sums = masked.sum_per_channel()?;
-                Ok((masked, sums))
+                let sums = cpu_channel_sums(masked.cpu_values(), view);
+                Ok((masked, Tensor::cpu_f32(sums, vec![view[1]])))
             }
             Device::Gpu(ctx) => {
                 let (masked, sums) = relu_backward_channel_sums(ctx, self.gpu_buffer(), output.gpu_buffer(), view)?;
