@@ -6,6 +6,15 @@ use rayon::prelude::*;
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
+/// Dropout of `x` into `out`, whose first element is the tensor's element `first`: a select,
+/// not a branch, so the mask's hash is computed a vector of elements at a time.
+#[inline(always)]
+fn drop_chunk(out: &mut [f32], x: &[f32], first: u32, key: u32, threshold: u32, scale: f32) {
+    for (i, (out, &x)) in out.iter_mut().zip(x).enumerate() {
+        *out = if keeps(key, first.wrapping_add(i as u32), threshold) { x * scale } else { 0.0 };
+    }
+}
+
 impl Tensor {
     /// Zeroes each element with probability `p` and scales the rest by 1/(1−p); the identity
     /// when not `training`. The mask is a function of (`seed`, element index) alone, so the
@@ -32,11 +41,8 @@ impl Tensor {
                 let mut values = vec![0.0f32; self.len()];
                 values.par_chunks_mut(CHUNK).zip(self.cpu_values().par_chunks(CHUNK)).enumerate().for_each(
                     |(chunk, (out, x))| {
-                        for (i, (out, &x)) in out.iter_mut().zip(x).enumerate() {
-                            if keeps(key, (chunk * CHUNK + i) as u32, threshold) {
-                                *out = x * scale;
-                            }
-                        }
+                        let first = (chunk * CHUNK) as u32;
+                        widest_simd!(drop_chunk(out, x, first, key, threshold, scale))
                     },
                 );
                 Ok(Tensor::cpu_f32(values, self.shape.clone()))

@@ -106,39 +106,6 @@ fn for_each_piece<T: Send>(pieces: Vec<T>, elements: usize, update: impl Fn(T) +
     }
 }
 
-/// Compiles `$body` (a call of an `#[inline(always)]` loop) for the widest vector unit the
-/// CPU has, chosen at run time: the build targets baseline x86-64, whose SSE is 4 lanes.
-/// The arithmetic is the same instructions at any width (no FMA contraction), so every
-/// path gives the same bits.
-macro_rules! widest_simd {
-    ($body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn avx512(f: impl FnOnce()) {
-                f()
-            }
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2(f: impl FnOnce()) {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                unsafe { avx512(|| $body) }
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                unsafe { avx2(|| $body) }
-            } else {
-                $body
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body
-        }
-    }};
-}
-
 /// A piece of one parameter's SGD update.
 struct SgdPiece<'a> {
     param: &'a mut [f32],

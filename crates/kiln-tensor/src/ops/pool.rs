@@ -68,23 +68,34 @@ fn cpu_forward(x: &[f32], s: &PoolShape) -> (Vec<f32>, Vec<i32>) {
     (y, at)
 }
 
+/// The tutorials' pooling (2×2, stride 2, no padding) of one plane `width` wide: each output
+/// row from two input rows, without the general window's bounds checks, and with selects
+/// in place of branches so that outputs are computed a vector at a time.
+#[inline(always)]
+fn pool_plane_2x2(plane: &[f32], width: usize, ow_n: usize, y: &mut [f32], at: &mut [i32]) {
+    let rows = plane.chunks_exact(2 * width).zip(y.chunks_exact_mut(ow_n).zip(at.chunks_exact_mut(ow_n)));
+    for (oh, (pair, (y, at))) in rows.enumerate() {
+        let (upper, lower) = pair.split_at(width);
+        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+        for (ow, ((y, at), (u, l))) in y.iter_mut().zip(at.iter_mut()).zip(windows).enumerate() {
+            // First maximum in row-major order: a later element wins only when greater.
+            let top = (2 * oh * width + 2 * ow) as i32;
+            let (mut best, mut index) = (u[0], top);
+            for (v, i) in [(u[1], top + 1), (l[0], top + width as i32), (l[1], top + width as i32 + 1)] {
+                let greater = v > best;
+                best = if greater { v } else { best };
+                index = if greater { i } else { index };
+            }
+            *y = best;
+            *at = index;
+        }
+    }
+}
+
 fn pool_plane(plane: &[f32], s: &PoolShape, y: &mut [f32], at: &mut [i32]) {
     let [oh_n, ow_n] = s.output();
     if s.kernel == [2, 2] && s.stride == [2, 2] && s.padding == [0, 0] {
-        // The tutorials' pooling, without the general window's bounds checks.
-        for oh in 0..oh_n {
-            for ow in 0..ow_n {
-                let top = 2 * oh * s.width + 2 * ow;
-                let mut best = top;
-                for i in [top + 1, top + s.width, top + s.width + 1] {
-                    if plane[i] > plane[best] {
-                        best = i;
-                    }
-                }
-                y[oh * ow_n + ow] = plane[best];
-                at[oh * ow_n + ow] = best as i32;
-            }
-        }
+        widest_simd!(pool_plane_2x2(plane, s.width, ow_n, y, at));
         return;
     }
     for oh in 0..oh_n {
