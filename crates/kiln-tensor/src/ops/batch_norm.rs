@@ -203,7 +203,7 @@ impl Tensor {
             }
         }
         let Device::Gpu(ctx) = &self.device() else {
-            return Ok(self.cpu_batch_norm_backward(input, weight, has_bias, saved, training));
+            return self.cpu_batch_norm_backward(input, weight, has_bias, saved, training);
         };
         let shape = channel_shape(input);
         let inputs = BackwardInputs {
@@ -234,6 +234,43 @@ impl Tensor {
 /// Channel `c`'s values in an NCHW buffer: one run of H·W per batch item.
 fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl Iterator<Item = &[f32]> {
     data.chunks(plane).skip(c).step_by(channels)
+}
+
+/// Independent running sums in the statistics' loops, so that additions do not wait on
+/// one another (one f64 running sum is bound by the latency of each addition).
+const STAT_LANES: usize = 8;
+
+/// Σ `term(v)` over `values` in f64, in `STAT_LANES` interleaved sums then across them: a
+/// fixed order, so the same input always gives the same bits.
+#[inline(always)]
+fn sum_f64(values: &[f32], term: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0.0f64; STAT_LANES];
+    let mut chunks = values.chunks_exact(STAT_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += term(v);
+        }
+    }
+    lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| term(v)).sum::<f64>()
+}
+
+/// Σ dy and Σ dy·x̂ (x̂ = (x − mean)·invstd) over one plane, in f64, lanes as `sum_f64`.
+#[inline(always)]
+fn sum_and_dot_f64(dy: &[f32], x: &[f32], mean: f32, invstd: f32) -> (f64, f64) {
+    let (mut sums, mut dots) = ([0.0f64; STAT_LANES], [0.0f64; STAT_LANES]);
+    let (mut dy_chunks, mut x_chunks) = (dy.chunks_exact(STAT_LANES), x.chunks_exact(STAT_LANES));
+    for (g, v) in (&mut dy_chunks).zip(&mut x_chunks) {
+        for i in 0..STAT_LANES {
+            sums[i] += g[i] as f64;
+            dots[i] += (g[i] * (v[i] - mean) * invstd) as f64;
+        }
+    }
+    let (mut sum, mut dot) = (sums.iter().sum::<f64>(), dots.iter().sum::<f64>());
+    for (&g, &v) in dy_chunks.remainder().iter().zip(x_chunks.remainder()) {
+        sum += g as f64;
+        dot += (g * (v - mean) * invstd) as f64;
+    }
+    (sum, dot)
 }
 
 /// The per-channel scalar of `t` (a `[C]` tensor on the CPU), or `default` without one.
@@ -299,11 +336,14 @@ impl Tensor {
         let stats: Vec<(f32, f32)> = (0..channels)
             .into_par_iter()
             .map(|c| {
-                let sum: f64 = channel_runs(x, channels, plane, c).flatten().map(|&v| v as f64).sum();
-                let mean = sum / count;
-                let squares: f64 =
-                    channel_runs(x, channels, plane, c).flatten().map(|&v| (v as f64 - mean).powi(2)).sum();
-                (mean as f32, (squares / count) as f32)
+                widest_simd!({
+                    let sum: f64 = channel_runs(x, channels, plane, c).map(|run| sum_f64(run, f64::from)).sum();
+                    let mean = sum / count;
+                    let squares: f64 = channel_runs(x, channels, plane, c)
+                        .map(|run| sum_f64(run, |v| (f64::from(v) - mean).powi(2)))
+                        .sum();
+                    (mean as f32, (squares / count) as f32)
+                })
             })
             .collect();
         let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
@@ -333,13 +373,10 @@ impl Tensor {
         has_bias: bool,
         saved: &BatchNormSaved,
         training: bool,
-    ) -> BatchNormGrads {
+    ) -> Result<BatchNormGrads> {
         let (channels, plane) = input.nchw();
         // Through a fused ReLU, the gradient passes only where its output was positive.
-        let masked = saved.relu_output.as_ref().map(|output| {
-            let values = self.cpu_values().iter().zip(output.cpu_values());
-            Tensor::cpu_f32(values.map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }).collect(), self.shape.clone())
-        });
+        let masked = saved.relu_output.as_ref().map(|output| self.relu_backward(output)).transpose()?;
         let grad_tensor = masked.as_ref().unwrap_or(self);
         let (dy, x) = (grad_tensor.cpu_values(), input.cpu_values());
         let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
@@ -347,13 +384,11 @@ impl Tensor {
         let sums: Vec<(f32, f32)> = (0..channels)
             .into_par_iter()
             .map(|c| {
-                let (mut sum, mut dot) = (0.0f64, 0.0f64);
-                for (g, v) in channel_runs(dy, channels, plane, c).zip(channel_runs(x, channels, plane, c)) {
-                    for (&g, &v) in g.iter().zip(v) {
-                        sum += g as f64;
-                        dot += (g * (v - mean[c]) * invstd[c]) as f64;
-                    }
-                }
+                let runs = channel_runs(dy, channels, plane, c).zip(channel_runs(x, channels, plane, c));
+                let (sum, dot) = widest_simd!(runs.fold((0.0f64, 0.0f64), |(sum, dot), (g, v)| {
+                    let (s, d) = sum_and_dot_f64(g, v, mean[c], invstd[c]);
+                    (sum + s, dot + d)
+                }));
                 (sum as f32, dot as f32)
             })
             .collect();
@@ -383,10 +418,10 @@ impl Tensor {
             grad_tensor.cpu_per_channel_affine(&zeros, &scale, &zeros, false)
         };
         let column = |pick: fn(&(f32, f32)) -> f32| Tensor::cpu_f32(sums.iter().map(pick).collect(), vec![channels]);
-        BatchNormGrads {
+        Ok(BatchNormGrads {
             input: input_grad,
             weight: weight.map(|_| column(|s| s.1)),
             bias: has_bias.then(|| column(|s| s.0)),
-        }
+        })
     }
 }

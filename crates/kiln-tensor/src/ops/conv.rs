@@ -183,8 +183,16 @@ fn per_image_parallelism(batch: usize) -> gemm::Parallelism {
     if batch >= rayon::current_num_threads() { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) }
 }
 
-/// The CPU forward pass: per image, kernel `[O, C·KH·KW]` · columns, plus the bias.
-fn cpu_conv2d(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, s: &ConvShape, out_channels: usize) -> Vec<f32> {
+/// The CPU forward pass: per image, kernel `[O, C·KH·KW]` · columns, plus the bias, then
+/// with `relu` max(·, 0), while the image's output is still in cache.
+fn cpu_conv2d(
+    x: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    s: &ConvShape,
+    out_channels: usize,
+) -> Vec<f32> {
     let [oh, ow] = s.output().expect("checked");
     let (spatial, image_len) = (oh * ow, s.channels * s.height * s.width);
     let product = single_product(out_channels, spatial, s.patch_len(), false, false);
@@ -199,6 +207,9 @@ fn cpu_conv2d(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, s: &ConvShape, ou
                 for (row, b) in out.chunks_mut(spatial).zip(bias) {
                     row.iter_mut().for_each(|v| *v += b);
                 }
+            }
+            if relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         },
     );
@@ -311,10 +322,7 @@ impl Tensor {
         let ctx = match &device {
             Device::Cpu => {
                 let bias = bias.map(Tensor::cpu_values);
-                let mut out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, &s, out_channels);
-                if relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
+                let out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, relu, &s, out_channels);
                 return Ok((Tensor::cpu_f32(out, out_shape.to_vec()), None));
             }
             Device::Gpu(ctx) if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => {

@@ -2,8 +2,8 @@
 //! host loops (or ndarray, or `gemm`) on the CPU or records a kiln-wgsl kernel on the GPU.
 //! The CPU path is the reference the GPU one is tested against.
 
-/// Compiles `$body` (a call of an `#[inline(always)]` loop) for the widest vector unit the
-/// CPU has, chosen at run time: the build targets baseline x86-64, whose SSE is 4 lanes.
+/// Compiles `$body` (a call of an `#[inline(always)]` loop; its value is the macro's) for
+/// the widest vector unit the CPU has, chosen at run time: the build targets baseline x86-64, whose SSE is 4 lanes.
 /// The arithmetic is the same instructions at any width (no FMA contraction), so every
 /// path gives the same bits.
 macro_rules! widest_simd {
@@ -11,11 +11,11 @@ macro_rules! widest_simd {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f")]
-            unsafe fn avx512(f: impl FnOnce()) {
+            unsafe fn avx512<T>(f: impl FnOnce() -> T) -> T {
                 f()
             }
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(f: impl FnOnce()) {
+            unsafe fn avx2<T>(f: impl FnOnce() -> T) -> T {
                 f()
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
