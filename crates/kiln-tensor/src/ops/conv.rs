@@ -134,6 +134,22 @@ fn for_each_column_row(s: &ConvShape, mut visit: impl FnMut(usize, Option<usize>
     }
 }
 
+/// `to.copy_from_slice(from)` for the short runs of a column matrix's row (an output row's
+/// width: 7 to 28 values in the tutorials), in registers: a `memcpy` call per run cost
+/// about as much as the product of the matrix in the tutorials' convolutions.
+#[inline(always)]
+fn copy_short(to: &mut [f32], from: &[f32]) {
+    const LANES: usize = 8;
+    let (mut to_chunks, mut from_chunks) = (to.chunks_exact_mut(LANES), from.chunks_exact(LANES));
+    for (t, f) in (&mut to_chunks).zip(&mut from_chunks) {
+        let lanes: [f32; LANES] = f.try_into().expect("chunks of LANES");
+        t.copy_from_slice(&lanes);
+    }
+    for (t, &f) in to_chunks.into_remainder().iter_mut().zip(from_chunks.remainder()) {
+        *t = f;
+    }
+}
+
 /// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`: zeros where the window
 /// hangs over the padding, a copy of the input row between (strided when stride > 1).
 fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
@@ -146,11 +162,14 @@ fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
             return;
         };
         let source = &image[(channel * s.height + h) * s.width..][..s.width];
-        row[..inside.start].fill(0.0);
-        row[inside.end..].fill(0.0);
+        let width = row.len();
+        if inside.start > 0 || inside.end < width {
+            row[..inside.start].fill(0.0);
+            row[inside.end..].fill(0.0);
+        }
         let row = &mut row[inside];
         if stride == 1 {
-            row.copy_from_slice(&source[start..start + row.len()]);
+            copy_short(row, &source[start..start + row.len()]);
         } else {
             row.iter_mut().zip(source[start..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
         }
