@@ -123,13 +123,15 @@ impl Var {
         let (x, w) = (self.value(), weight.value());
         let b = bias.map(Var::value);
         let value = if relu { x.linear_relu(&w, b.as_ref())? } else { x.linear(&w, b.as_ref())? };
-        let has_bias = bias.is_some();
+        let (has_bias, input_needs_grad) = (bias.is_some(), self.requires_grad());
         let output = relu.then(|| value.clone());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
             let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
-            let grads = g.linear_backward(&x, &w, has_bias && bias_grad.is_none())?;
-            let bias_grad = bias_grad.or(grads.bias);
-            Ok([Some(grads.input), Some(grads.weight)].into_iter().chain(bias_grad.map(Some)).collect())
+            let (weight_grad, bias_sum) = g.linear_parameter_backward(&x, &w, has_bias && bias_grad.is_none())?;
+            // A first layer's input is the data: its gradient would be thrown away.
+            let input_grad = if input_needs_grad { Some(g.matmul(&w)?) } else { None };
+            let bias_grad = bias_grad.or(bias_sum);
+            Ok([input_grad, Some(weight_grad)].into_iter().chain(bias_grad.map(Some)).collect())
         }))
     }
 

@@ -243,3 +243,32 @@ fn leaves_update_in_place_and_recorded_graphs_keep_their_values() {
     let hidden = w.relu().unwrap();
     assert!(matches!(hidden.update(|_| Ok(())), Err(AutogradError::NotALeaf)));
 }
+
+/// A layer whose input wants no gradient (a first layer, fed the data) skips the product
+/// that would make one; with an input that does, the product runs. Counted by the profiler.
+#[test]
+fn a_first_layer_computes_no_input_gradient() {
+    use kiln_tensor::profile;
+    let x = Tensor::randn(&[4, 6], 1, &Device::Cpu).unwrap();
+    let (w, b) = (
+        Var::parameter(Tensor::randn(&[3, 6], 2, &Device::Cpu).unwrap()),
+        Var::parameter(Tensor::zeros(&[3], &Device::Cpu).unwrap()),
+    );
+    let backward_ops = |input: &Var| {
+        let loss = input.linear_relu(&w, Some(&b)).unwrap().sum_all().unwrap();
+        profile::enable(true);
+        profile::take();
+        profile::set_phase("backward");
+        loss.backward().unwrap();
+        let recorded = profile::take();
+        profile::enable(false);
+        let phase = recorded.phase("backward").expect("ops ran").ops.clone();
+        phase.into_iter().map(|op| op.name).collect::<Vec<_>>()
+    };
+    let data = backward_ops(&Var::constant(x.clone()));
+    assert!(data.contains(&"linear_parameter_backward") && !data.contains(&"matmul"), "{data:?}");
+    let parameter = Var::parameter(x);
+    let with_input = backward_ops(&parameter);
+    assert!(with_input.contains(&"matmul"), "{with_input:?}");
+    assert_eq!(parameter.grad().unwrap().shape(), &[4, 6]);
+}

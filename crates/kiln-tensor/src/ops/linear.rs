@@ -74,6 +74,20 @@ impl Tensor {
     /// The gradients of `linear` from this output gradient `[batch, out]`.
     pub fn linear_backward(&self, input: &Tensor, weight: &Tensor, with_bias: bool) -> Result<LinearGrads> {
         let _op = profile::enter("linear_backward");
+        let (weight_grad, bias) = self.linear_parameter_backward(input, weight, with_bias)?;
+        Ok(LinearGrads { input: self.matmul(weight)?, weight: weight_grad, bias })
+    }
+
+    /// The weight and (when `with_bias`) bias gradients of `linear` alone: what a first
+    /// layer needs, whose input (the data) wants no gradient. That skips a product as large
+    /// as the weight gradient's.
+    pub fn linear_parameter_backward(
+        &self,
+        input: &Tensor,
+        weight: &Tensor,
+        with_bias: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let _op = profile::enter("linear_parameter_backward");
         const OP: &str = "linear_backward";
         check(OP, input, weight)?;
         if self.shape != [input.shape[0], weight.shape[0]] {
@@ -84,10 +98,7 @@ impl Tensor {
                 why: "the gradient must be [batch, out]",
             });
         }
-        Ok(LinearGrads {
-            input: self.matmul(weight)?,
-            weight: self.matmul_t(input, true, false)?,
-            bias: if with_bias { Some(self.sum_per_channel()?) } else { None },
-        })
+        let bias = if with_bias { Some(self.sum_per_channel()?) } else { None };
+        Ok((self.matmul_t(input, true, false)?, bias))
     }
 }
