@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kiln::{AdamConfig, BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
 
 /// (label, input [N, C, H, W], output channels, kernel, padding), stride 1.
@@ -184,6 +184,18 @@ fn bench_adam(c: &mut Criterion) {
                 step += 1;
                 w.adam_step(&g, &mut m, &mut v, &config, step).unwrap()
             })
+        });
+        // A parameter whose gradient stays zero: its moments decay through the subnormal
+        // range, where Intel cores compute through slow microcode unless subnormals are
+        // flushed (crates/kiln-tensor/src/subnormals.rs). Fresh subnormal moments each step.
+        let (zero_grad, tiny) = (Tensor::zeros(&shape, &Device::Cpu).unwrap(), f32::MIN_POSITIVE / 3.0);
+        let subnormal = || Tensor::full(&shape, tiny, &Device::Cpu).unwrap();
+        group.bench_function(BenchmarkId::new("cpu", "step 512×675, subnormal moments"), |bench| {
+            bench.iter_batched_ref(
+                || (subnormal(), subnormal()),
+                |(m, v)| w.adam_step(&zero_grad, m, v, &config, 10).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
     }
     if let Some((device, ctx)) = &gpu {
