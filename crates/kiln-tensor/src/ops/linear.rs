@@ -3,6 +3,7 @@
 
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 
+use super::matmul::cpu_matmul_into;
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -57,15 +58,20 @@ impl Tensor {
                 });
             }
         }
-        let Device::Gpu(ctx) = &self.device() else {
-            let out = self.matmul_t(weight, false, true)?;
-            let out = match bias {
-                Some(b) => out.add(b)?,
-                None => out,
-            };
-            return if relu { out.relu() } else { Ok(out) };
-        };
         let (shape, _) = self.matmul_shape(op, weight, false, true)?;
+        let Device::Gpu(ctx) = &self.device() else {
+            // The bias rows first, the product added onto them, then the ReLU in place: one
+            // output buffer and one pass after the product.
+            let mut out = match bias {
+                Some(b) => b.cpu_values().repeat(shape.m),
+                None => vec![0.0f32; shape.m * shape.n],
+            };
+            cpu_matmul_into(&mut out, self.cpu_values(), weight.cpu_values(), shape, bias.is_some());
+            if relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            return Ok(Tensor::cpu_f32(out, vec![shape.m, shape.n]));
+        };
         let epilogue = Epilogue { bias: bias.map(|b| (b.gpu_buffer(), BiasAxis::Column)), relu };
         let out = matmul_with(ctx, self.gpu_buffer(), weight.gpu_buffer(), shape, epilogue)?;
         Ok(Tensor::gpu(out, vec![self.shape[0], weight.shape[0]], DType::F32))

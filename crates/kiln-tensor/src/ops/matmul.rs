@@ -103,18 +103,25 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// across cores by batch entry.
 fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
     let mut c = vec![0.0f32; s.batch * s.m * s.n];
+    cpu_matmul_into(&mut c, a, b, s, false);
+    c
+}
+
+/// `c = op(A)·op(B)`, or with `accumulate` `c += op(A)·op(B)` (a bias already in `c` is
+/// then added as the products are stored, with no pass of its own), per batch entry.
+pub(crate) fn cpu_matmul_into(c: &mut [f32], a: &[f32], b: &[f32], s: MatmulShape, accumulate: bool) {
     if s.m * s.n == 0 {
-        return c;
+        return;
     }
     let product = |(i, out): (usize, &mut [f32]), parallelism| {
-        gemm_into(out, &a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..], &s, parallelism)
+        let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+        gemm_accumulate(out, a, b, &s, accumulate, parallelism)
     };
     if s.m * s.n * s.k >= PARALLEL_MIN_MACS {
         c.chunks_mut(s.m * s.n).enumerate().for_each(|entry| product(entry, gemm::Parallelism::Rayon(0)));
     } else {
         c.par_chunks_mut(s.m * s.n).enumerate().for_each(|entry| product(entry, gemm::Parallelism::None));
     }
-    c
 }
 
 /// Σᵢ op(Aᵢ)·op(Bᵢ) over the batch. The batch is cut into a fixed number of runs, whatever
@@ -169,11 +176,6 @@ pub(crate) fn sum_over_batch<S>(
 /// The problem of one plain (unbatched) product op(A)·op(B), [m × k]·[k × n].
 pub(crate) fn single_product(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulShape {
     MatmulShape { batch: 1, m, n, k, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: 0 }
-}
-
-/// One product op(A)·op(B) into `out` (m × n), A and B starting at their batch entry.
-fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], s: &MatmulShape, parallelism: gemm::Parallelism) {
-    gemm_accumulate(out, a, b, s, false, parallelism)
 }
 
 /// `out = op(A)·op(B)`, or with `accumulate` `out += op(A)·op(B)`.
