@@ -126,9 +126,11 @@ fn a_saved_model_evaluates_as_its_last_epoch_did() {
 
 #[test]
 fn the_best_epochs_model_is_kept() {
-    // At this rate the short run's validation accuracy peaks before the last epoch.
+    // At this rate the short run's validation accuracy peaks before the last epoch (0.024,
+    // 0.095, 0.087 on this build). The trajectory depends on the CPU's order of addition:
+    // when a change of it makes the run peak last, pick another rate that peaks earlier.
     let mut config = config("best", ModelKind::Mlp, 3, 1024);
-    config.lr = 1e-2;
+    config.lr = 5e-3;
     let history = asl_app::train(&config, &Device::Cpu, &mut Quiet).unwrap();
     let accuracies: Vec<f32> = history.valid.iter().map(|m| m.accuracy).collect();
     let best = accuracies.iter().copied().fold(f32::MIN, f32::max);
