@@ -13,7 +13,7 @@ use kiln_wgsl::kernels::batch_norm::{
     batch_norm_normalize, batch_norm_stats,
 };
 
-use super::rows_per_task;
+use super::{rows_per_task, sum_in_lanes};
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -236,25 +236,11 @@ fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl I
     data.chunks(plane).skip(c).step_by(channels)
 }
 
-/// Independent running sums in the statistics' loops, so that additions do not wait on
-/// one another (one f64 running sum is bound by the latency of each addition).
+/// Independent running sums in the statistics' loops (see `sum_in_lanes`).
 const STAT_LANES: usize = 8;
 
-/// Σ `term(v)` over `values` in f64, in `STAT_LANES` interleaved sums then across them: a
-/// fixed order, so the same input always gives the same bits.
-#[inline(always)]
-fn sum_f64(values: &[f32], term: impl Fn(f32) -> f64) -> f64 {
-    let mut lanes = [0.0f64; STAT_LANES];
-    let mut chunks = values.chunks_exact(STAT_LANES);
-    for chunk in &mut chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += term(v);
-        }
-    }
-    lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| term(v)).sum::<f64>()
-}
-
-/// Σ dy and Σ dy·x̂ (x̂ = (x − mean)·invstd) over one plane, in f64, lanes as `sum_f64`.
+/// Σ dy and Σ dy·x̂ (x̂ = (x − mean)·invstd) over one plane, in f64, in lanes as
+/// `sum_in_lanes` (two sums at once).
 #[inline(always)]
 fn sum_and_dot_f64(dy: &[f32], x: &[f32], mean: f32, invstd: f32) -> (f64, f64) {
     let (mut sums, mut dots) = ([0.0f64; STAT_LANES], [0.0f64; STAT_LANES]);
@@ -337,10 +323,12 @@ impl Tensor {
             .into_par_iter()
             .map(|c| {
                 widest_simd!({
-                    let sum: f64 = channel_runs(x, channels, plane, c).map(|run| sum_f64(run, f64::from)).sum();
+                    let sum: f64 = channel_runs(x, channels, plane, c)
+                        .map(|run| sum_in_lanes::<f64, STAT_LANES>(run, f64::from))
+                        .sum();
                     let mean = sum / count;
                     let squares: f64 = channel_runs(x, channels, plane, c)
-                        .map(|run| sum_f64(run, |v| (f64::from(v) - mean).powi(2)))
+                        .map(|run| sum_in_lanes::<f64, STAT_LANES>(run, |v| (f64::from(v) - mean).powi(2)))
                         .sum();
                     (mean as f32, (squares / count) as f32)
                 })

@@ -4,14 +4,10 @@ use kiln_wgsl::kernels::binary::{BinaryOp, binary};
 use kiln_wgsl::kernels::unary::{UnaryOp, accumulate, unary};
 use rayon::prelude::*;
 
-use super::rows_per_task;
+use super::{PARALLEL_MIN_ELEMENTS, rows_per_task};
 use crate::profile;
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{DType, Device, Result, Tensor, TensorError};
-
-/// Elementwise work on fewer elements stays on one thread; past this it is split across
-/// cores (measured on the ASL CNN's conv + bias shapes with benches/layers.rs).
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 /// `f` over every value, on several threads when there are many.
 fn map_values(values: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {

@@ -7,7 +7,7 @@ use ndarray::IxDyn;
 use super::{into_row_major, view};
 use crate::profile;
 use crate::shape::{broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis};
-use crate::tensor::{HostData, Storage};
+use crate::tensor::{GpuData, HostData, Storage};
 use crate::{DType, Result, Tensor, TensorError};
 
 impl Tensor {
@@ -21,13 +21,13 @@ impl Tensor {
         strides: &[usize],
         order: Option<&[usize]>,
     ) -> Result<Tensor> {
-        if self.dtype() == DType::U8 {
-            return Err(TensorError::InvalidArgument {
-                op,
-                why: "u8 tensors only move whole rows; convert with to_f32 first".into(),
-            });
-        }
         match &self.storage {
+            Storage::Host(HostData::U8(_)) | Storage::Gpu(GpuData { dtype: DType::U8, .. }) => {
+                Err(TensorError::InvalidArgument {
+                    op,
+                    why: "u8 tensors only move whole rows; convert with to_f32 first".into(),
+                })
+            }
             Storage::Gpu(gpu) => {
                 let out = gather_strided(&gpu.buffer.context(), &gpu.buffer, strides, &shape)?;
                 Ok(Tensor::gpu(out, shape, gpu.dtype))
@@ -37,9 +37,6 @@ impl Tensor {
             }
             Storage::Host(HostData::I32(values)) => {
                 Ok(Tensor::cpu_i32(rearrange(view(values, &self.shape), order, &shape), shape))
-            }
-            Storage::Host(HostData::U8(values)) => {
-                Ok(Tensor::cpu_u8(rearrange(view(values, &self.shape), order, &shape), shape))
             }
         }
     }

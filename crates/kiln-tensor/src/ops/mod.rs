@@ -57,7 +57,34 @@ pub use loss::Reduction;
 pub use optimizer::{AdamConfig, AdamParameter, SgdConfig, SgdParameter, adam_steps, sgd_steps};
 pub use pool::Pool2d;
 
+use std::iter::Sum;
+use std::ops::AddAssign;
+
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// CPU loops over fewer elements than this stay on one thread; past it they are split across
+/// cores (measured on the ASL CNN's conv + bias shapes with benches/layers.rs).
+pub(crate) const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// Σ `term(v)` over `values` in `LANES` interleaved running sums, then across them: enough
+/// independent additions to keep a vector unit busy (one running sum waits on each
+/// addition's latency), in a fixed order, so the same input always gives the same bits.
+#[inline(always)]
+pub(crate) fn sum_in_lanes<T, const LANES: usize>(values: &[f32], term: impl Fn(f32) -> T) -> T
+where
+    T: Copy + Default + AddAssign + Sum,
+{
+    let mut lanes = [T::default(); LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += term(v);
+        }
+    }
+    let mut total: T = lanes.into_iter().sum();
+    total += chunks.remainder().iter().map(|&v| term(v)).sum::<T>();
+    total
+}
 
 /// How many rows (planes, lines) of `row_len` elements one parallel task takes, so that each
 /// has about `min_elements` to do: below that, handing work to another core costs more than

@@ -8,6 +8,7 @@ use kiln_wgsl::kernels::optimizer::{AdamTensor, SgdTensor, adam, sgd};
 
 use rayon::prelude::*;
 
+use super::PARALLEL_MIN_ELEMENTS;
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -93,8 +94,6 @@ pub fn sgd_steps(parameters: &mut [SgdParameter], config: &SgdConfig) -> Result<
 /// Elements per piece of work: big enough that a task's hand-off is cheap against it,
 /// small enough that a model's few large tensors still spread over the cores.
 const CHUNK: usize = 1 << 14;
-/// Below this many elements in all, a step runs on the calling thread.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 /// Runs `update` over every piece, in parallel when the step is large enough. The update of
 /// an element never depends on another, so the split changes no result.

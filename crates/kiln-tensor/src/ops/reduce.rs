@@ -5,30 +5,10 @@ use kiln_wgsl::kernels::reduce::{ReduceOp, reduce};
 use ndarray::{Axis, Ix3};
 use rayon::prelude::*;
 
-use super::{into_row_major, rows_per_task, view};
+use super::{PARALLEL_MIN_ELEMENTS, into_row_major, rows_per_task, sum_in_lanes, view};
 use crate::profile;
 use crate::shape::normalize_axis;
 use crate::{DType, Device, Result, Tensor, TensorError};
-
-/// Past this many elements the per-channel sums spread over the cores.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
-
-/// Lanes of the running sums in `sum_lanes`: enough independent additions to keep a vector
-/// unit busy (one running sum would wait on each addition's latency).
-const SUM_LANES: usize = 16;
-
-/// Σ of `values` in `SUM_LANES` interleaved running sums, then across them: a fixed order,
-/// so the same input always gives the same bits.
-fn sum_lanes(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; SUM_LANES];
-    let mut chunks = values.chunks_exact(SUM_LANES);
-    for chunk in &mut chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
 
 /// Σ over N and S of `[N, C, S]` values, per channel: each (image, channel) plane summed
 /// on its own (spread over the cores), then the images' sums added in image order.
@@ -44,7 +24,7 @@ fn cpu_channel_sums(values: &[f32], [_, c, s]: [usize; 3]) -> Vec<f32> {
         return add_rows(values);
     }
     let mut plane_sums = vec![0.0f32; values.len() / s.max(1)];
-    let sum_plane = |(sum, plane): (&mut f32, &[f32])| *sum = sum_lanes(plane);
+    let sum_plane = |(sum, plane): (&mut f32, &[f32])| *sum = sum_in_lanes::<f32, 16>(plane, |v| v);
     if values.len() >= PARALLEL_MIN_ELEMENTS {
         let min_planes = rows_per_task(s, PARALLEL_MIN_ELEMENTS / 2);
         plane_sums.par_iter_mut().zip(values.par_chunks(s.max(1))).with_min_len(min_planes).for_each(sum_plane);
