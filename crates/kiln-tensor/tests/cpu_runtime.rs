@@ -185,36 +185,41 @@ fn a_multi_tensor_sgd_step_with_momentum_matches_the_reference() {
     }
 }
 
-/// Large products with many rows are cut into blocks of rows across the cores: every block,
-/// transposed operands and a bias added onto the product included, against plain sums.
+/// Large products are cut into blocks of rows (300 rows) or of columns (40 rows, 300
+/// columns) across the cores: every block, transposed operands, a batch of two products
+/// and a bias added onto the product included, against plain sums.
 #[test]
-fn products_cut_into_row_blocks_match_the_reference() {
-    let (m, n, k) = (300, 130, 70);
-    for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
-        let a_shape = if trans_a { [k, m] } else { [m, k] };
-        let b_shape = if trans_b { [n, k] } else { [k, n] };
-        let a = Tensor::randn(&a_shape, 1, &Device::Cpu).unwrap();
-        let b = Tensor::randn(&b_shape, 2, &Device::Cpu).unwrap();
-        let got = a.matmul_t(&b, trans_a, trans_b).unwrap().to_vec().unwrap();
-        let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-        let at = |i: usize, p: usize| if trans_a { av[p * m + i] } else { av[i * k + p] };
-        let bt = |p: usize, j: usize| if trans_b { bv[j * k + p] } else { bv[p * n + j] };
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
-                let g = got[i * n + j] as f64;
-                assert!(
-                    (g - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "({i}, {j}) {trans_a} {trans_b}: {g} vs {want}"
-                );
+fn products_cut_into_row_or_column_blocks_match_the_reference() {
+    for (batch, m, n, k) in [(1, 300, 130, 70), (1, 40, 300, 70), (2, 40, 300, 70)] {
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a_shape = if trans_a { [batch, k, m] } else { [batch, m, k] };
+            let b_shape = if trans_b { [batch, n, k] } else { [batch, k, n] };
+            let a = Tensor::randn(&a_shape, 1, &Device::Cpu).unwrap();
+            let b = Tensor::randn(&b_shape, 2, &Device::Cpu).unwrap();
+            let got = a.matmul_t(&b, trans_a, trans_b).unwrap().to_vec().unwrap();
+            let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+            for e in 0..batch {
+                let (av, bv) = (&av[e * m * k..], &bv[e * k * n..]);
+                let at = |i: usize, p: usize| if trans_a { av[p * m + i] } else { av[i * k + p] };
+                let bt = |p: usize, j: usize| if trans_b { bv[j * k + p] } else { bv[p * n + j] };
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
+                        let g = got[(e * m + i) * n + j] as f64;
+                        assert!(
+                            (g - want).abs() <= 1e-4 * want.abs().max(1.0),
+                            "{batch}×{m}×{n}×{k} entry {e} ({i}, {j}) {trans_a} {trans_b}: {g} vs {want}"
+                        );
+                    }
+                }
             }
         }
+        // A linear layer at batch m: the bias is the product's starting value.
+        let x = Tensor::randn(&[m, k], 3, &Device::Cpu).unwrap();
+        let w = Tensor::randn(&[n, k], 4, &Device::Cpu).unwrap();
+        let bias = Tensor::randn(&[n], 5, &Device::Cpu).unwrap();
+        let fused = x.linear_relu(&w, Some(&bias)).unwrap().to_vec().unwrap();
+        let plain = x.matmul_t(&w, false, true).unwrap().add(&bias).unwrap().relu().unwrap().to_vec().unwrap();
+        assert_eq!(fused, plain, "{m}×{n}×{k}");
     }
-    // A linear layer at batch 300: the bias is the product's starting value.
-    let x = Tensor::randn(&[m, k], 3, &Device::Cpu).unwrap();
-    let w = Tensor::randn(&[n, k], 4, &Device::Cpu).unwrap();
-    let bias = Tensor::randn(&[n], 5, &Device::Cpu).unwrap();
-    let fused = x.linear_relu(&w, Some(&bias)).unwrap().to_vec().unwrap();
-    let plain = x.matmul_t(&w, false, true).unwrap().add(&bias).unwrap().relu().unwrap().to_vec().unwrap();
-    assert_eq!(fused, plain);
 }
