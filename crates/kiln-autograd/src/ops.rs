@@ -162,6 +162,25 @@ impl Var {
         }))
     }
 
+    /// max_pool2d(max(conv2d(x), 0)): a convolution, the ReLU after it and a max pooling
+    /// as one op forward and backward ([`Tensor::conv2d_relu_max_pool2d`]).
+    pub fn conv2d_relu_max_pool2d(
+        &self,
+        weight: &Var,
+        bias: Option<&Var>,
+        conv: &Conv2d,
+        pool: &Pool2d,
+    ) -> Result<Var> {
+        let (x, w) = (self.value(), weight.value());
+        let saved = x.conv2d_relu_max_pool2d(&w, bias.map(Var::value).as_ref(), conv, pool)?;
+        let (conv, pool, has_bias, input_needs_grad) = (*conv, *pool, bias.is_some(), self.requires_grad());
+        Ok(Var::record(saved.output().clone(), &present(&[self, weight], &[bias]), move |g| {
+            let (input, weight, bias) =
+                g.conv2d_relu_max_pool2d_backward(&saved, &x, &w, &conv, &pool, has_bias, input_needs_grad)?;
+            Ok([input, Some(weight)].into_iter().chain(bias.map(Some)).collect())
+        }))
+    }
+
     /// 2-D max pooling.
     pub fn max_pool2d(&self, pool: &Pool2d) -> Result<Var> {
         let (value, positions) = self.value().max_pool2d(pool)?;

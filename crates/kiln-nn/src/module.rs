@@ -1,5 +1,5 @@
 use kiln_autograd::Var;
-use kiln_tensor::{Device, Tensor};
+use kiln_tensor::{Device, Pool2d, Tensor};
 
 use crate::{NnError, Result, StateDict};
 
@@ -17,9 +17,22 @@ pub trait Module: Send {
         None
     }
 
+    /// The forward pass followed by a ReLU and `pool`, when the layer can run the three as
+    /// one op (a convolution can): [`Sequential`] calls it for a layer followed by
+    /// [`crate::ReLU`] and [`crate::MaxPool2d`]. `None` (the default) when it cannot.
+    fn forward_relu_max_pool(&mut self, _input: &Var, _pool: &Pool2d) -> Option<Result<Var>> {
+        None
+    }
+
     /// True for [`crate::ReLU`], which [`Sequential`] fuses into the layer before it.
     fn is_relu(&self) -> bool {
         false
+    }
+
+    /// The pooling of a [`crate::MaxPool2d`], which [`Sequential`] fuses into a
+    /// convolution and ReLU before it; `None` for every other layer.
+    fn max_pool(&self) -> Option<Pool2d> {
+        None
     }
 
     /// One line naming the layer and its settings, as PyTorch prints a module:
@@ -158,12 +171,21 @@ fn prefixed<T>(index: usize, named: Vec<(String, T)>) -> impl Iterator<Item = (S
 
 impl Module for Sequential {
     /// Each layer in turn; a layer followed by a ReLU that it can apply itself
-    /// ([`Module::forward_relu`]) runs the two as one.
+    /// ([`Module::forward_relu`]) runs the two as one, and a convolution followed by a ReLU
+    /// and a max pooling runs the three as one ([`Module::forward_relu_max_pool`]).
     fn forward(&mut self, input: &Var) -> Result<Var> {
         let mut x = input.clone();
         let mut i = 0;
         while i < self.layers.len() {
             let relu_next = self.layers.get(i + 1).is_some_and(|next| next.is_relu());
+            let pool_after = self.layers.get(i + 2).filter(|_| relu_next).and_then(|layer| layer.max_pool());
+            if let Some(pool) = pool_after
+                && let Some(fused) = self.layers[i].forward_relu_max_pool(&x, &pool)
+            {
+                x = fused?;
+                i += 3;
+                continue;
+            }
             if relu_next && let Some(fused) = self.layers[i].forward_relu(&x) {
                 x = fused?;
                 i += 2;

@@ -240,3 +240,63 @@ fn sequential_fuses_a_relu_into_the_layer_before_it_with_the_same_result() {
         assert!(got.iter().zip(&cpu).all(|(g, c)| (g - c).abs() <= 1e-4 * c.abs().max(1.0)), "fused: {fused}");
     }
 }
+
+/// A max pooling that `Sequential` does not recognise, so the convolution and ReLU before
+/// it run without it.
+struct SeparatePool;
+
+impl Module for SeparatePool {
+    fn forward(&mut self, input: &Var) -> kiln_nn::Result<Var> {
+        Ok(input.max_pool2d(&kiln_tensor::Pool2d::new(2))?)
+    }
+}
+
+#[test]
+fn sequential_fuses_conv_relu_and_max_pool_with_the_same_result() {
+    let images = Tensor::randn(&[5, 1, 14, 14], 8, &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec_i32(vec![0, 1, 2, 3, 1], &[5], &Device::Cpu).unwrap();
+    let run = |fused: bool, device: &Device| {
+        let mut seeds = Seeds::new(4);
+        let pool =
+            |model: Sequential| if fused { model.add(kiln_nn::MaxPool2d::new(2)) } else { model.add(SeparatePool) };
+        let block = |model: Sequential, inputs, outputs, seeds: &mut Seeds| {
+            pool(model.add(kiln_nn::Conv2d::new(inputs, outputs, 3, seeds).unwrap()).add(kiln_nn::ReLU))
+        };
+        let model = block(block(Sequential::new(), 1, 3, &mut seeds), 3, 4, &mut seeds);
+        let mut model = model.add(kiln_nn::Flatten::new()).add(kiln_nn::Linear::new(16, 4, &mut seeds).unwrap());
+        model.to_device(device).unwrap();
+        let logits = model.forward(&Var::constant(images.to(device).unwrap())).unwrap();
+        let loss = CrossEntropyLoss::new().forward(&logits, &labels.to(device).unwrap()).unwrap();
+        loss.backward().unwrap();
+        let mut all = logits.value().to_vec().unwrap();
+        for (_, p) in model.parameters() {
+            all.extend(p.grad().unwrap().to_vec().unwrap());
+        }
+        all
+    };
+    // The profile (ops called on this thread, in its phase) shows which ops ran.
+    kiln_tensor::profile::enable(true);
+    kiln_tensor::profile::set_phase("fused");
+    let cpu = run(true, &Device::Cpu);
+    kiln_tensor::profile::set_phase("unfused");
+    let unfused = run(false, &Device::Cpu);
+    let recorded = kiln_tensor::profile::take();
+    kiln_tensor::profile::enable(false);
+    let ran = |phase: &str| -> Vec<&str> { recorded.phase(phase).unwrap().ops.iter().map(|op| op.name).collect() };
+    let (fused_ops, unfused_ops) = (ran("fused"), ran("unfused"));
+    assert!(fused_ops.contains(&"conv2d_relu_max_pool2d") && !fused_ops.contains(&"max_pool2d"), "{fused_ops:?}");
+    assert!(fused_ops.contains(&"conv2d_relu_max_pool2d_backward"), "{fused_ops:?}");
+    assert!(!unfused_ops.contains(&"conv2d_relu_max_pool2d") && unfused_ops.contains(&"max_pool2d"), "{unfused_ops:?}");
+    // The bias gradients are summed over the pooled gradient rather than the full one.
+    let close = |got: &[f32], want: &[f32], tolerance: f32| {
+        got.len() == want.len() && got.iter().zip(want).all(|(g, c)| (g - c).abs() <= tolerance * c.abs().max(1.0))
+    };
+    assert!(close(&cpu, &unfused, 1e-6));
+    let Some(ctx) = context_or_skip("sequential_fuses_conv_relu_and_max_pool_with_the_same_result") else {
+        return;
+    };
+    let gpu = Device::Gpu(ctx);
+    for fused in [true, false] {
+        assert!(close(&run(fused, &gpu), &cpu, 1e-4), "fused: {fused}");
+    }
+}

@@ -2,7 +2,7 @@
 //! while an op runs on the caller's; the profiler's per-phase, per-op accounting; the
 //! optimizer step split into pieces over threads without changing a bit.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use kiln_tensor::profile::{self, OVERLAPPING};
 use kiln_tensor::{
@@ -10,8 +10,13 @@ use kiln_tensor::{
 };
 use kiln_wgsl::testing::context_or_skip;
 
-/// The profiler is process-wide: the tests that turn it on take turns.
+/// The profiler is process-wide and counts every thread's ops, so a test's ops would show
+/// in another's profile: the tests in this file take turns.
 static PROFILER: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    PROFILER.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 const ADAM: AdamConfig =
     AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: false };
@@ -23,6 +28,7 @@ fn cpu(values: Vec<f32>) -> Tensor {
 
 #[test]
 fn subnormals_are_flushed_inside_ops_only() {
+    let _turn = turn();
     let tiny = f32::MIN_POSITIVE / 4.0;
     assert!(tiny > 0.0 && !tiny.is_normal());
     // Small enough to run on the calling thread, large enough for rayon's workers.
@@ -46,7 +52,7 @@ fn subnormals_are_flushed_inside_ops_only() {
 
 #[test]
 fn the_profile_counts_each_outermost_op_in_its_phase() {
-    let _turn = PROFILER.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = turn();
     let x = Tensor::randn(&[4, 3], 1, &Device::Cpu).unwrap();
     let w = Tensor::randn(&[5, 3], 2, &Device::Cpu).unwrap();
     x.relu().unwrap();
@@ -100,6 +106,7 @@ fn adam_reference(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], step: 
 
 #[test]
 fn a_multi_tensor_step_over_many_pieces_changes_no_bit() {
+    let _turn = turn();
     // One tiny tensor, one just over a piece, one of several pieces: a parallel step.
     let sizes = [3, (1 << 14) + 1, 50_000];
     let gpu = context_or_skip("a_multi_tensor_step_over_many_pieces_changes_no_bit").map(Device::Gpu);
@@ -151,6 +158,7 @@ fn a_multi_tensor_step_over_many_pieces_changes_no_bit() {
 
 #[test]
 fn a_multi_tensor_sgd_step_with_momentum_matches_the_reference() {
+    let _turn = turn();
     let config = SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 1e-3, nesterov: true };
     let sizes = [7, 40_000];
     let mut params: Vec<Tensor> = sizes.iter().map(|&n| Tensor::randn(&[n], n as u64, &Device::Cpu).unwrap()).collect();
@@ -190,6 +198,7 @@ fn a_multi_tensor_sgd_step_with_momentum_matches_the_reference() {
 /// and a bias added onto the product included, against plain sums.
 #[test]
 fn products_cut_into_row_or_column_blocks_match_the_reference() {
+    let _turn = turn();
     for (batch, m, n, k) in [(1, 300, 130, 70), (1, 40, 300, 70), (2, 40, 300, 70)] {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
             let a_shape = if trans_a { [batch, k, m] } else { [batch, m, k] };

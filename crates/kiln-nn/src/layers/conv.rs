@@ -1,5 +1,5 @@
 use kiln_autograd::Var;
-use kiln_tensor::{Conv2d as Geometry, Device, Tensor};
+use kiln_tensor::{Conv2d as Geometry, Device, Pool2d, Tensor};
 
 use crate::{Module, Result, Seeds, init};
 
@@ -76,6 +76,11 @@ impl Module for Conv2d {
 
     fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
         Some(input.conv2d_relu(&self.weight, self.bias.as_ref(), &self.geometry).map_err(Into::into))
+    }
+
+    fn forward_relu_max_pool(&mut self, input: &Var, pool: &Pool2d) -> Option<Result<Var>> {
+        let (bias, geometry) = (self.bias.as_ref(), &self.geometry);
+        Some(input.conv2d_relu_max_pool2d(&self.weight, bias, geometry, pool).map_err(Into::into))
     }
 
     fn parameters(&self) -> Vec<(String, Var)> {

@@ -39,4 +39,8 @@ impl Module for MaxPool2d {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.max_pool2d(&self.pool)?)
     }
+
+    fn max_pool(&self) -> Option<Pool2d> {
+        Some(self.pool)
+    }
 }

@@ -59,7 +59,7 @@ pub struct Conv2dGrads {
 }
 
 /// Checks input `[N, C, H, W]` against weight `[O, C, KH, KW]` and returns the geometry.
-fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) -> Result<ConvShape> {
+pub(super) fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) -> Result<ConvShape> {
     input.expect_dtype(op, DType::F32)?;
     weight.expect_dtype(op, DType::F32)?;
     input.expect_same_device(op, weight)?;
@@ -96,6 +96,22 @@ fn geometry(op: &'static str, input: &Tensor, weight: &Tensor, conv: &Conv2d) ->
         return Err(mismatch("the (dilated) kernel is larger than the padded input"));
     }
     Ok(shape)
+}
+
+/// Checks an optional bias against weight `[O, C, KH, KW]`: f32, `[O]`, on the weight's device.
+pub(super) fn check_bias(op: &'static str, weight: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    let Some(bias) = bias else { return Ok(()) };
+    bias.expect_dtype(op, DType::F32)?;
+    weight.expect_same_device(op, bias)?;
+    if bias.shape != weight.shape[..1] {
+        return Err(TensorError::ShapeMismatch {
+            op,
+            lhs: weight.shape.clone(),
+            rhs: bias.shape.clone(),
+            why: "the bias needs one value per output channel",
+        });
+    }
+    Ok(())
 }
 
 /// The output columns whose window column `kw` falls inside the image rather than on the
@@ -202,8 +218,75 @@ fn per_image_parallelism(batch: usize) -> gemm::Parallelism {
     if batch >= rayon::current_num_threads() { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) }
 }
 
-/// The CPU forward pass: per image, kernel `[O, C·KH·KW]` · columns, plus the bias, then
-/// with `relu` max(·, 0), while the image's output is still in cache.
+/// One image's output `[O, OH·OW]`, written over `out`: kernel `[O, C·KH·KW]` · the image's
+/// columns (built in `cols`), plus the bias, then with `relu` max(·, 0), while the output
+/// is still in cache.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_image(
+    image: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    s: &ConvShape,
+    out_channels: usize,
+    cols: &mut [f32],
+    out: &mut [f32],
+) {
+    let [oh, ow] = s.output().expect("checked");
+    let spatial = oh * ow;
+    im2col_image(image, s, cols);
+    let product = single_product(out_channels, spatial, s.patch_len(), false, false);
+    gemm_accumulate(out, kernel, cols, &product, false, per_image_parallelism(s.batch));
+    if let Some(bias) = bias {
+        for (row, b) in out.chunks_mut(spatial).zip(bias) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    }
+    if relu {
+        out.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// One image's term of the weight gradient, its output gradient `[O, OH·OW]` · its
+/// columnsᵀ (built in `cols`), added to `partial` (written over it when `first`).
+pub(super) fn weight_grad_image(
+    grad: &[f32],
+    image: &[f32],
+    s: &ConvShape,
+    out_channels: usize,
+    cols: &mut [f32],
+    partial: &mut [f32],
+    first: bool,
+) {
+    let [oh, ow] = s.output().expect("checked");
+    im2col_image(image, s, cols);
+    let product = single_product(out_channels, s.patch_len(), oh * ow, false, true);
+    gemm_accumulate(partial, grad, cols, &product, !first, gemm::Parallelism::None);
+}
+
+/// One image's input gradient, written over `image`: kernelᵀ · its output gradient gives
+/// the columns' gradient (in `cols`), which col2im folds back onto the image.
+pub(super) fn input_grad_image(
+    grad: &[f32],
+    kernel: &[f32],
+    s: &ConvShape,
+    out_channels: usize,
+    cols: &mut [f32],
+    image: &mut [f32],
+) {
+    let [oh, ow] = s.output().expect("checked");
+    let product = single_product(s.patch_len(), oh * ow, out_channels, true, false);
+    gemm_accumulate(cols, kernel, grad, &product, false, per_image_parallelism(s.batch));
+    col2im_image(cols, s, image);
+}
+
+/// The length of one image's column matrix, the scratch the per-image passes work in.
+pub(super) fn columns_len(s: &ConvShape) -> usize {
+    let [oh, ow] = s.output().expect("checked");
+    s.patch_len() * oh * ow
+}
+
+/// The CPU forward pass, image by image ([`conv_image`]).
 fn cpu_conv2d(
     x: &[f32],
     kernel: &[f32],
@@ -213,60 +296,39 @@ fn cpu_conv2d(
     out_channels: usize,
 ) -> Vec<f32> {
     let [oh, ow] = s.output().expect("checked");
-    let (spatial, image_len) = (oh * ow, s.channels * s.height * s.width);
-    let product = single_product(out_channels, spatial, s.patch_len(), false, false);
-    let parallelism = per_image_parallelism(s.batch);
-    let mut out = vec![0.0f32; s.batch * out_channels * spatial];
-    out.par_chunks_mut(out_channels * spatial).zip(x.par_chunks(image_len)).for_each_init(
-        || vec![0.0f32; s.patch_len() * spatial],
-        |cols, (out, image)| {
-            im2col_image(image, s, cols);
-            gemm_accumulate(out, kernel, cols, &product, false, parallelism);
-            if let Some(bias) = bias {
-                for (row, b) in out.chunks_mut(spatial).zip(bias) {
-                    row.iter_mut().for_each(|v| *v += b);
-                }
-            }
-            if relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-        },
+    let image_len = s.channels * s.height * s.width;
+    let mut out = vec![0.0f32; s.batch * out_channels * oh * ow];
+    out.par_chunks_mut(out_channels * oh * ow).zip(x.par_chunks(image_len)).for_each_init(
+        || vec![0.0f32; columns_len(s)],
+        |cols, (out, image)| conv_image(image, kernel, bias, relu, s, out_channels, cols, out),
     );
     out
 }
 
-/// The CPU weight gradient: Σ over images of grad `[O, OH·OW]` · columnsᵀ, summed in the
-/// fixed order of [`sum_over_batch`].
+/// The CPU weight gradient: Σ over images of [`weight_grad_image`], summed in the fixed
+/// order of [`sum_over_batch`].
 fn cpu_conv2d_weight_grad(grad: &[f32], x: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
     let [oh, ow] = s.output().expect("checked");
-    let (spatial, image_len) = (oh * ow, s.channels * s.height * s.width);
-    let product = single_product(out_channels, s.patch_len(), spatial, false, true);
+    let (grad_len, image_len) = (out_channels * oh * ow, s.channels * s.height * s.width);
     sum_over_batch(
         s.batch,
         out_channels * s.patch_len(),
-        || vec![0.0f32; s.patch_len() * spatial],
+        || vec![0.0f32; columns_len(s)],
         |cols, i, partial, first| {
-            im2col_image(&x[i * image_len..(i + 1) * image_len], s, cols);
-            let grad = &grad[i * out_channels * spatial..];
-            gemm_accumulate(partial, grad, cols, &product, !first, gemm::Parallelism::None);
+            let (grad, image) = (&grad[i * grad_len..][..grad_len], &x[i * image_len..][..image_len]);
+            weight_grad_image(grad, image, s, out_channels, cols, partial, first);
         },
     )
 }
 
-/// The CPU input gradient: per image, kernelᵀ · grad gives the columns' gradient, which
-/// col2im folds back onto the image.
+/// The CPU input gradient, image by image ([`input_grad_image`]).
 fn cpu_conv2d_input_grad(grad: &[f32], kernel: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
     let [oh, ow] = s.output().expect("checked");
-    let (spatial, image_len) = (oh * ow, s.channels * s.height * s.width);
-    let product = single_product(s.patch_len(), spatial, out_channels, true, false);
-    let parallelism = per_image_parallelism(s.batch);
+    let image_len = s.channels * s.height * s.width;
     let mut x = vec![0.0f32; s.batch * image_len];
-    x.par_chunks_mut(image_len).zip(grad.par_chunks(out_channels * spatial)).for_each_init(
-        || vec![0.0f32; s.patch_len() * spatial],
-        |cols, (image, grad)| {
-            gemm_accumulate(cols, kernel, grad, &product, false, parallelism);
-            col2im_image(cols, s, image);
-        },
+    x.par_chunks_mut(image_len).zip(grad.par_chunks(out_channels * oh * ow)).for_each_init(
+        || vec![0.0f32; columns_len(s)],
+        |cols, (image, grad)| input_grad_image(grad, kernel, s, out_channels, cols, image),
     );
     x
 }
@@ -322,21 +384,10 @@ impl Tensor {
         relu: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let s = geometry(op, self, weight, conv)?;
+        check_bias(op, weight, bias)?;
         let out_channels = weight.shape[0];
         let [oh, ow] = s.output().expect("checked");
         let out_shape = [s.batch, out_channels, oh, ow];
-        if let Some(bias) = bias {
-            bias.expect_dtype(op, DType::F32)?;
-            self.expect_same_device(op, bias)?;
-            if bias.shape != [out_channels] {
-                return Err(TensorError::ShapeMismatch {
-                    op,
-                    lhs: weight.shape.clone(),
-                    rhs: bias.shape.clone(),
-                    why: "the bias needs one value per output channel",
-                });
-            }
-        }
         let device = self.device();
         let ctx = match &device {
             Device::Cpu => {

@@ -207,19 +207,48 @@ pub(crate) fn sum_over_batch<S>(
     new_scratch: impl Fn() -> S + Sync,
     add: impl Fn(&mut S, usize, &mut [f32], bool) + Sync,
 ) -> Vec<f32> {
+    sum_over_batch_writing(batch, len, &mut [], new_scratch, |scratch, i, partial, first, _| {
+        add(scratch, i, partial, first)
+    })
+}
+
+/// [`sum_over_batch`] for terms that also each write an output of their own: `outputs`
+/// holds `batch` equal pieces, and `add` gets piece i with term i (a convolution's input
+/// gradient per image, computed beside the weight gradient's term).
+pub(crate) fn sum_over_batch_writing<S>(
+    batch: usize,
+    len: usize,
+    outputs: &mut [f32],
+    new_scratch: impl Fn() -> S + Sync,
+    add: impl Fn(&mut S, usize, &mut [f32], bool, &mut [f32]) + Sync,
+) -> Vec<f32> {
     const RUNS: usize = 8;
     let mut sum = vec![0.0f32; len];
     if len == 0 || batch == 0 {
         return sum;
     }
+    let output_len = outputs.len() / batch;
+    assert!(outputs.len() == output_len * batch, "one output piece per term");
     let per_run = batch.div_ceil(RUNS);
-    let starts: Vec<usize> = (0..batch).step_by(per_run).collect();
-    let partials: Vec<Vec<f32>> = starts
-        .into_par_iter()
+    let mut rest = outputs;
+    let runs: Vec<(Range<usize>, &mut [f32])> = (0..batch)
+        .step_by(per_run)
         .map(|start| {
+            let terms = start..(start + per_run).min(batch);
+            let (pieces, others) = std::mem::take(&mut rest).split_at_mut(terms.len() * output_len);
+            rest = others;
+            (terms, pieces)
+        })
+        .collect();
+    let partials: Vec<Vec<f32>> = runs
+        .into_par_iter()
+        .map(|(terms, mut pieces)| {
             let (mut scratch, mut partial) = (new_scratch(), vec![0.0f32; len]);
-            for i in start..(start + per_run).min(batch) {
-                add(&mut scratch, i, &mut partial, i == start);
+            let first = terms.start;
+            for i in terms {
+                let (piece, others) = std::mem::take(&mut pieces).split_at_mut(output_len);
+                pieces = others;
+                add(&mut scratch, i, &mut partial, i == first, piece);
             }
             partial
         })

@@ -37,6 +37,7 @@ macro_rules! widest_simd {
 
 mod batch_norm;
 mod conv;
+mod conv_pool;
 mod convert;
 mod dropout;
 mod elementwise;
@@ -52,6 +53,7 @@ mod softmax;
 
 pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
 pub use conv::{Conv2d, Conv2dGrads};
+pub use conv_pool::ConvReluPool;
 pub use linear::LinearGrads;
 pub use loss::Reduction;
 pub use optimizer::{AdamConfig, AdamParameter, SgdConfig, SgdParameter, adam_steps, sgd_steps};

@@ -30,7 +30,7 @@ impl Pool2d {
     }
 
     /// The kernel-level problem for input `[N, C, H, W]`, after checking it is well formed.
-    fn shape(&self, op: &'static str, input: &[usize]) -> Result<PoolShape> {
+    pub(super) fn shape(&self, op: &'static str, input: &[usize]) -> Result<PoolShape> {
         let invalid = |why: String| TensorError::InvalidArgument { op, why };
         let &[n, c, height, width] = input else {
             return Err(invalid(format!("needs an [N, C, H, W] input, got {input:?}")));
@@ -92,7 +92,8 @@ fn pool_plane_2x2(plane: &[f32], width: usize, ow_n: usize, y: &mut [f32], at: &
     }
 }
 
-fn pool_plane(plane: &[f32], s: &PoolShape, y: &mut [f32], at: &mut [i32]) {
+/// One plane pooled into `y`, with each maximum's position (h·W + w) in `at`.
+pub(super) fn pool_plane(plane: &[f32], s: &PoolShape, y: &mut [f32], at: &mut [i32]) {
     let [oh_n, ow_n] = s.output();
     if s.kernel == [2, 2] && s.stride == [2, 2] && s.padding == [0, 0] {
         widest_simd!(pool_plane_2x2(plane, s.width, ow_n, y, at));
