@@ -191,9 +191,14 @@ impl Tensor {
         if self.shape != [s.batch, out_channels, ph, pw] || self.shape != saved.output.shape {
             return Err(mismatch(&self.shape, &saved.output.shape, "the gradient must have the pooled output's shape"));
         }
-        // Zero where the pooled maximum, so the convolution's output there, is not positive.
-        let masked = self.relu_backward(&saved.output)?;
-        let bias = if with_bias { Some(masked.sum_per_channel()?) } else { None };
+        // Zero where the pooled maximum, so the convolution's output there, is not positive;
+        // the bias gradient from the same launch on the GPU.
+        let (masked, bias) = if with_bias {
+            let (masked, bias) = self.relu_backward_sum_per_channel(&saved.output)?;
+            (masked, Some(bias))
+        } else {
+            (self.relu_backward(&saved.output)?, None)
+        };
         let (input_grad, weight_grad) = match &self.device() {
             Device::Cpu => {
                 let positions = saved.positions.host_i32(OP)?;
