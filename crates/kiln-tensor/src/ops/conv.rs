@@ -166,11 +166,73 @@ fn copy_short(to: &mut [f32], from: &[f32]) {
     }
 }
 
-/// One image's column matrix `[C·KH·KW, OH·OW]`, written over `cols`: zeros where the window
-/// hangs over the padding, a copy of the input row between (strided when stride > 1).
-fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
+/// True for the tutorials' convolutions (stride and dilation 1): then a window row is a
+/// plain run of a (zero-padded) input row, and im2col and col2im take the short walk.
+fn unit_stride(s: &ConvShape) -> bool {
+    s.stride == [1, 1] && s.dilation == [1, 1]
+}
+
+/// The image's `[C, H + 2·pad, W + 2·pad]` size when the short walk pads it first.
+fn padded_len(s: &ConvShape) -> usize {
+    let padded = unit_stride(s) && s.padding != [0, 0];
+    if padded { s.channels * (s.height + 2 * s.padding[0]) * (s.width + 2 * s.padding[1]) } else { 0 }
+}
+
+/// The scratch one worker of the per-image passes needs: an image's column matrix, then
+/// room for the zero-padded image.
+pub(super) fn scratch_len(s: &ConvShape) -> usize {
+    let [oh, ow] = s.output().expect("checked");
+    s.patch_len() * oh * ow + padded_len(s)
+}
+
+/// The scratch as (column matrix, padded image).
+fn split_scratch<'a>(s: &ConvShape, scratch: &'a mut [f32]) -> (&'a mut [f32], &'a mut [f32]) {
+    let [oh, ow] = s.output().expect("checked");
+    scratch.split_at_mut(s.patch_len() * oh * ow)
+}
+
+/// The rows and width of an image's planes as the short walk reads them: the image itself,
+/// or its copy with zeros around written into `padded`.
+fn padded_planes<'a>(image: &'a [f32], s: &ConvShape, padded: &'a mut [f32]) -> (&'a [f32], usize) {
+    if s.padding == [0, 0] {
+        return (image, s.width);
+    }
+    let [pad_h, pad_w] = s.padding;
+    let (rows, width) = (s.height + 2 * pad_h, s.width + 2 * pad_w);
+    padded.fill(0.0);
+    for (plane, source) in padded.chunks_exact_mut(rows * width).zip(image.chunks_exact(s.height * s.width)) {
+        for (row, source) in plane[pad_h * width..].chunks_exact_mut(width).zip(source.chunks_exact(s.width)) {
+            row[pad_w..pad_w + s.width].copy_from_slice(source);
+        }
+    }
+    (padded, width)
+}
+
+/// One image's column matrix `[C·KH·KW, OH·OW]`, written over the scratch's first part:
+/// zeros where the window hangs over the padding, a copy of the input row between (strided
+/// when stride > 1).
+fn im2col_image(image: &[f32], s: &ConvShape, scratch: &mut [f32]) {
+    let (cols, padded) = split_scratch(s, scratch);
+    let [oh, ow] = s.output().expect("checked");
+    if unit_stride(s) {
+        // Row (c, kh, kw) of the matrix is the window [kh.., kw..] of the padded plane c.
+        let (planes, width) = padded_planes(image, s, padded);
+        let plane_len = planes.len() / s.channels.max(1);
+        let mut blocks = cols.chunks_exact_mut(oh * ow);
+        for plane in planes.chunks_exact(plane_len.max(1)) {
+            for kh in 0..s.kernel[0] {
+                for kw in 0..s.kernel[1] {
+                    let block = blocks.next().expect("sized");
+                    for (y, row) in block.chunks_exact_mut(ow).enumerate() {
+                        copy_short(row, &plane[(y + kh) * width + kw..][..ow]);
+                    }
+                }
+            }
+        }
+        return;
+    }
     let stride = s.stride[1];
-    let mut rows = cols.chunks_exact_mut(s.output().expect("checked")[1]);
+    let mut rows = cols.chunks_exact_mut(ow);
     for_each_column_row(s, |channel, h, inside, start| {
         let row = rows.next().expect("sized");
         let Some(h) = h else {
@@ -184,31 +246,52 @@ fn im2col_image(image: &[f32], s: &ConvShape, cols: &mut [f32]) {
             row[inside.end..].fill(0.0);
         }
         let row = &mut row[inside];
-        if stride == 1 {
-            copy_short(row, &source[start..start + row.len()]);
-        } else {
-            row.iter_mut().zip(source[start..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
-        }
+        row.iter_mut().zip(source[start..].iter().step_by(stride)).for_each(|(out, &x)| *out = x);
     });
 }
 
-/// One image from its column matrix, written over `image`: every column entry added back
-/// where im2col copied it from. Each pixel receives its terms in (kh, kw) order, as the
-/// GPU's gather adds them, so the sums round alike.
-fn col2im_image(cols: &[f32], s: &ConvShape, image: &mut [f32]) {
+/// One image from the column matrix in the scratch's first part, written over `image`:
+/// every column entry added back where im2col copied it from. Each pixel receives its
+/// terms in (kh, kw) order, as the GPU's gather adds them, so the sums round alike.
+fn col2im_image(scratch: &mut [f32], s: &ConvShape, image: &mut [f32]) {
+    let (cols, padded) = split_scratch(s, scratch);
+    let [oh, ow] = s.output().expect("checked");
+    if unit_stride(s) {
+        // Added into the padded image, whose border (the padding's share) is then dropped.
+        let [pad_h, pad_w] = s.padding;
+        let (rows, width) = (s.height + 2 * pad_h, s.width + 2 * pad_w);
+        let target = if s.padding == [0, 0] { &mut image[..] } else { &mut padded[..] };
+        target.fill(0.0);
+        let mut blocks = cols.chunks_exact(oh * ow);
+        for plane in target.chunks_exact_mut((rows * width).max(1)) {
+            for kh in 0..s.kernel[0] {
+                for kw in 0..s.kernel[1] {
+                    let block = blocks.next().expect("sized");
+                    for (y, row) in block.chunks_exact(ow).enumerate() {
+                        let to = &mut plane[(y + kh) * width + kw..][..ow];
+                        to.iter_mut().zip(row).for_each(|(out, &g)| *out += g);
+                    }
+                }
+            }
+        }
+        if s.padding != [0, 0] {
+            for (plane, out) in padded.chunks_exact(rows * width).zip(image.chunks_exact_mut(s.height * s.width)) {
+                for (row, out) in plane[pad_h * width..].chunks_exact(width).zip(out.chunks_exact_mut(s.width)) {
+                    out.copy_from_slice(&row[pad_w..pad_w + s.width]);
+                }
+            }
+        }
+        return;
+    }
     let stride = s.stride[1];
     image.fill(0.0);
-    let mut rows = cols.chunks_exact(s.output().expect("checked")[1]);
+    let mut rows = cols.chunks_exact(ow);
     for_each_column_row(s, |channel, h, inside, start| {
         let row = rows.next().expect("sized");
         let Some(h) = h else { return };
         let target = &mut image[(channel * s.height + h) * s.width..][..s.width];
         let row = &row[inside];
-        if stride == 1 {
-            target[start..start + row.len()].iter_mut().zip(row).for_each(|(out, &g)| *out += g);
-        } else {
-            target[start..].iter_mut().step_by(stride).zip(row).for_each(|(out, &g)| *out += g);
-        }
+        target[start..].iter_mut().step_by(stride).zip(row).for_each(|(out, &g)| *out += g);
     });
 }
 
@@ -219,7 +302,7 @@ fn per_image_parallelism(batch: usize) -> gemm::Parallelism {
 }
 
 /// One image's output `[O, OH·OW]`, written over `out`: kernel `[O, C·KH·KW]` · the image's
-/// columns (built in `cols`), plus the bias, then with `relu` max(·, 0), while the output
+/// columns (built in `scratch`), plus the bias, then with `relu` max(·, 0), while the output
 /// is still in cache.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_image(
@@ -229,13 +312,14 @@ pub(super) fn conv_image(
     relu: bool,
     s: &ConvShape,
     out_channels: usize,
-    cols: &mut [f32],
+    scratch: &mut [f32],
     out: &mut [f32],
 ) {
     let [oh, ow] = s.output().expect("checked");
     let spatial = oh * ow;
-    im2col_image(image, s, cols);
+    im2col_image(image, s, scratch);
     let product = single_product(out_channels, spatial, s.patch_len(), false, false);
+    let cols = split_scratch(s, scratch).0;
     gemm_accumulate(out, kernel, cols, &product, false, per_image_parallelism(s.batch));
     if let Some(bias) = bias {
         for (row, b) in out.chunks_mut(spatial).zip(bias) {
@@ -248,42 +332,36 @@ pub(super) fn conv_image(
 }
 
 /// One image's term of the weight gradient, its output gradient `[O, OH·OW]` · its
-/// columnsᵀ (built in `cols`), added to `partial` (written over it when `first`).
+/// columnsᵀ (built in `scratch`), added to `partial` (written over it when `first`).
 pub(super) fn weight_grad_image(
     grad: &[f32],
     image: &[f32],
     s: &ConvShape,
     out_channels: usize,
-    cols: &mut [f32],
+    scratch: &mut [f32],
     partial: &mut [f32],
     first: bool,
 ) {
     let [oh, ow] = s.output().expect("checked");
-    im2col_image(image, s, cols);
+    im2col_image(image, s, scratch);
     let product = single_product(out_channels, s.patch_len(), oh * ow, false, true);
-    gemm_accumulate(partial, grad, cols, &product, !first, gemm::Parallelism::None);
+    gemm_accumulate(partial, grad, split_scratch(s, scratch).0, &product, !first, gemm::Parallelism::None);
 }
 
 /// One image's input gradient, written over `image`: kernelᵀ · its output gradient gives
-/// the columns' gradient (in `cols`), which col2im folds back onto the image.
+/// the columns' gradient (in `scratch`), which col2im folds back onto the image.
 pub(super) fn input_grad_image(
     grad: &[f32],
     kernel: &[f32],
     s: &ConvShape,
     out_channels: usize,
-    cols: &mut [f32],
+    scratch: &mut [f32],
     image: &mut [f32],
 ) {
     let [oh, ow] = s.output().expect("checked");
     let product = single_product(s.patch_len(), oh * ow, out_channels, true, false);
-    gemm_accumulate(cols, kernel, grad, &product, false, per_image_parallelism(s.batch));
-    col2im_image(cols, s, image);
-}
-
-/// The length of one image's column matrix, the scratch the per-image passes work in.
-pub(super) fn columns_len(s: &ConvShape) -> usize {
-    let [oh, ow] = s.output().expect("checked");
-    s.patch_len() * oh * ow
+    gemm_accumulate(split_scratch(s, scratch).0, kernel, grad, &product, false, per_image_parallelism(s.batch));
+    col2im_image(scratch, s, image);
 }
 
 /// The CPU forward pass, image by image ([`conv_image`]).
@@ -299,8 +377,8 @@ fn cpu_conv2d(
     let image_len = s.channels * s.height * s.width;
     let mut out = vec![0.0f32; s.batch * out_channels * oh * ow];
     out.par_chunks_mut(out_channels * oh * ow).zip(x.par_chunks(image_len)).for_each_init(
-        || vec![0.0f32; columns_len(s)],
-        |cols, (out, image)| conv_image(image, kernel, bias, relu, s, out_channels, cols, out),
+        || vec![0.0f32; scratch_len(s)],
+        |scratch, (out, image)| conv_image(image, kernel, bias, relu, s, out_channels, scratch, out),
     );
     out
 }
@@ -313,10 +391,10 @@ fn cpu_conv2d_weight_grad(grad: &[f32], x: &[f32], s: &ConvShape, out_channels: 
     sum_over_batch(
         s.batch,
         out_channels * s.patch_len(),
-        || vec![0.0f32; columns_len(s)],
-        |cols, i, partial, first| {
+        || vec![0.0f32; scratch_len(s)],
+        |scratch, i, partial, first| {
             let (grad, image) = (&grad[i * grad_len..][..grad_len], &x[i * image_len..][..image_len]);
-            weight_grad_image(grad, image, s, out_channels, cols, partial, first);
+            weight_grad_image(grad, image, s, out_channels, scratch, partial, first);
         },
     )
 }
@@ -327,8 +405,8 @@ fn cpu_conv2d_input_grad(grad: &[f32], kernel: &[f32], s: &ConvShape, out_channe
     let image_len = s.channels * s.height * s.width;
     let mut x = vec![0.0f32; s.batch * image_len];
     x.par_chunks_mut(image_len).zip(grad.par_chunks(out_channels * oh * ow)).for_each_init(
-        || vec![0.0f32; columns_len(s)],
-        |cols, (image, grad)| input_grad_image(grad, kernel, s, out_channels, cols, image),
+        || vec![0.0f32; scratch_len(s)],
+        |scratch, (image, grad)| input_grad_image(grad, kernel, s, out_channels, scratch, image),
     );
     x
 }

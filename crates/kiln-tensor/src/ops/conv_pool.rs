@@ -12,7 +12,7 @@ use kiln_wgsl::kernels::conv::ConvShape;
 use kiln_wgsl::kernels::pool::PoolShape;
 use rayon::prelude::*;
 
-use super::conv::{check_bias, columns_len, conv_image, geometry, input_grad_image, weight_grad_image};
+use super::conv::{check_bias, conv_image, geometry, input_grad_image, scratch_len, weight_grad_image};
 use super::matmul::sum_over_batch_writing;
 use super::pool::pool_plane;
 use crate::profile;
@@ -65,7 +65,7 @@ fn cpu_forward(
         .zip(at.par_chunks_mut(out_channels * pooled))
         .zip(x.par_chunks(image_len))
         .for_each_init(
-            || (vec![0.0f32; columns_len(s)], vec![0.0f32; out_channels * spatial]),
+            || (vec![0.0f32; scratch_len(s)], vec![0.0f32; out_channels * spatial]),
             |(cols, convolved), ((y, at), image)| {
                 conv_image(image, kernel, bias, true, s, out_channels, cols, convolved);
                 let planes =
@@ -100,8 +100,8 @@ fn cpu_backward(
         s.batch,
         out_channels * s.patch_len(),
         &mut x_grad,
-        || (vec![0.0f32; columns_len(s)], vec![0.0f32; out_channels * spatial]),
-        |(cols, convolved_grad), i, partial, first, image_grad| {
+        || (vec![0.0f32; scratch_len(s)], vec![0.0f32; out_channels * spatial]),
+        |(scratch, convolved_grad), i, partial, first, image_grad| {
             convolved_grad.fill(0.0);
             let (grad, positions) = (&grad[i * grad_len..][..grad_len], &positions[i * grad_len..][..grad_len]);
             let planes = convolved_grad
@@ -113,9 +113,9 @@ fn cpu_backward(
                 }
             }
             let image = &x[i * image_len..][..image_len];
-            weight_grad_image(convolved_grad, image, s, out_channels, cols, partial, first);
+            weight_grad_image(convolved_grad, image, s, out_channels, scratch, partial, first);
             if input_grad {
-                input_grad_image(convolved_grad, kernel, s, out_channels, cols, image_grad);
+                input_grad_image(convolved_grad, kernel, s, out_channels, scratch, image_grad);
             }
         },
     );
