@@ -208,27 +208,30 @@ fn relu_model(fused: bool) -> Sequential {
     model.add(kiln_nn::Linear::new(6, 4, &mut seeds).unwrap())
 }
 
+/// One training step's values on `device`: the logits, then every parameter's gradient and
+/// every f32 buffer (batch norm's running statistics), in order.
+fn step_values(model: &mut Sequential, images: &Tensor, labels: &Tensor, device: &Device) -> Vec<f32> {
+    model.to_device(device).unwrap();
+    let logits = model.forward(&Var::constant(images.to(device).unwrap())).unwrap();
+    let loss = CrossEntropyLoss::new().forward(&logits, &labels.to(device).unwrap()).unwrap();
+    loss.backward().unwrap();
+    let mut all = logits.value().to_vec().unwrap();
+    for (_, p) in model.parameters() {
+        all.extend(p.grad().unwrap().to_vec().unwrap());
+    }
+    for (_, b) in model.buffers() {
+        if b.dtype() == kiln_tensor::DType::F32 {
+            all.extend(b.to_vec().unwrap());
+        }
+    }
+    all
+}
+
 #[test]
 fn sequential_fuses_a_relu_into_the_layer_before_it_with_the_same_result() {
     let images = Tensor::randn(&[5, 1, 4, 4], 8, &Device::Cpu).unwrap();
     let labels = Tensor::from_vec_i32(vec![0, 1, 2, 3, 1], &[5], &Device::Cpu).unwrap();
-    let run = |fused: bool, device: &Device| {
-        let mut model = relu_model(fused);
-        model.to_device(device).unwrap();
-        let logits = model.forward(&Var::constant(images.to(device).unwrap())).unwrap();
-        let loss = CrossEntropyLoss::new().forward(&logits, &labels.to(device).unwrap()).unwrap();
-        loss.backward().unwrap();
-        let mut all = logits.value().to_vec().unwrap();
-        for (_, p) in model.parameters() {
-            all.extend(p.grad().unwrap().to_vec().unwrap());
-        }
-        for (_, b) in model.buffers() {
-            if b.dtype() == kiln_tensor::DType::F32 {
-                all.extend(b.to_vec().unwrap());
-            }
-        }
-        all
-    };
+    let run = |fused: bool, device: &Device| step_values(&mut relu_model(fused), &images, &labels, device);
     let cpu = run(true, &Device::Cpu);
     assert_eq!(cpu, run(false, &Device::Cpu));
     let Some(ctx) = context_or_skip("sequential_fuses_a_relu_into_the_layer_before_it_with_the_same_result") else {
@@ -264,15 +267,7 @@ fn sequential_fuses_conv_relu_and_max_pool_with_the_same_result() {
         };
         let model = block(block(Sequential::new(), 1, 3, &mut seeds), 3, 4, &mut seeds);
         let mut model = model.add(kiln_nn::Flatten::new()).add(kiln_nn::Linear::new(16, 4, &mut seeds).unwrap());
-        model.to_device(device).unwrap();
-        let logits = model.forward(&Var::constant(images.to(device).unwrap())).unwrap();
-        let loss = CrossEntropyLoss::new().forward(&logits, &labels.to(device).unwrap()).unwrap();
-        loss.backward().unwrap();
-        let mut all = logits.value().to_vec().unwrap();
-        for (_, p) in model.parameters() {
-            all.extend(p.grad().unwrap().to_vec().unwrap());
-        }
-        all
+        step_values(&mut model, &images, &labels, device)
     };
     // The profile (ops called on this thread, in its phase) shows which ops ran.
     kiln_tensor::profile::enable(true);

@@ -179,6 +179,13 @@ fn naive_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, conv: &Conv2d)
     y
 }
 
+/// A convolution's random input, weight and bias on the CPU.
+fn conv_inputs(x_shape: &[usize], w_shape: &[usize], seed: u64) -> (Tensor, Tensor, Tensor) {
+    let x = Tensor::randn(x_shape, seed, &Device::Cpu).unwrap();
+    let weight = Tensor::randn(w_shape, seed ^ 1, &Device::Cpu).unwrap();
+    (x, weight, Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap())
+}
+
 /// The CPU convolution against its definition, and the GPU's forward and backward against
 /// the CPU's.
 fn check_conv(
@@ -189,9 +196,7 @@ fn check_conv(
     with_bias: bool,
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let x = Tensor::randn(x_shape, seed, &Device::Cpu).unwrap();
-    let weight = Tensor::randn(w_shape, seed ^ 1, &Device::Cpu).unwrap();
-    let bias = Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap();
+    let (x, weight, bias) = conv_inputs(x_shape, w_shape, seed);
     let bias = with_bias.then_some(&bias);
     let y = x.conv2d(&weight, bias, &conv).unwrap();
     let patch = (w_shape[1] * w_shape[2] * w_shape[3]) as f32;
@@ -326,9 +331,7 @@ fn check_conv_relu_pool(
     with_bias: bool,
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let x = Tensor::randn(x_shape, seed, &Device::Cpu).unwrap();
-    let weight = Tensor::randn(w_shape, seed ^ 1, &Device::Cpu).unwrap();
-    let bias = Tensor::randn(&[w_shape[0]], seed ^ 2, &Device::Cpu).unwrap();
+    let (x, weight, bias) = conv_inputs(x_shape, w_shape, seed);
     let bias = with_bias.then_some(&bias);
     let fused = x.conv2d_relu_max_pool2d(&weight, bias, &conv, &pool).unwrap();
     let convolved = x.conv2d_relu(&weight, bias, &conv).unwrap();
