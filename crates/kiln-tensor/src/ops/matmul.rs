@@ -110,8 +110,10 @@ const ROWS_PER_TASK: usize = 64;
 /// kernels `gemm`'s own threading is slower on two threads than on one at these shapes: on
 /// 2 cores of an Intel Xeon, 32×512×784 (B transposed) ran at 47 GFLOP/s that way, 81 on
 /// one thread and 130 in blocks of 64 columns (128: 133, 256: 125), and 32×128×784 at 53,
-/// 100 and 135. Fixed, as the rows.
-const COLUMNS_PER_TASK: usize = 64;
+/// 100 and 135. On 2 cores of an AMD EPYC, blocks of 32 columns ran 64×512×512 (B
+/// transposed, where the rows of B alias in the cache) at 83–100 GFLOP/s against 64–68 in
+/// blocks of 64, and 64×512×784 alike (92–150 both). Fixed, as the rows.
+const COLUMNS_PER_TASK: usize = 32;
 
 /// C = op(A)·op(B) for every batch entry, with the `gemm` crate's kernels. Operands are
 /// addressed through strides, so a transposed operand is read in place. Large products
