@@ -1,13 +1,17 @@
-"""PyTorch's side of `cargo xtask bench --train --compare-torch`.
+"""PyTorch's side of `cargo xtask bench --train --compare-torch` and of benches/gpu/run.sh.
 
 Trains the same tutorial models as benches/train.rs (same layers, optimizer, learning rate,
-batch size, shuffling and input scaling) on the same dataset files with PyTorch on the CPU,
-with as many threads as Kiln uses, and times them the same way: a warm-up of at least 3
-steps (up to 50, or 3 s), then from the start of an epoch until it ends or --seconds pass,
-ending with the loss on the host. Each tutorial runs in a process of its own, so its peak
-resident set is its own. Prints a table and writes the rows as JSON (--json).
+batch size, shuffling and input scaling) on the same dataset files with PyTorch, on the CPU
+with as many threads as Kiln uses or on a CUDA GPU (eager, or with --compile through
+torch.compile), and times them the same way: a warm-up of at least 3 steps (up to 50, or
+3 s; on CUDA up to 50 or 10 s, as compiling takes its first steps), then from the start of
+an epoch until it ends or --seconds pass, ending with the loss on the host. On CUDA each
+batch is copied to the GPU as the tutorials do, and the GPU is synchronised before every
+clock read. Each tutorial runs in a process of its own, so its peak memory is its own.
+Prints a table and writes the rows as JSON (--json).
 
-    python3 benches/torch_train.py [TUTORIAL ...] [--seconds S] [--threads N] [--json PATH]
+    python3 benches/torch_train.py [TUTORIAL ...] [--seconds S] [--threads N] [--device cpu|cuda]
+                                   [--compile] [--json PATH]
 
 Datasets come from KILN_DATA_DIR (default ../shared/data beside the checkout).
 """
@@ -126,14 +130,22 @@ def peak_rss():
     return 0
 
 
-def train(net, opt, batches, keep_going):
+def clock(device):
+    """Seconds from a monotonic clock, read once the GPU has finished what was queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def train(net, opt, batches, keep_going, device):
     """Trains on batches while keep_going(step) holds; returns (steps, samples, mean loss)."""
     loss_fn = nn.CrossEntropyLoss()
     net.train()
-    steps, samples, total = 0, 0, torch.zeros(())
+    steps, samples, total = 0, 0, torch.zeros((), device=device)
     for step, (x, y) in enumerate(batches):
         if not keep_going(step):
             break
+        x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -148,9 +160,13 @@ def main():
     parser.add_argument("tutorials", nargs="*", default=TUTORIALS)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--compile", action="store_true", help="train through torch.compile")
     parser.add_argument("--json")
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device cuda: torch {torch.__version__} sees no CUDA GPU")
     if not args.isolated:
         print(f"{'tutorial':<18} {'device':<34} {'batch':>6} {'steps/s':>9} {'samples/s':>10} {'peak RSS':>10}")
         rows = []
@@ -158,7 +174,8 @@ def main():
             for tutorial in args.tutorials:
                 out = Path(scratch) / "row.json"
                 subprocess.run([sys.executable, __file__, tutorial, "--isolated", "--seconds", str(args.seconds),
-                                "--threads", str(args.threads), "--json", str(out)], check=True)
+                                "--threads", str(args.threads), "--device", args.device, "--json", str(out)]
+                               + ["--compile"] * args.compile, check=True)
                 rows += json.loads(out.read_text())
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -169,24 +186,35 @@ def main():
     rows = []
     for tutorial in args.tutorials:
         data = dataset(tutorial, root)
+        # Compiled, a last partial batch would be a new shape, compiled again inside the timed run.
         loader = torch.utils.data.DataLoader(data, batch_size=BATCH[tutorial],
-                                             shuffle=tutorial != "fashion_mnist_mlp")
-        net = model(tutorial)
+                                             shuffle=tutorial != "fashion_mnist_mlp", drop_last=args.compile)
+        device = torch.device(args.device)
+        net = model(tutorial).to(device)
         opt = optimizer(tutorial, net.parameters())
-        warm_up = time.perf_counter()
-        train(net, opt, loader, lambda step: step < 3 or (step < 50 and time.perf_counter() - warm_up < 3.0))
-        started = time.perf_counter()
-        steps, samples, loss = train(net, opt, loader, lambda step: time.perf_counter() - started < args.seconds)
-        seconds = time.perf_counter() - started
+        trained = torch.compile(net) if args.compile else net
+        warm_up, warm_up_seconds = clock(device), 10.0 if device.type == "cuda" else 3.0
+        train(trained, opt, loader,
+              lambda step: step < 3 or (step < 50 and clock(device) - warm_up < warm_up_seconds), device)
+        started = clock(device)
+        steps, samples, loss = train(trained, opt, loader, lambda step: clock(device) - started < args.seconds,
+                                     device)
+        seconds = clock(device) - started
         peak = peak_rss()
-        device = f"cpu ({args.threads} threads), torch {torch.__version__}"
+        if device.type == "cuda":
+            mode = "compiled" if args.compile else "eager"
+            device_name = f"cuda {mode}: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+        else:
+            device_name = f"cpu ({args.threads} threads), torch {torch.__version__}"
         full = steps == len(loader)
-        print(f"{tutorial:<18} {device[:34]:<34} {BATCH[tutorial]:>6} {steps / seconds:>9.1f} "
+        print(f"{tutorial:<18} {device_name[:34]:<34} {BATCH[tutorial]:>6} {steps / seconds:>9.1f} "
               f"{samples / seconds:>10.0f} {peak >> 20:>6} MiB{'' if full else '  (part of an epoch)'}")
-        rows.append({"tutorial": tutorial, "framework": "pytorch", "device": device, "batch_size": BATCH[tutorial],
+        rows.append({"tutorial": tutorial, "framework": "pytorch", "device": device_name,
+                     "device_kind": args.device, "compiled": args.compile, "batch_size": BATCH[tutorial],
                      "threads": args.threads, "steps": steps, "seconds": seconds,
                      "steps_per_second": steps / seconds, "samples_per_second": samples / seconds,
-                     "full_epoch": full, "mean_loss": loss, "peak_rss_bytes": peak})
+                     "full_epoch": full, "mean_loss": loss, "peak_rss_bytes": peak,
+                     "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
