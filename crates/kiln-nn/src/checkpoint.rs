@@ -101,16 +101,37 @@ pub fn state_dict(model: &dyn Module) -> Result<StateDict> {
 /// problem named — a state with missing or unexpected keys or a tensor of the wrong shape or
 /// type. Nothing is changed unless everything fits.
 pub fn load_into(model: &mut dyn Module, state: &StateDict) -> Result<()> {
+    load_matching(model, state, true).map(|_| ())
+}
+
+/// The keys that did not match when loading a state dict non-strictly, as PyTorch's
+/// `load_state_dict(strict=False)` returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The model's parameters and buffers that the state dict lacks: left as they were.
+    pub missing_keys: Vec<String>,
+    /// The state dict's entries that the model has no place for: ignored.
+    pub unexpected_keys: Vec<String>,
+}
+
+/// Loads the entries of `state` that the model has, as PyTorch's
+/// `load_state_dict(strict=False)`: the model's other parameters and buffers keep their
+/// values, and the report names them and the entries left over. A tensor of the wrong shape
+/// or type is still refused, naming its key, and then nothing is changed.
+pub fn load_into_non_strict(model: &mut dyn Module, state: &StateDict) -> Result<LoadReport> {
+    load_matching(model, state, false)
+}
+
+fn load_matching(model: &mut dyn Module, state: &StateDict, strict: bool) -> Result<LoadReport> {
     let parameters = model.parameters();
     let buffers = model.buffers();
-    let expected: BTreeMap<&str, &Tensor> = buffers.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let current: Vec<(String, Tensor)> = parameters.iter().map(|(n, p)| (n.clone(), p.value())).collect();
-    let mut expected_all: BTreeMap<&str, &Tensor> = current.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    expected_all.extend(expected);
+    let expected: BTreeMap<&str, &Tensor> = current.iter().chain(&buffers).map(|(n, t)| (n.as_str(), t)).collect();
+    let mut report = LoadReport::default();
     let mut problems = Vec::new();
-    for (name, want) in &expected_all {
+    for (name, want) in &expected {
         match state.get(*name) {
-            None => problems.push(format!("missing '{name}'")),
+            None => report.missing_keys.push(name.to_string()),
             Some(got) if got.shape() != want.shape() || got.dtype() != want.dtype() => problems.push(format!(
                 "'{name}' is {:?} {:?} in the checkpoint but {:?} {:?} in the model",
                 got.dtype(),
@@ -121,21 +142,28 @@ pub fn load_into(model: &mut dyn Module, state: &StateDict) -> Result<()> {
             Some(_) => {}
         }
     }
-    problems
-        .extend(state.keys().filter(|k| !expected_all.contains_key(k.as_str())).map(|k| format!("unexpected '{k}'")));
+    report.unexpected_keys = state.keys().filter(|k| !expected.contains_key(k.as_str())).cloned().collect();
+    if strict {
+        problems.extend(report.missing_keys.iter().map(|k| format!("missing '{k}'")));
+        problems.extend(report.unexpected_keys.iter().map(|k| format!("unexpected '{k}'")));
+    }
     if !problems.is_empty() {
         return Err(NnError::Checkpoint(format!("the state does not fit the model: {}", problems.join("; "))));
     }
     for (name, p) in &parameters {
-        p.update(|t| {
-            *t = state[name].to(&t.device())?;
-            Ok(())
-        })?;
+        if let Some(value) = state.get(name) {
+            p.update(|t| {
+                *t = value.to(&t.device())?;
+                Ok(())
+            })?;
+        }
     }
     for (name, current) in buffers {
-        model.set_buffer(&name, state[&name].to(&current.device())?)?;
+        if let Some(value) = state.get(&name) {
+            model.set_buffer(&name, value.to(&current.device())?)?;
+        }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Saves `model`'s state to `path` (see [`save_state_dict`]).

@@ -28,7 +28,9 @@ pub mod models;
 mod module;
 mod seeds;
 
-pub use checkpoint::{StateDict, load, load_into, load_state_dict, save, save_state_dict, state_dict};
+pub use checkpoint::{
+    LoadReport, StateDict, load, load_into, load_into_non_strict, load_state_dict, save, save_state_dict, state_dict,
+};
 pub use init::{kaiming_uniform, uniform};
 pub use layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax};
 pub use loss::CrossEntropyLoss;

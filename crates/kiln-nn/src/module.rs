@@ -1,7 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Pool2d, Tensor};
 
-use crate::{NnError, Result, StateDict};
+use crate::{LoadReport, NnError, Result, StateDict};
 
 /// A layer or a model, as `torch.nn.Module`.
 pub trait Module: Send {
@@ -95,6 +95,16 @@ pub trait Module: Send {
         crate::checkpoint::load_into(self, state)
     }
 
+    /// Loads the entries that fit by name and returns the keys that did not match, as
+    /// PyTorch's `load_state_dict(strict=False)` (see [`crate::load_into_non_strict`]):
+    /// starting a fine-tuned model from a checkpoint of another head, say.
+    fn load_state_dict_non_strict(&mut self, state: &StateDict) -> Result<LoadReport>
+    where
+        Self: Sized,
+    {
+        crate::checkpoint::load_into_non_strict(self, state)
+    }
+
     /// Training mode, as `model.train()`.
     fn train(&mut self) {
         self.set_training(true);
@@ -156,6 +166,21 @@ impl Sequential {
 
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// The layer at `index` (`model[index]` in PyTorch), or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<&dyn Module> {
+        self.layers.get(index).map(|layer| layer.as_ref())
+    }
+
+    /// The layer at `index`, to change (switch its mode, load into it), or `None` past the end.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut dyn Module> {
+        Some(self.layers.get_mut(index)?.as_mut())
+    }
+
+    /// The layers in order, as iterating over a PyTorch `Sequential`.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Module> {
+        self.layers.iter().map(|layer| layer.as_ref())
     }
 
     /// The layer a prefixed name ("3.running_mean") belongs to, and the rest of the name.

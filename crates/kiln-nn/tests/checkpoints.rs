@@ -164,6 +164,52 @@ fn checkpoints_that_do_not_fit_are_refused_whole() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "a failed save leaves no temporary file");
 }
 
+/// PyTorch's `load_state_dict(strict=False)`: a checkpoint with another head loads its
+/// body, the head keeps its values, and the report names both sides' leftovers; on the GPU
+/// too. A tensor of the wrong shape is still refused, naming its key, and changes nothing.
+#[test]
+fn non_strict_loading_takes_what_fits_and_names_the_rest() {
+    let mut source = mini_cnn(1);
+    // Trained statistics, so a loaded buffer differs from a fresh one.
+    source.forward(&Var::constant(Tensor::randn(&[2, 1, 28, 28], 3, &Device::Cpu).unwrap())).unwrap();
+    let mut state = kiln_nn::state_dict(&source).unwrap();
+    state.remove("5.weight");
+    state.remove("5.bias");
+    state.insert("6.weight".into(), Tensor::zeros(&[24, 784], &Device::Cpu).unwrap());
+
+    let mut devices = vec![Device::Cpu];
+    devices.extend(context_or_skip("non_strict_loading_takes_what_fits_and_names_the_rest").map(Device::Gpu));
+    for device in devices {
+        let mut target = mini_cnn(2);
+        target.to_device(&device).unwrap();
+        let before = kiln_nn::state_dict(&target).unwrap();
+        let report = target.load_state_dict_non_strict(&state).unwrap();
+        assert_eq!(report.missing_keys, ["5.bias", "5.weight"], "{device:?}");
+        assert_eq!(report.unexpected_keys, ["6.weight"], "{device:?}");
+        let after = kiln_nn::state_dict(&target).unwrap();
+        // Every entry compared as f32 (num_batches_tracked is an i32 count).
+        let values =
+            |t: &Tensor| t.to_vec().unwrap_or_else(|_| t.to_vec_i32().unwrap().iter().map(|&v| v as f32).collect());
+        for (key, value) in &after {
+            let want = if key.starts_with("5.") { &before[key] } else { &state[key] };
+            assert_eq!(values(value), values(want), "{device:?}: {key}");
+        }
+        assert_eq!(values(&after["1.num_batches_tracked"]), [1.0], "{device:?}");
+        assert_ne!(after["1.running_mean"].to_vec().unwrap(), before["1.running_mean"].to_vec().unwrap());
+        assert_eq!(target.parameters()[0].1.value().device(), device, "values stay on the model's device");
+
+        let mut misfit = state.clone();
+        misfit.insert("0.weight".into(), Tensor::zeros(&[4, 1, 5, 5], &Device::Cpu).unwrap());
+        let mut fresh = mini_cnn(2);
+        let err = fresh.load_state_dict_non_strict(&misfit).unwrap_err().to_string();
+        assert!(err.contains("'0.weight' is F32 [4, 1, 5, 5]") && !err.contains("missing"), "{err}");
+        assert_eq!(
+            kiln_nn::state_dict(&fresh).unwrap()["0.bias"].to_vec().unwrap(),
+            before["0.bias"].to_vec().unwrap()
+        );
+    }
+}
+
 #[test]
 fn optimizer_state_travels_in_the_same_files() {
     let mut model = mini_cnn(3);

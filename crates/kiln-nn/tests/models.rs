@@ -295,3 +295,22 @@ fn sequential_fuses_conv_relu_and_max_pool_with_the_same_result() {
         assert!(close(&run(fused, &gpu), &cpu, 1e-4), "fused: {fused}");
     }
 }
+
+/// A `Sequential`'s layers by index and in order, as `model[i]` and `for layer in model`.
+#[test]
+fn sequential_layers_are_reached_by_index_and_in_order() {
+    let mut model = models::asl_mlp(&mut Seeds::new(0)).unwrap();
+    let described: Vec<String> = model.iter().map(|layer| layer.describe()).collect();
+    assert_eq!(described.len(), model.len());
+    assert_eq!(described[1], "Linear(in_features=784, out_features=512, bias=True)");
+    assert_eq!(model.get(1).unwrap().parameters()[0].1.value().shape(), [512, 784]);
+    assert!(model.get(model.len()).is_none() && model.get_mut(model.len()).is_none());
+
+    // Through get_mut the layer itself changes: its weights, seen through the model's names.
+    let weight = model.parameters().into_iter().find(|(name, _)| name == "1.weight").unwrap().1;
+    let layer = model.get_mut(1).unwrap();
+    let mut state = kiln_nn::state_dict(layer).unwrap();
+    state.insert("weight".into(), Tensor::zeros(&[512, 784], &Device::Cpu).unwrap());
+    kiln_nn::load_into(layer, &state).unwrap();
+    assert!(weight.value().to_vec().unwrap().iter().all(|&w| w == 0.0));
+}
