@@ -43,6 +43,9 @@ pub enum AutogradError {
     #[error("only leaves (parameters and constants) can be updated in place")]
     NotALeaf,
 
+    #[error("only leaves (parameters and constants) can switch requires_grad; detach() an op's result first")]
+    RequiresGradOfOp,
+
     #[error("the same leaf was given twice to one in-place update")]
     DuplicateUpdate,
 

@@ -123,15 +123,25 @@ impl Var {
         let (x, w) = (self.value(), weight.value());
         let b = bias.map(Var::value);
         let value = if relu { x.linear_relu(&w, b.as_ref())? } else { x.linear(&w, b.as_ref())? };
-        let (has_bias, input_needs_grad) = (bias.is_some(), self.requires_grad());
+        let (has_bias, input_needs_grad, weight_needs_grad) =
+            (bias.is_some(), self.requires_grad(), weight.requires_grad());
         let output = relu.then(|| value.clone());
         Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
             let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
-            let (weight_grad, bias_sum) = g.linear_parameter_backward(&x, &w, has_bias && bias_grad.is_none())?;
+            let bias_wanted = has_bias && bias_grad.is_none();
+            // A frozen weight (fine-tuning) skips the weight gradient's product.
+            let (weight_grad, bias_sum) = match weight_needs_grad {
+                true => {
+                    let (weight_grad, bias_sum) = g.linear_parameter_backward(&x, &w, bias_wanted)?;
+                    (Some(weight_grad), bias_sum)
+                }
+                false if bias_wanted => (None, Some(g.sum_per_channel()?)),
+                false => (None, None),
+            };
             // A first layer's input is the data: its gradient would be thrown away.
             let input_grad = if input_needs_grad { Some(g.matmul(&w)?) } else { None };
             let bias_grad = bias_grad.or(bias_sum);
-            Ok([input_grad, Some(weight_grad)].into_iter().chain(bias_grad.map(Some)).collect())
+            Ok([input_grad, weight_grad].into_iter().chain(has_bias.then_some(bias_grad)).collect())
         }))
     }
 

@@ -8,7 +8,7 @@
 //! PyTorch's `.grad`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use kiln_tensor::Tensor;
@@ -31,7 +31,8 @@ struct Node {
     id: u64,
     /// Written only through `Var::update`, by optimizers between steps.
     value: RwLock<Tensor>,
-    requires_grad: bool,
+    /// Switched only on leaves (`set_requires_grad`): freezing a parameter.
+    requires_grad: AtomicBool,
     grad: Mutex<Option<Tensor>>,
     origin: Mutex<Origin>,
 }
@@ -50,7 +51,7 @@ impl Var {
         Var(Arc::new(Node {
             id: next_id(),
             value: RwLock::new(value),
-            requires_grad,
+            requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
             origin: Mutex::new(Origin::Leaf),
         }))
@@ -79,7 +80,7 @@ impl Var {
         Var(Arc::new(Node {
             id: next_id(),
             value: RwLock::new(value),
-            requires_grad: true,
+            requires_grad: AtomicBool::new(true),
             grad: Mutex::new(None),
             origin: Mutex::new(Origin::Op {
                 inputs: inputs.iter().map(|&v| v.clone()).collect(),
@@ -122,7 +123,19 @@ impl Var {
     }
 
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Switches whether `backward` computes this leaf's gradient, as PyTorch's
+    /// `requires_grad_`: a frozen parameter (false) gets none, and an op whose inputs all
+    /// need none is not recorded at all. Ops recorded earlier keep the setting they saw.
+    /// Only leaves can be switched; the result of an op is an error, as in PyTorch.
+    pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(AutogradError::RequiresGradOfOp);
+        }
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+        Ok(())
     }
 
     /// True for values made by the user rather than by a recorded op.
@@ -190,6 +203,12 @@ impl Var {
         Ok(())
     }
 
+    /// How many recorded ops the graph behind this value holds: what `backward` would run.
+    /// Ops whose inputs need no gradient (a frozen layer on the data) are not among them.
+    pub fn recorded_ops(&self) -> Result<usize> {
+        Ok(self.tape()?.iter().filter(|node| !node.is_leaf()).count())
+    }
+
     /// The nodes that need gradients, reachable from this one, each after every node that
     /// uses it (reverse topological order), found without recursion.
     fn tape(&self) -> Result<Vec<Var>> {
@@ -220,6 +239,6 @@ impl Var {
 
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Var({:?}, requires_grad: {})", self.value(), self.0.requires_grad)
+        write!(f, "Var({:?}, requires_grad: {})", self.value(), self.requires_grad())
     }
 }

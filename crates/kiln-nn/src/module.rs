@@ -105,6 +105,26 @@ pub trait Module: Send {
         crate::checkpoint::load_into_non_strict(self, state)
     }
 
+    /// Switches `requires_grad` on every parameter, as PyTorch's `module.requires_grad_()`.
+    fn requires_grad_(&mut self, requires_grad: bool) -> Result<()> {
+        for (_, parameter) in self.parameters() {
+            parameter.set_requires_grad(requires_grad)?;
+        }
+        Ok(())
+    }
+
+    /// Freezes every parameter for fine-tuning: `backward` computes none of their gradients
+    /// (layers whose inputs need none are not recorded at all), so an optimizer that holds
+    /// them leaves them as they are.
+    fn freeze(&mut self) -> Result<()> {
+        self.requires_grad_(false)
+    }
+
+    /// Undoes [`Module::freeze`].
+    fn unfreeze(&mut self) -> Result<()> {
+        self.requires_grad_(true)
+    }
+
     /// Training mode, as `model.train()`.
     fn train(&mut self) {
         self.set_training(true);
