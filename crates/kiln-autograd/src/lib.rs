@@ -49,6 +49,9 @@ pub enum AutogradError {
     #[error("the same leaf was given twice to one in-place update")]
     DuplicateUpdate,
 
+    #[error("an op's backward returned {got} gradients for its {inputs} inputs")]
+    GradientCount { inputs: usize, got: usize },
+
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::TensorError),
 }

@@ -188,6 +188,11 @@ impl Var {
             match taken {
                 Origin::Op { inputs, backward } => {
                     let grads = backward(&grad)?;
+                    // One slot per input, `None` where none is needed: a shorter list would
+                    // otherwise be cut silently by the zip below.
+                    if grads.len() != inputs.len() {
+                        return Err(AutogradError::GradientCount { inputs: inputs.len(), got: grads.len() });
+                    }
                     for (input, grad) in inputs.iter().zip(grads) {
                         let Some(grad) = grad.filter(|_| input.requires_grad()) else { continue };
                         let sum = match pending.remove(&input.0.id) {
@@ -240,5 +245,25 @@ impl Var {
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Var({:?}, requires_grad: {})", self.value(), self.requires_grad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tensor::{Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn a_backward_with_the_wrong_number_of_gradients_is_an_error() {
+        let (a, b) = (
+            Var::parameter(Tensor::ones(&[1], &Device::Cpu).unwrap()),
+            Var::parameter(Tensor::ones(&[1], &Device::Cpu).unwrap()),
+        );
+        let sum = a.value().add(&b.value()).unwrap();
+        let short = Var::record(sum, &[&a, &b], |g| Ok(vec![Some(g.clone())]));
+        let err = short.backward().unwrap_err();
+        assert!(matches!(err, AutogradError::GradientCount { inputs: 2, got: 1 }), "{err}");
+        assert!(a.grad().is_none() && b.grad().is_none(), "nothing accumulated");
     }
 }
