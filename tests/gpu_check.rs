@@ -2,25 +2,17 @@
 //! it carries read back through Kiln's readers as the first images of the real files, and
 //! its table gives Kiln's ratio to each PyTorch run and fails on a missing row.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::Command;
 
+use common::data_root;
 use kiln::tutorials::Tutorial;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data_root() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("KILN_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("KILN_REQUIRE_DATA=1 but {} is not a directory (set KILN_DATA_DIR)", dir.display());
-    }
-    eprintln!("SKIPPED: no dataset directory at {} (set KILN_DATA_DIR)", dir.display());
-    None
 }
 
 /// A fresh directory of this test's own under the system's temporary directory.
@@ -31,7 +23,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn python(script: &str, args: &[&Path]) -> std::process::Output {
+fn python(script: &str, args: &[&OsStr]) -> std::process::Output {
     Command::new("python3")
         .arg(repo().join(script))
         .args(args)
@@ -41,15 +33,11 @@ fn python(script: &str, args: &[&Path]) -> std::process::Output {
 
 #[test]
 fn dataset_slices_read_back_as_the_first_images_of_the_real_files() {
-    let Some(root) = data_root() else { return };
+    let Some(root) = data_root("dataset_slices_read_back_as_the_first_images_of_the_real_files") else { return };
     let dest = scratch("slices");
-    let output = Command::new("python3")
-        .arg(repo().join("benches/gpu/slice_data.py"))
-        .arg(&root)
-        .arg(&dest)
-        .args(["--train", "300", "--test", "50", "--cifar-train", "40"])
-        .output()
-        .unwrap();
+    let (from, to) = (root.as_os_str(), dest.as_os_str());
+    let counts = ["--train", "300", "--test", "50", "--cifar-train", "40"].map(OsStr::new);
+    let output = python("benches/gpu/slice_data.py", &[&[from, to], &counts[..]].concat());
     assert!(output.status.success(), "slice_data.py: {}", String::from_utf8_lossy(&output.stderr));
     for (tutorial, train_len) in
         [(Tutorial::MnistMlp, 300), (Tutorial::FashionMnistMlp, 300), (Tutorial::Cifar10Lenet, 40)]
@@ -64,13 +52,7 @@ fn dataset_slices_read_back_as_the_first_images_of_the_real_files() {
         assert_eq!(test.labels(), full_test.take(50).labels(), "{tutorial}: test labels");
     }
 
-    let too_many = Command::new("python3")
-        .arg(repo().join("benches/gpu/slice_data.py"))
-        .arg(&root)
-        .arg(&dest)
-        .args(["--cifar-train", "10001"])
-        .output()
-        .unwrap();
+    let too_many = python("benches/gpu/slice_data.py", &[from, to, "--cifar-train".as_ref(), "10001".as_ref()]);
     let why = String::from_utf8_lossy(&too_many.stderr);
     assert!(!too_many.status.success() && why.contains("data_batch_1.bin") && why.contains("10001"), "{why}");
     std::fs::remove_dir_all(&dest).unwrap();
@@ -98,15 +80,21 @@ fn the_table_gives_each_ratio_and_fails_on_a_missing_row() {
     std::fs::write(&kiln, rows("kiln", "gpu: Some GPU", 3000.0, &all)).unwrap();
     std::fs::write(&torch, rows("pytorch", "cuda eager: Some GPU", 1500.0, &all)).unwrap();
 
-    let output = python("benches/gpu/table.py", &[&kiln, &torch]);
+    let output = python("benches/gpu/table.py", &[kiln.as_os_str(), torch.as_os_str()]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{table}{}", String::from_utf8_lossy(&output.stderr));
     assert!(table.contains("| asl_cnn (32) | 3,000 | 12.5 | 1,500 | 2.00× |"), "{table}");
     assert_eq!(table.matches("2.00×").count(), all.len(), "{table}");
 
     std::fs::write(&torch, rows("pytorch", "cuda eager: Some GPU", 1500.0, &all[1..])).unwrap();
-    let output = python("benches/gpu/table.py", &[&kiln, &torch]);
+    let output = python("benches/gpu/table.py", &[kiln.as_os_str(), torch.as_os_str()]);
     let why = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && why.contains("asl_cnn (PyTorch cuda eager)"), "{why}");
+
+    std::fs::write(&kiln, "[]").unwrap();
+    std::fs::write(&torch, "[]").unwrap();
+    let output = python("benches/gpu/table.py", &[kiln.as_os_str(), torch.as_os_str()]);
+    let why = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && why.contains("nothing ran"), "{why}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

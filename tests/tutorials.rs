@@ -7,27 +7,14 @@
 //! The Fashion-MNIST MLP is also checked against PyTorch from the same weights
 //! (fixtures/fashion_mlp_run.json, made by fixtures/make_fashion_mlp_run.py).
 
-use std::path::PathBuf;
+mod common;
 
+use common::data_root;
 use kiln::nn::{CrossEntropyLoss, Module};
 use kiln::training::{self, EpochMetrics};
 use kiln::tutorials::Tutorial;
 use kiln::wgsl::testing::context_or_skip;
 use kiln::{Device, data::ImageDataset};
-
-fn data_root(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("KILN_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("{test}: KILN_REQUIRE_DATA=1 but {} is not a directory (set KILN_DATA_DIR)", dir.display());
-    }
-    eprintln!("SKIPPED {test}: no dataset directory at {} (set KILN_DATA_DIR)", dir.display());
-    None
-}
 
 fn slices(tutorial: Tutorial, root: &std::path::Path, samples: usize) -> (ImageDataset, ImageDataset) {
     let (train, test) = tutorial.datasets(&root.join(tutorial.dataset_dir())).unwrap();

@@ -47,6 +47,8 @@ for name, path in found.items():
     shutil.copy(path, f"{dest}/{name}")
 PY
 rm -f "$artifacts"
+# run.sh runs the suites named here.
+echo "$suites" >"$check/suites"
 strip "$check"/bin/*
 # One archive: the binaries share most of their code, which xz's large window finds.
 tar -C "$check/bin" -cf - . | xz -9 -T1 >"$check/bin.tar.xz"

@@ -73,7 +73,7 @@ timeout 60 "$bin/xtask" adapter || fail "no adapter"
 
 if [ "$tests" = 1 ]; then
     stage "GPU test suites"
-    for suite in parity layers training_ops classification gradients models loader gpu_steady_state tutorials; do
+    for suite in $(cat "$check/suites"); do
         filter=()
         # The tutorials suite also trains from full datasets; here only its GPU parity run.
         [ "$suite" = tutorials ] && filter=(gpu)

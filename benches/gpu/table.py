@@ -2,8 +2,9 @@
 
 Reads the rows that benches/train.rs (--json) and benches/torch_train.py (--json) wrote,
 and prints one Markdown table: samples/s of Kiln on the GPU, its dispatches per step,
-PyTorch eager and compiled, and Kiln's ratio to each. A tutorial with no Kiln GPU row, or
-none from PyTorch when PyTorch files were given, is an error: the check did not run.
+PyTorch eager and compiled, and Kiln's ratio to each. A tutorial that one file has and
+another lacks (Kiln skipped the GPU, a PyTorch run broke off) is an error, and so are files
+with no rows at all: the check did not run.
 
     python3 benches/gpu/table.py KILN_JSON TORCH_JSON [TORCH_JSON ...]
 """
@@ -11,9 +12,6 @@ none from PyTorch when PyTorch files were given, is an error: the check did not 
 import json
 import sys
 from pathlib import Path
-
-TUTORIALS = ["asl_cnn", "asl_mlp", "fashion_mnist_cnn", "fashion_mnist_mlp", "mnist_mlp", "cifar10_lenet"]
-
 
 def rows(path):
     try:
@@ -32,8 +30,12 @@ def main():
         kind = next(iter(by_tutorial.values()), {})
         label = "compiled" if kind.get("compiled") else "eager"
         torch_runs.append((f"PyTorch {kind.get('device_kind', 'cpu')} {label}", by_tutorial))
-    missing = [t for t in TUTORIALS if t not in kiln] + [
-        f"{t} ({name})" for name, run in torch_runs for t in TUTORIALS if t not in run]
+    # Every tutorial any file has, in the order the benches ran them.
+    tutorials = list(dict.fromkeys([*kiln, *(t for _, run in torch_runs for t in run)]))
+    if not tutorials:
+        sys.exit("no rows in any file: nothing ran")
+    missing = [t for t in tutorials if t not in kiln] + [
+        f"{t} ({name})" for name, run in torch_runs for t in tutorials if t not in run]
     adapters = sorted({r["device"] for r in kiln.values()})
     torch_devices = sorted({r["device"] for _, run in torch_runs for r in run.values()})
     print(f"Kiln: {', '.join(adapters) or 'no GPU row'}")
@@ -45,7 +47,7 @@ def main():
         header += [f"{name}, samples/s", f"Kiln / {name}"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for tutorial in TUTORIALS:
+    for tutorial in tutorials:
         k = kiln.get(tutorial)
         cells = [f"{tutorial} ({k['batch_size'] if k else '?'})"]
         cells.append(f"{k['samples_per_second']:,.0f}" if k else "missing")
