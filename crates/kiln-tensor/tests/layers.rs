@@ -2,11 +2,37 @@
 //! parameters, CPU gradients against central differences, known values, bad input.
 
 use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Device, Pool2d, Tensor};
-use kiln_wgsl::testing::context_or_skip;
+use std::sync::OnceLock;
+
+use kiln_wgsl::testing::{context_or_skip, gpu_required};
+use kiln_wgsl::{AdapterPreference, GpuContext, KernelClass};
 use proptest::prelude::*;
 
 fn gpu(test: &str) -> Option<Device> {
     context_or_skip(test).map(Device::Gpu)
+}
+
+/// The test adapter once per kernel class, for ops with a variant per class: the shared
+/// context and one opened with the other class (the software class needs subgroups; where
+/// the adapter lacks them only the portable class is tested, after a notice).
+fn gpu_each_class(test: &str) -> Vec<Device> {
+    static OTHER: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let Some(Device::Gpu(shared)) = gpu(test) else { return Vec::new() };
+    let other = OTHER.get_or_init(|| {
+        let class = match shared.kernel_class() {
+            KernelClass::Software => KernelClass::Hardware,
+            KernelClass::Hardware => KernelClass::Software,
+        };
+        match GpuContext::with_kernel_class(&AdapterPreference::from_env(), class) {
+            Ok(ctx) => Some(ctx),
+            Err(e) if class == KernelClass::Software && !gpu_required() => {
+                eprintln!("{test}: testing the portable kernels only: {e}");
+                None
+            }
+            Err(e) => panic!("{test}: no context with the {class:?} kernels: {e}"),
+        }
+    });
+    std::iter::once(shared).chain(other.clone()).map(Device::Gpu).collect()
 }
 
 fn close(a: &[f32], b: &[f32], tolerance: f32) -> bool {
@@ -117,8 +143,9 @@ fn max_pool_input_errors() {
 
 /// A convolution problem: input shape, weight shape, geometry, bias or not.
 fn conv_case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Conv2d, bool)> {
-    // Output channels on both sides of the GPU's direct-kernel threshold (16).
-    let out_channels = prop_oneof![1..5usize, Just(16usize), Just(17), Just(25)];
+    // Output channels on both sides of the portable kernels' direct-kernel threshold (16)
+    // and of the software kernel's 32-channel blocks.
+    let out_channels = prop_oneof![1..5usize, Just(16usize), Just(17), Just(25), Just(33)];
     (
         1..3usize,
         1..4usize,
@@ -246,8 +273,9 @@ proptest! {
 
     #[test]
     fn conv_matches((x_shape, w_shape, conv, with_bias) in conv_case(), seed in any::<u64>()) {
-        let Some(gpu) = gpu("conv_matches") else { return Ok(()) };
-        check_conv(&gpu, &x_shape, &w_shape, conv, with_bias, seed)?;
+        for gpu in gpu_each_class("conv_matches") {
+            check_conv(&gpu, &x_shape, &w_shape, conv, with_bias, seed)?;
+        }
     }
 }
 
@@ -255,15 +283,15 @@ proptest! {
 /// without a single input pixel.
 #[test]
 fn convs_mostly_over_padding_match() {
-    let Some(gpu) = gpu("convs_mostly_over_padding_match") else { return };
+    let gpus = gpu_each_class("convs_mostly_over_padding_match");
     let cases = [
         ([1, 1, 1, 1], [1, 1, 3, 3], Conv2d::default().padding(2)),
         ([2, 2, 1, 3], [2, 2, 3, 3], Conv2d::default().padding(2).stride(2)),
         ([1, 1, 2, 2], [1, 1, 2, 2], Conv2d::default().padding(2).dilation(2)),
         ([1, 2, 3, 1], [3, 2, 3, 3], Conv2d::default().padding(2).stride(3).dilation(2)),
     ];
-    for (x_shape, w_shape, conv) in cases {
-        check_conv(&gpu, &x_shape, &w_shape, conv, true, 5).unwrap_or_else(|e| panic!("{x_shape:?} {conv:?}: {e}"));
+    for (gpu, (x_shape, w_shape, conv)) in gpus.iter().flat_map(|gpu| cases.iter().map(move |case| (gpu, case))) {
+        check_conv(gpu, x_shape, w_shape, *conv, true, 5).unwrap_or_else(|e| panic!("{x_shape:?} {conv:?}: {e}"));
     }
 }
 

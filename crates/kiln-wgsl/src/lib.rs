@@ -15,8 +15,8 @@ pub mod testing;
 
 pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary};
 pub use context::{
-    GpuBuffer, GpuContext, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES, MIN_STORAGE_BUFFERS_PER_STAGE,
-    RuntimeStats, fault_code,
+    GpuBuffer, GpuContext, KernelClass, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES,
+    MIN_STORAGE_BUFFERS_PER_STAGE, RuntimeStats, SOFTWARE_MIN_SUBGROUP, fault_code,
 };
 pub use error::{GpuError, Result};
 pub use pipeline::{Access, KernelFamily, KernelSpec, MAX_CONSTANTS, Slot};

@@ -7,20 +7,40 @@
 
 use std::ops::Range;
 
-use kiln_wgsl::GpuContext;
-use kiln_wgsl::kernels::conv::{ConvShape, col2im, conv2d_direct, im2col};
+use kiln_wgsl::kernels::conv::{ConvShape, col2im, conv2d_direct, conv2d_implicit, im2col};
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
+use kiln_wgsl::{GpuContext, KernelClass};
 use rayon::prelude::*;
 
 use super::matmul::{gemm_accumulate, single_product, sum_over_batch};
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
-/// On the GPU, convolutions with at most this many output channels run the direct kernel:
-/// the matrix product's 64-row tiles would be mostly idle. Measured on lavapipe (LeNet's
-/// 3→6 conv: direct 20 ms, im2col + matmul 44 ms; 6→16 on 14×14: 19 vs 21 ms; the ASL
-/// CNN's 1→25: 32 vs 20 ms) — to be revisited on hardware GPUs.
+/// With the portable kernels ([`KernelClass::Hardware`]), convolutions with at most this
+/// many output channels run the direct kernel: the matrix product's 64-row tiles would be
+/// mostly idle. Measured on lavapipe (LeNet's 3→6 conv: direct 20 ms, im2col + matmul
+/// 44 ms; 6→16 on 14×14: 19 vs 21 ms; the ASL CNN's 1→25: 32 vs 20 ms) — to be revisited
+/// on hardware GPUs.
 const GPU_DIRECT_MAX_OUT_CHANNELS: usize = 16;
+
+/// How the GPU computes a convolution's forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GpuForward {
+    /// The software kernels' implicit matrix product, every shape: on lavapipe (2 AMD EPYC
+    /// cores, Mesa 22.3) the ASL CNN's convolutions at batch 32 took 7 / 34 / 32 ms against
+    /// 80 (direct) / 325 / 348 ms (im2col + matmul) for conv1 / conv2 / conv3.
+    Implicit,
+    Direct,
+    ColumnsAndMatmul,
+}
+
+fn gpu_forward(ctx: &GpuContext, out_channels: usize) -> GpuForward {
+    match ctx.kernel_class() {
+        KernelClass::Software => GpuForward::Implicit,
+        KernelClass::Hardware if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => GpuForward::Direct,
+        KernelClass::Hardware => GpuForward::ColumnsAndMatmul,
+    }
+}
 
 /// Stride, zero-padding and dilation of a convolution, each as [height, width].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -473,13 +493,17 @@ impl Tensor {
                 let out = cpu_conv2d(self.cpu_values(), weight.cpu_values(), bias, relu, &s, out_channels);
                 return Ok((Tensor::cpu_f32(out, out_shape.to_vec()), None));
             }
-            Device::Gpu(ctx) if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => {
-                let bias = bias.map(Tensor::gpu_buffer);
-                let out = conv2d_direct(ctx, self.gpu_buffer(), weight.gpu_buffer(), bias, &s, out_channels, relu)?;
-                return Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32), None));
-            }
             Device::Gpu(ctx) => ctx,
         };
+        let (x, w, b) = (self.gpu_buffer(), weight.gpu_buffer(), bias.map(Tensor::gpu_buffer));
+        let out = match gpu_forward(ctx, out_channels) {
+            GpuForward::Implicit => Some(conv2d_implicit(ctx, x, w, b, &s, out_channels, relu)?),
+            GpuForward::Direct => Some(conv2d_direct(ctx, x, w, b, &s, out_channels, relu)?),
+            GpuForward::ColumnsAndMatmul => None,
+        };
+        if let Some(out) = out {
+            return Ok((Tensor::gpu(out, out_shape.to_vec(), DType::F32), None));
+        }
         // The weight [O, C·KH·KW] times each image's columns, bias and ReLU as it is stored.
         let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
         let columns = self.gpu_im2col(ctx, &s)?;

@@ -3,6 +3,16 @@ use crate::{GpuBuffer, GpuContext, Result};
 
 pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "conv", source: include_str!("conv.wgsl") };
 
+/// The software adapters' implicit-GEMM kernel (`KernelClass::Software`): a module of its
+/// own, since its subgroup operations compile only on devices opened with subgroups.
+pub(crate) static SOFTWARE_FAMILY: KernelFamily =
+    KernelFamily { name: "conv_software", source: include_str!("conv_software.wgsl") };
+
+/// Output channels per invocation of the implicit kernel (`BLOCK` in conv_software.wgsl).
+const IMPLICIT_CHANNEL_BLOCK: usize = 32;
+/// Consecutive output pixels of one row per invocation of the implicit kernel.
+const IMPLICIT_PIXELS: usize = 4;
+
 /// A convolution's geometry: input `[batch, channels, height, width]`, a `kernel`-sized
 /// window with `stride`, zero `padding` and `dilation`, each as [height, width].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +132,49 @@ pub fn conv2d_direct(
     Ok(out)
 }
 
+/// The convolution output `[batch, O, OH, OW]` as an implicit matrix product: the column
+/// matrix is read from `x` as it is needed, never stored. For contexts of
+/// [`KernelClass::Software`](crate::KernelClass) only (it uses subgroup broadcasts); the
+/// bias and, with `relu`, a ReLU are applied as each result is stored.
+pub fn conv2d_implicit(
+    ctx: &GpuContext,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    shape: &ConvShape,
+    out_channels: usize,
+    relu: bool,
+) -> Result<GpuBuffer> {
+    if ctx.kernel_class() != crate::KernelClass::Software {
+        return Err(crate::GpuError::InvalidLaunch {
+            kernel: "conv2d_implicit",
+            reason: "it needs a context with the software kernels (subgroups)".into(),
+        });
+    }
+    let [oh, ow] = shape.output().expect("checked by the caller");
+    let len = shape.batch * out_channels * oh * ow;
+    super::check_indexable("conv2d_implicit", len.max(shape.batch * shape.channels * shape.height * shape.width), 1)?;
+    let out = ctx.alloc(len as u64 * 4)?;
+    let spec = KernelSpec::new(
+        &SOFTWARE_FAMILY,
+        "conv2d_implicit",
+        &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::Read), Slot(4, Access::Read)],
+    )
+    .constant("HAS_BIAS", bias.is_some())
+    .constant("RELU", relu);
+    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    let pixel_groups = (shape.batch * oh * ow.div_ceil(IMPLICIT_PIXELS)).div_ceil(64);
+    let across = pixel_groups.min(ctx.limits().max_compute_workgroups_per_dimension as usize);
+    let workgroups = [
+        across as u32,
+        u32::try_from(out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK)).unwrap_or(u32::MAX),
+        u32::try_from(pixel_groups.div_ceil(across.max(1))).unwrap_or(u32::MAX),
+    ];
+    let buffers = [x, &out, weight, bias.unwrap_or(weight)];
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, workgroups)?;
+    Ok(out)
+}
+
 /// The column matrix `[batch, C·KH·KW, OH·OW]` of input `x`.
 pub fn im2col(ctx: &GpuContext, x: &GpuBuffer, shape: &ConvShape) -> Result<GpuBuffer> {
     let len = shape.columns_len();
@@ -138,4 +191,132 @@ pub fn col2im(ctx: &GpuContext, cols: &GpuBuffer, shape: &ConvShape) -> Result<G
     let x = ctx.alloc(len as u64 * 4)?;
     ctx.launch(&spec("col2im"), bytemuck::bytes_of(&shape.params()), &[cols, &x], ctx.linear_grid(len, 256)?)?;
     Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::kernels::test_support::{assert_close, values};
+    use crate::testing::{context_or_skip, gpu_required};
+    use crate::{AdapterPreference, KernelClass};
+    use proptest::prelude::*;
+
+    /// The convolution from its definition: [batch, O, OH, OW].
+    fn host(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape, out_channels: usize, relu: bool) -> Vec<f32> {
+        let [oh, ow] = s.output().unwrap();
+        let [kh, kw] = s.kernel;
+        let mut y = vec![0.0f32; s.batch * out_channels * oh * ow];
+        for n in 0..s.batch {
+            for o in 0..out_channels {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut acc = bias.map_or(0.0, |b| b[o]);
+                        for c in 0..s.channels {
+                            for a in 0..kh {
+                                for e in 0..kw {
+                                    let h = (i * s.stride[0] + a * s.dilation[0]) as isize - s.padding[0] as isize;
+                                    let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
+                                    if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
+                                        let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
+                                        acc += x[xi] * w[((o * s.channels + c) * kh + a) * kw + e];
+                                    }
+                                }
+                            }
+                        }
+                        y[((n * out_channels + o) * oh + i) * ow + j] = if relu { acc.max(0.0) } else { acc };
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// A context with the software kernels, on the adapter the tests use; `None` (after a
+    /// notice) where there is no adapter with subgroups and the GPU is not required.
+    fn software_context() -> Option<GpuContext> {
+        static CONTEXT: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
+        let opened = CONTEXT.get_or_init(|| {
+            GpuContext::with_kernel_class(&AdapterPreference::from_env(), KernelClass::Software)
+                .map_err(|e| e.to_string())
+        });
+        match opened {
+            Ok(ctx) => Some(ctx.clone()),
+            Err(e) if gpu_required() => panic!("the software kernels need an adapter with subgroups: {e}"),
+            Err(e) => {
+                eprintln!("SKIPPED software convolution kernel tests: {e}");
+                None
+            }
+        }
+    }
+
+    fn shape_strategy() -> impl Strategy<Value = (ConvShape, usize, bool, bool)> {
+        // Output channels on both sides of the 32-channel blocks; widths on both sides of
+        // the 4-pixel segments.
+        let out_channels = prop_oneof![1..4usize, Just(8usize), Just(31), Just(32), Just(33), Just(70)];
+        (1..4usize, 1..5usize, 1..12usize, 1..12usize, out_channels, 1..4usize, 1..4usize, 1..3usize, 0..3usize)
+            .prop_flat_map(|(batch, channels, height, width, out, kh, kw, stride, pad)| {
+                (Just((batch, channels, height, width, out, kh, kw, stride, pad)), 1..3usize, any::<(bool, bool)>())
+            })
+            .prop_filter_map(
+                "the window must fit",
+                |((batch, channels, height, width, out, kh, kw, stride, pad), dilation, (bias, relu))| {
+                    let shape = ConvShape {
+                        batch,
+                        channels,
+                        height,
+                        width,
+                        kernel: [kh, kw],
+                        stride: [stride, 3 - stride],
+                        padding: [pad, pad.min(1)],
+                        dilation: [dilation, 1],
+                    };
+                    shape.output().map(|_| (shape, out, bias, relu))
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn implicit_and_direct_convolutions_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
+            let Some(software) = software_context() else { return Ok(()) };
+            let Some(portable) = context_or_skip("direct convolution") else { return Ok(()) };
+            let x = values(s.batch * s.channels * s.height * s.width, seed);
+            let w = values(out_channels * s.patch_len(), seed ^ 1);
+            let b = values(out_channels, seed ^ 2);
+            let bias = with_bias.then_some(&b[..]);
+            let want = host(&x, &w, bias, &s, out_channels, relu);
+            for (ctx, kernel) in [(&software, conv2d_implicit as ConvKernel), (&portable, conv2d_direct)] {
+                let (xg, wg, bg) = (ctx.upload(&x).unwrap(), ctx.upload(&w).unwrap(), ctx.upload(&b).unwrap());
+                let out = kernel(ctx, &xg, &wg, with_bias.then_some(&bg), &s, out_channels, relu).unwrap();
+                assert_close(&ctx.read::<f32>(&out, want.len()).unwrap(), &want, 1e-5);
+            }
+        }
+    }
+
+    type ConvKernel =
+        fn(&GpuContext, &GpuBuffer, &GpuBuffer, Option<&GpuBuffer>, &ConvShape, usize, bool) -> Result<GpuBuffer>;
+
+    #[test]
+    fn the_implicit_kernel_needs_a_software_context() {
+        let Some(ctx) = context_or_skip("the_implicit_kernel_needs_a_software_context") else { return };
+        let Ok(portable) = GpuContext::with_kernel_class(&AdapterPreference::from_env(), KernelClass::Hardware) else {
+            panic!("a portable context opens on any adapter, {} included", ctx.adapter())
+        };
+        let s = ConvShape {
+            batch: 1,
+            channels: 1,
+            height: 3,
+            width: 3,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        let x = portable.upload(&[0.0f32; 9]).unwrap();
+        let err = conv2d_implicit(&portable, &x, &x, None, &s, 1, false).unwrap_err();
+        assert!(err.to_string().contains("software kernels"), "{err}");
+    }
 }

@@ -165,6 +165,7 @@ mod params_tests {
             (&channel_sums::FAMILY, &channel_sums::PARAMS),
             (&classification::FAMILY, &classification::PARAMS),
             (&conv::FAMILY, &conv::PARAMS),
+            (&conv::SOFTWARE_FAMILY, &conv::PARAMS),
             (&convert::FAMILY, &convert::PARAMS),
             (&dropout::FAMILY, &dropout::PARAMS),
             (&fill::FAMILY, &fill::PARAMS),
