@@ -7,7 +7,9 @@
 
 use std::ops::Range;
 
-use kiln_wgsl::kernels::conv::{ConvShape, col2im, conv2d_direct, conv2d_implicit, im2col};
+use kiln_wgsl::kernels::conv::{
+    ConvShape, col2im, conv2d_direct, conv2d_implicit, conv2d_input_grad_implicit, conv2d_weight_grad_implicit, im2col,
+};
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 use kiln_wgsl::{GpuContext, KernelClass};
 use rayon::prelude::*;
@@ -591,18 +593,37 @@ impl Tensor {
                 (Tensor::cpu_f32(w, weight.shape.clone()), x)
             }
             Device::Gpu(ctx) => {
-                let built;
-                let columns = match columns {
-                    Some(columns) => columns,
-                    None => {
-                        built = input.gpu_im2col(ctx, &s)?;
-                        &built
+                match ctx.kernel_class() {
+                    // The software kernels' implicit products: no column matrix either way.
+                    KernelClass::Software => {
+                        let g = self.gpu_buffer();
+                        let w = conv2d_weight_grad_implicit(ctx, input.gpu_buffer(), g, &s, out_channels)?;
+                        let w = Tensor::gpu(w, weight.shape.clone(), DType::F32);
+                        let x = input_grad
+                            .then(|| conv2d_input_grad_implicit(ctx, g, weight.gpu_buffer(), &s, out_channels))
+                            .transpose()?
+                            .map(|x| Tensor::gpu(x, input.shape.clone(), DType::F32));
+                        (w, x)
                     }
-                };
-                let w = grad.matmul_t_sum(columns, false, true)?.reshape(&weight.shape)?;
-                let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
-                let x = if input_grad { Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?) } else { None };
-                (w, x)
+                    KernelClass::Hardware => {
+                        let built;
+                        let columns = match columns {
+                            Some(columns) => columns,
+                            None => {
+                                built = input.gpu_im2col(ctx, &s)?;
+                                &built
+                            }
+                        };
+                        let w = grad.matmul_t_sum(columns, false, true)?.reshape(&weight.shape)?;
+                        let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
+                        let x = if input_grad {
+                            Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?)
+                        } else {
+                            None
+                        };
+                        (w, x)
+                    }
+                }
             }
         };
         let bias = if with_bias { Some(self.sum_per_channel()?) } else { None };

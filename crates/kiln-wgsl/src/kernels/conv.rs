@@ -12,6 +12,8 @@ pub(crate) static SOFTWARE_FAMILY: KernelFamily =
 const IMPLICIT_CHANNEL_BLOCK: usize = 32;
 /// Consecutive output pixels of one row per invocation of the implicit kernel.
 const IMPLICIT_PIXELS: usize = 4;
+/// Consecutive weight rows (C·KH·KW) per invocation of the implicit weight gradient.
+const IMPLICIT_ROWS: usize = 4;
 
 /// A convolution's geometry: input `[batch, channels, height, width]`, a `kernel`-sized
 /// window with `stride`, zero `padding` and `dilation`, each as [height, width].
@@ -61,7 +63,9 @@ impl ConvShape {
             dilation_h: u(self.dilation[0]),
             dilation_w: u(self.dilation[1]),
             out_channels: 0,
-            _pad: 0,
+            spread_h: 1,
+            spread_w: 1,
+            _pad: [0; 3],
         }
     }
 
@@ -89,12 +93,14 @@ struct Params {
     dilation_h: u32,
     dilation_w: u32,
     out_channels: u32,
-    _pad: u32,
+    spread_h: u32,
+    spread_w: u32,
+    _pad: [u32; 3],
 }
 
 /// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
 #[cfg(test)]
-pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_channels);
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_channels, spread_h, spread_w);
 
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
@@ -145,15 +151,119 @@ pub fn conv2d_implicit(
     out_channels: usize,
     relu: bool,
 ) -> Result<GpuBuffer> {
+    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    launch_implicit(ctx, "conv2d_implicit", x, weight, bias, params, relu)
+}
+
+/// The input gradient `[batch, C, H, W]` of a convolution of `shape` from its output
+/// gradient `grad` `[batch, O, OH, OW]`, by the implicit kernel: it is the convolution of
+/// the gradient, spread out by the stride, with the weight turned by 180° and its two
+/// channel axes swapped, padded by dilation · (kernel − 1) − padding. For contexts of
+/// [`KernelClass::Software`](crate::KernelClass) only.
+pub fn conv2d_input_grad_implicit(
+    ctx: &GpuContext,
+    grad: &GpuBuffer,
+    weight: &GpuBuffer,
+    shape: &ConvShape,
+    out_channels: usize,
+) -> Result<GpuBuffer> {
+    let [oh, ow] = shape.output().expect("checked by the caller");
+    let forward = Params { out_channels: out_channels as u32, ..shape.params() };
+    let weight_len = out_channels * shape.patch_len();
+    super::check_indexable("flip_weight", weight_len, 1)?;
+    let flipped = ctx.alloc(weight_len as u64 * 4)?;
+    ctx.launch(
+        &spec("flip_weight"),
+        bytemuck::bytes_of(&forward),
+        &[weight, &flipped],
+        ctx.linear_grid(weight_len, 256)?,
+    )?;
+    // A negative padding travels as its two's complement; the kernel reads it back signed.
+    let pad = |d: usize| (shape.dilation[d] * (shape.kernel[d] - 1)) as i64 - shape.padding[d] as i64;
+    let params = Params {
+        batch: forward.batch,
+        channels: out_channels as u32,
+        height: oh as u32,
+        width: ow as u32,
+        out_height: forward.height,
+        out_width: forward.width,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: pad(0) as i32 as u32,
+        pad_w: pad(1) as i32 as u32,
+        out_channels: forward.channels,
+        spread_h: forward.stride_h,
+        spread_w: forward.stride_w,
+        ..forward
+    };
+    launch_implicit(ctx, "conv2d_input_grad_implicit", grad, &flipped, None, params, false)
+}
+
+/// The weight gradient `[O, C, KH, KW]` of a convolution of `shape` from the input `x` and
+/// the output gradient `grad` `[batch, O, OH, OW]`, by the implicit kernel: summed image by
+/// image in order, so deterministic. For contexts of
+/// [`KernelClass::Software`](crate::KernelClass) only.
+pub fn conv2d_weight_grad_implicit(
+    ctx: &GpuContext,
+    x: &GpuBuffer,
+    grad: &GpuBuffer,
+    shape: &ConvShape,
+    out_channels: usize,
+) -> Result<GpuBuffer> {
+    const OP: &str = "conv2d_weight_grad_implicit";
     if ctx.kernel_class() != crate::KernelClass::Software {
         return Err(crate::GpuError::InvalidLaunch {
-            kernel: "conv2d_implicit",
+            kernel: OP,
             reason: "it needs a context with the software kernels (subgroups)".into(),
         });
     }
     let [oh, ow] = shape.output().expect("checked by the caller");
-    let len = shape.batch * out_channels * oh * ow;
-    super::check_indexable("conv2d_implicit", len.max(shape.batch * shape.channels * shape.height * shape.width), 1)?;
+    let rows = shape.patch_len();
+    let len = out_channels * rows;
+    let input_len = shape.batch * shape.channels * shape.height * shape.width;
+    super::check_indexable(OP, len.max(input_len).max(shape.batch * out_channels * oh * ow), 1)?;
+    let out = ctx.alloc(len as u64 * 4)?;
+    let spec = KernelSpec::new(
+        &SOFTWARE_FAMILY,
+        OP,
+        &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(5, Access::Read)],
+    )
+    .constant("HAS_BIAS", false)
+    .constant("RELU", false)
+    .constant("SPREAD", false);
+    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    let workgroups = [
+        u32::try_from(rows.div_ceil(IMPLICIT_ROWS * 64)).unwrap_or(u32::MAX),
+        u32::try_from(out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK)).unwrap_or(u32::MAX),
+        1,
+    ];
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, &out, grad], workgroups)?;
+    Ok(out)
+}
+
+/// One launch of conv_software.wgsl's kernel: the output `[batch, out_channels,
+/// out_height, out_width]` of `params`.
+fn launch_implicit(
+    ctx: &GpuContext,
+    op: &'static str,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    params: Params,
+    relu: bool,
+) -> Result<GpuBuffer> {
+    if ctx.kernel_class() != crate::KernelClass::Software {
+        return Err(crate::GpuError::InvalidLaunch {
+            kernel: op,
+            reason: "it needs a context with the software kernels (subgroups)".into(),
+        });
+    }
+    let size = |v: u32| v as usize;
+    let (batch, out_channels) = (size(params.batch), size(params.out_channels));
+    let (oh, ow) = (size(params.out_height), size(params.out_width));
+    let len = batch * out_channels * oh * ow;
+    let input_len = batch * size(params.channels) * size(params.height) * size(params.width);
+    super::check_indexable(op, len.max(input_len), 1)?;
     let out = ctx.alloc(len as u64 * 4)?;
     let spec = KernelSpec::new(
         &SOFTWARE_FAMILY,
@@ -161,9 +271,9 @@ pub fn conv2d_implicit(
         &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::Read), Slot(4, Access::Read)],
     )
     .constant("HAS_BIAS", bias.is_some())
-    .constant("RELU", relu);
-    let params = Params { out_channels: out_channels as u32, ..shape.params() };
-    let pixel_groups = (shape.batch * oh * ow.div_ceil(IMPLICIT_PIXELS)).div_ceil(64);
+    .constant("RELU", relu)
+    .constant("SPREAD", params.spread_h > 1 || params.spread_w > 1);
+    let pixel_groups = (batch * oh * ow.div_ceil(IMPLICIT_PIXELS)).div_ceil(64);
     let across = pixel_groups.min(ctx.limits().max_compute_workgroups_per_dimension as usize);
     let workgroups = [
         across as u32,
@@ -233,6 +343,66 @@ mod tests {
         y
     }
 
+    /// The input gradient from its definition: each output gradient element added back to
+    /// every input element its window read, times the weight that read it.
+    fn host_input_grad(grad: &[f32], w: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
+        let [oh, ow] = s.output().unwrap();
+        let [kh, kw] = s.kernel;
+        let mut dx = vec![0.0f32; s.batch * s.channels * s.height * s.width];
+        for n in 0..s.batch {
+            for o in 0..out_channels {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let g = grad[((n * out_channels + o) * oh + i) * ow + j];
+                        for c in 0..s.channels {
+                            for a in 0..kh {
+                                for e in 0..kw {
+                                    let h = (i * s.stride[0] + a * s.dilation[0]) as isize - s.padding[0] as isize;
+                                    let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
+                                    if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
+                                        let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
+                                        dx[xi] += g * w[((o * s.channels + c) * kh + a) * kw + e];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// The weight gradient from its definition: Σ over images and output pixels of the
+    /// output gradient times the input element the weight met there.
+    fn host_weight_grad(grad: &[f32], x: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
+        let [oh, ow] = s.output().unwrap();
+        let [kh, kw] = s.kernel;
+        let mut dw = vec![0.0f32; out_channels * s.patch_len()];
+        for n in 0..s.batch {
+            for o in 0..out_channels {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let g = grad[((n * out_channels + o) * oh + i) * ow + j];
+                        for c in 0..s.channels {
+                            for a in 0..kh {
+                                for e in 0..kw {
+                                    let h = (i * s.stride[0] + a * s.dilation[0]) as isize - s.padding[0] as isize;
+                                    let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
+                                    if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
+                                        let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
+                                        dw[((o * s.channels + c) * kh + a) * kw + e] += g * x[xi];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
     /// A context with the software kernels, on the adapter the tests use; `None` (after a
     /// notice) where there is no adapter with subgroups and the GPU is not required.
     fn software_context() -> Option<GpuContext> {
@@ -280,7 +450,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn implicit_and_direct_convolutions_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
+        fn implicit_and_direct_kernels_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
             let Some(software) = software_context() else { return Ok(()) };
             let Some(portable) = context_or_skip("direct convolution") else { return Ok(()) };
             let x = values(s.batch * s.channels * s.height * s.width, seed);
@@ -293,6 +463,15 @@ mod tests {
                 let out = kernel(ctx, &xg, &wg, with_bias.then_some(&bg), &s, out_channels, relu).unwrap();
                 assert_close(&ctx.read::<f32>(&out, want.len()).unwrap(), &want, 1e-5);
             }
+            let grad = values(want.len(), seed ^ 3);
+            let want = host_input_grad(&grad, &w, &s, out_channels);
+            let (gg, wg) = (software.upload(&grad).unwrap(), software.upload(&w).unwrap());
+            let dx = conv2d_input_grad_implicit(&software, &gg, &wg, &s, out_channels).unwrap();
+            assert_close(&software.read::<f32>(&dx, want.len()).unwrap(), &want, 1e-5);
+            let want = host_weight_grad(&grad, &x, &s, out_channels);
+            let xg = software.upload(&x).unwrap();
+            let dw = conv2d_weight_grad_implicit(&software, &xg, &gg, &s, out_channels).unwrap();
+            assert_close(&software.read::<f32>(&dw, want.len()).unwrap(), &want, 1e-5);
         }
     }
 

@@ -23,6 +23,9 @@ struct Params {
     dilation_h: u32,
     dilation_w: u32,
     out_channels: u32,
+    // conv_software.wgsl's; 1 here.
+    spread_h: u32,
+    spread_w: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -130,4 +133,21 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
     dst[i] = total;
+}
+
+// The weight [O, C, KH, KW] as the input gradient's convolution takes it: [C, O, KH, KW],
+// each window turned by 180°.
+@compute @workgroup_size(256)
+fn flip_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, 256u);
+    let taps = p.kernel_h * p.kernel_w;
+    if (i >= p.out_channels * p.channels * taps) {
+        return;
+    }
+    let kw = i % p.kernel_w;
+    let kh = (i / p.kernel_w) % p.kernel_h;
+    let o = (i / taps) % p.out_channels;
+    let c = i / (taps * p.out_channels);
+    dst[i] = src[((o * p.channels + c) * p.kernel_h + p.kernel_h - 1u - kh) * p.kernel_w + p.kernel_w - 1u - kw];
 }

@@ -27,11 +27,17 @@ struct Params {
     dilation_h: u32,
     dilation_w: u32,
     out_channels: u32,
+    // The input's rows (columns) lie spread_h (spread_w) apart in the grid the window moves
+    // over, zeros between: 1, or a forward stride when this computes an input gradient.
+    spread_h: u32,
+    spread_w: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 override HAS_BIAS: bool;
 override RELU: bool;
+// Whether spread_h or spread_w exceeds 1: specialised, as the test divides (slow per lane).
+override SPREAD: bool;
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -40,10 +46,21 @@ override RELU: bool;
 
 const BLOCK: u32 = 32u;
 
-// The input at (h, w) of the plane starting at `plane`, 0 in the padding.
+// The input at (h, w) of the window's grid over the plane starting at `plane`: 0 in the
+// padding and, when spread, between the input's elements.
 fn input_at(plane: i32, h: i32, w: i32) -> f32 {
-    let inside = h >= 0 && h < i32(p.height) && w >= 0 && w < i32(p.width);
-    return select(0.0, src[max(plane + h * i32(p.width) + w, 0)], inside);
+    var row = h;
+    var col = w;
+    var on_grid = true;
+    if (SPREAD) {
+        let sh = i32(p.spread_h);
+        let sw = i32(p.spread_w);
+        on_grid = h % sh == 0 && w % sw == 0;
+        row = h / sh;
+        col = w / sw;
+    }
+    let inside = on_grid && h >= 0 && row < i32(p.height) && w >= 0 && col < i32(p.width);
+    return select(0.0, src[max(plane + row * i32(p.width) + col, 0)], inside);
 }
 
 // acc[first + j] += (weight j of the 8 that `w` holds across the subgroup's lanes) · x.
@@ -105,8 +122,9 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let oh = (g % per_image) / segments;
     let ow0 = (g % segments) * 4u;
     let o0 = wid.y * BLOCK;
-    let ih = i32(oh * p.stride_h) - i32(p.pad_h);
-    let iw0 = i32(ow0 * p.stride_w) - i32(p.pad_w);
+    // The padding may be negative (an input gradient's, d·(k − 1) − padding).
+    let ih = i32(oh * p.stride_h) - bitcast<i32>(p.pad_h);
+    let iw0 = i32(ow0 * p.stride_w) - bitcast<i32>(p.pad_w);
     let sw = i32(p.stride_w);
     let rows = p.channels * p.kernel_h * p.kernel_w;
     // This lane's four weight rows; channels past the last reuse it (never stored).
@@ -135,5 +153,100 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         store8(&acc, 8u, n, o0, oh, ow0);
         store8(&acc, 16u, n, o0, oh, ow0);
         store8(&acc, 24u, n, o0, oh, ow0);
+    }
+}
+
+// The weight gradient, dW[o, r] = Σ_n Σ_q grad[n, o, q] · x̂[n, r, q] with r = (c, kh, kw)
+// a row of the column matrix x̂ and q an output pixel: each invocation sums 4 consecutive
+// rows r for a block of 32 output channels, lane l loading the gradients of channels
+// l, l + 8, l + 16, l + 24 of the block at each pixel and broadcasting them. Each image's
+// sum is added to the total on its own, as the portable kernels' batch sums do.
+// Grid: x over quads of rows (64 per workgroup), y over blocks of 32 output channels.
+@group(0) @binding(5) var<storage, read> out_grad: array<f32>;
+
+// total[first .. first + 8] += part[first .. first + 8], written out (see store8).
+fn add8(total: ptr<function, array<vec4<f32>, 32>>, part: ptr<function, array<vec4<f32>, 32>>, first: u32) {
+    (*total)[first] += (*part)[first];
+    (*total)[first + 1u] += (*part)[first + 1u];
+    (*total)[first + 2u] += (*part)[first + 2u];
+    (*total)[first + 3u] += (*part)[first + 3u];
+    (*total)[first + 4u] += (*part)[first + 4u];
+    (*total)[first + 5u] += (*part)[first + 5u];
+    (*total)[first + 6u] += (*part)[first + 6u];
+    (*total)[first + 7u] += (*part)[first + 7u];
+}
+
+// dW[o, r0 .. r0 + 4], none past the weight.
+fn store_weight_row(o: u32, r0: u32, v: vec4<f32>) {
+    let rows = p.channels * p.kernel_h * p.kernel_w;
+    if (o >= p.out_channels) {
+        return;
+    }
+    for (var j = 0u; j < min(rows - r0, 4u); j++) {
+        dst[o * rows + r0 + j] = v[j];
+    }
+}
+
+fn store_weight8(total: ptr<function, array<vec4<f32>, 32>>, first: u32, o0: u32, r0: u32) {
+    store_weight_row(o0 + first, r0, (*total)[first]);
+    store_weight_row(o0 + first + 1u, r0, (*total)[first + 1u]);
+    store_weight_row(o0 + first + 2u, r0, (*total)[first + 2u]);
+    store_weight_row(o0 + first + 3u, r0, (*total)[first + 3u]);
+    store_weight_row(o0 + first + 4u, r0, (*total)[first + 4u]);
+    store_weight_row(o0 + first + 5u, r0, (*total)[first + 5u]);
+    store_weight_row(o0 + first + 6u, r0, (*total)[first + 6u]);
+    store_weight_row(o0 + first + 7u, r0, (*total)[first + 7u]);
+}
+
+@compute @workgroup_size(64)
+fn conv2d_weight_grad_implicit(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(subgroup_invocation_id) lane: u32) {
+    let taps = p.kernel_h * p.kernel_w;
+    let rows = p.channels * taps;
+    let r0 = gid.x * 4u;
+    let o0 = wid.y * BLOCK;
+    // The four rows' channel planes and window offsets; rows past the last repeat it.
+    let r = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(rows - 1u));
+    let plane = vec4<i32>((r / taps) * p.height * p.width);
+    let dh = vec4<i32>((r / p.kernel_w) % p.kernel_h * p.dilation_h) - vec4<i32>(i32(p.pad_h));
+    let dw = vec4<i32>(r % p.kernel_w * p.dilation_w) - vec4<i32>(i32(p.pad_w));
+    let spatial = p.out_height * p.out_width;
+    let last = p.out_channels - 1u;
+    let mine = vec4<u32>(min(o0 + lane % 8u, last), min(o0 + 8u + lane % 8u, last),
+                         min(o0 + 16u + lane % 8u, last), min(o0 + 24u + lane % 8u, last)) * spatial;
+    let height = vec4<i32>(i32(p.height));
+    let width = vec4<i32>(i32(p.width));
+    var total: array<vec4<f32>, 32>;
+    for (var n = 0u; n < p.batch; n++) {
+        var part: array<vec4<f32>, 32>;
+        let image = vec4<i32>(i32(n * p.channels * p.height * p.width)) + plane;
+        let grads = n * p.out_channels * spatial;
+        for (var oh = 0u; oh < p.out_height; oh++) {
+            let h = vec4<i32>(i32(oh * p.stride_h)) + dh;
+            let row_inside = h >= vec4<i32>(0) & h < height;
+            let row = image + h * width;
+            for (var ow = 0u; ow < p.out_width; ow++) {
+                let w = vec4<i32>(i32(ow * p.stride_w)) + dw;
+                let inside = row_inside & w >= vec4<i32>(0) & w < width;
+                let at = max(row + w, vec4<i32>(0));
+                let x = vec4<f32>(select(0.0, src[at.x], inside.x), select(0.0, src[at.y], inside.y),
+                                  select(0.0, src[at.z], inside.z), select(0.0, src[at.w], inside.w));
+                let q = grads + oh * p.out_width + ow;
+                accumulate8(&part, 0u, out_grad[mine.x + q], x);
+                accumulate8(&part, 8u, out_grad[mine.y + q], x);
+                accumulate8(&part, 16u, out_grad[mine.z + q], x);
+                accumulate8(&part, 24u, out_grad[mine.w + q], x);
+            }
+        }
+        add8(&total, &part, 0u);
+        add8(&total, &part, 8u);
+        add8(&total, &part, 16u);
+        add8(&total, &part, 24u);
+    }
+    if (r0 < rows) {
+        store_weight8(&total, 0u, o0, r0);
+        store_weight8(&total, 8u, o0, r0);
+        store_weight8(&total, 16u, o0, r0);
+        store_weight8(&total, 24u, o0, r0);
     }
 }
