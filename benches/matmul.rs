@@ -1,7 +1,8 @@
 //! Matrix-product throughput on the GPU adapter and on the CPU (ndarray), in GFLOP/s:
 //! criterion's "elements" here are floating-point operations.
 //!
-//! `cargo bench --bench matmul -- gpu` (or `cpu`, or a shape such as `512x512x512`).
+//! `cargo bench --bench matmul -- gpu` (or `cpu`, or a shape such as `512x512x512`). On a
+//! software adapter "gpu" times the software kernels and "gpu portable" the portable ones.
 
 mod support;
 
@@ -38,7 +39,7 @@ fn check_against_cpu(gpu: &Device, m: usize, n: usize, k: usize, trans_b: bool) 
 }
 
 fn bench_matmul(c: &mut Criterion) {
-    let gpu = support::gpu("matmul bench");
+    let gpus = support::gpu_each_class("matmul bench");
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (label, m, n, k, trans_b) in SHAPES {
@@ -52,14 +53,15 @@ fn bench_matmul(c: &mut Criterion) {
             });
         }
 
-        let Some((device, ctx)) = &gpu else { continue };
-        check_against_cpu(device, m, n, k, trans_b);
-        let (a, b) = operands(m, n, k, trans_b, device);
-        group.bench_function(BenchmarkId::new("gpu", &id), |bench| {
-            bench.iter_custom(|iterations| {
-                support::time_on_gpu(ctx, iterations, || drop(a.matmul_t(&b, false, trans_b).unwrap()))
+        for (name, device, ctx) in &gpus {
+            check_against_cpu(device, m, n, k, trans_b);
+            let (a, b) = operands(m, n, k, trans_b, device);
+            group.bench_function(BenchmarkId::new(*name, &id), |bench| {
+                bench.iter_custom(|iterations| {
+                    support::time_on_gpu(ctx, iterations, || drop(a.matmul_t(&b, false, trans_b).unwrap()))
+                });
             });
-        });
+        }
     }
     group.finish();
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kiln::Device;
-use kiln::wgsl::GpuContext;
+use kiln::wgsl::{AdapterPreference, GpuContext, KernelClass};
 
 /// As the examples and asl-app (see examples/support/mod.rs), so op timings include the
 /// allocator training runs with.
@@ -38,6 +38,21 @@ pub fn gpu(bench: &str) -> Option<(Device, GpuContext)> {
             None
         }
     }
+}
+
+/// The GPU once per kernel class: `gpu`'s context (labelled "gpu") and, when that one runs
+/// the software kernels, a context of the portable ones on the same adapter ("gpu
+/// portable"), so a bench shows what the software kernels gain.
+pub fn gpu_each_class(bench: &str) -> Vec<(&'static str, Device, GpuContext)> {
+    let Some((device, ctx)) = gpu(bench) else { return Vec::new() };
+    let mut each = vec![("gpu", device, ctx.clone())];
+    if ctx.kernel_class() == KernelClass::Software {
+        match GpuContext::with_kernel_class(&AdapterPreference::from_env(), KernelClass::Hardware) {
+            Ok(portable) => each.push(("gpu portable", Device::Gpu(portable.clone()), portable)),
+            Err(e) => eprintln!("{bench}: no context with the portable kernels ({e})"),
+        }
+    }
+    each
 }
 
 /// Runs `work` `iterations` times and returns the time until the GPU has finished all of it:

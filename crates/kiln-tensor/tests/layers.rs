@@ -2,37 +2,16 @@
 //! parameters, CPU gradients against central differences, known values, bad input.
 
 use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Device, Pool2d, Tensor};
-use std::sync::OnceLock;
-
-use kiln_wgsl::testing::{context_or_skip, gpu_required};
-use kiln_wgsl::{AdapterPreference, GpuContext, KernelClass};
+use kiln_wgsl::testing::{context_or_skip, contexts_of_each_class};
 use proptest::prelude::*;
 
 fn gpu(test: &str) -> Option<Device> {
     context_or_skip(test).map(Device::Gpu)
 }
 
-/// The test adapter once per kernel class, for ops with a variant per class: the shared
-/// context and one opened with the other class (the software class needs subgroups; where
-/// the adapter lacks them only the portable class is tested, after a notice).
+/// The test adapter once per kernel class, for ops with a variant per class.
 fn gpu_each_class(test: &str) -> Vec<Device> {
-    static OTHER: OnceLock<Option<GpuContext>> = OnceLock::new();
-    let Some(Device::Gpu(shared)) = gpu(test) else { return Vec::new() };
-    let other = OTHER.get_or_init(|| {
-        let class = match shared.kernel_class() {
-            KernelClass::Software => KernelClass::Hardware,
-            KernelClass::Hardware => KernelClass::Software,
-        };
-        match GpuContext::with_kernel_class(&AdapterPreference::from_env(), class) {
-            Ok(ctx) => Some(ctx),
-            Err(e) if class == KernelClass::Software && !gpu_required() => {
-                eprintln!("{test}: testing the portable kernels only: {e}");
-                None
-            }
-            Err(e) => panic!("{test}: no context with the {class:?} kernels: {e}"),
-        }
-    });
-    std::iter::once(shared).chain(other.clone()).map(Device::Gpu).collect()
+    contexts_of_each_class(test).into_iter().map(Device::Gpu).collect()
 }
 
 fn close(a: &[f32], b: &[f32], tolerance: f32) -> bool {

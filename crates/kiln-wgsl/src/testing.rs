@@ -3,7 +3,7 @@
 //! A GPU test asks for the context here. Where no adapter exists it skips, loudly, unless
 //! `KILN_REQUIRE_GPU=1` is set (as CI sets it): then a missing adapter fails the test.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use crate::GpuContext;
 
@@ -29,4 +29,29 @@ pub fn context_or_skip(test: &str) -> Option<GpuContext> {
             None
         }
     }
+}
+
+/// The shared context and a second one on the same adapter with the other
+/// [`KernelClass`](crate::KernelClass), so both variants of a kernel family are tested. The
+/// software class needs subgroups: where the adapter lacks them only the portable kernels
+/// are tested, after a notice. Empty when [`context_or_skip`] skips.
+pub fn contexts_of_each_class(test: &str) -> Vec<GpuContext> {
+    use crate::{AdapterPreference, KernelClass};
+    static OTHER: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let Some(shared) = context_or_skip(test) else { return Vec::new() };
+    let other = OTHER.get_or_init(|| {
+        let class = match shared.kernel_class() {
+            KernelClass::Software => KernelClass::Hardware,
+            KernelClass::Hardware => KernelClass::Software,
+        };
+        match GpuContext::with_kernel_class(&AdapterPreference::from_env(), class) {
+            Ok(ctx) => Some(ctx),
+            Err(e) if class == KernelClass::Software => {
+                eprintln!("kiln GPU tests: the software kernels are not tested on this adapter: {e}");
+                None
+            }
+            Err(e) => panic!("{test}: no context with the portable kernels: {e}"),
+        }
+    });
+    std::iter::once(shared).chain(other.clone()).collect()
 }

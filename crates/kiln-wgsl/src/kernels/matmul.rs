@@ -1,10 +1,17 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::{GpuBuffer, GpuContext, KernelClass, Result};
 
 pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "matmul", source: include_str!("matmul.wgsl") };
 
+/// The software adapters' kernel (`KernelClass::Software`), a module of its own for its
+/// subgroup operations.
+pub(crate) static SOFTWARE_FAMILY: KernelFamily =
+    KernelFamily { name: "matmul_software", source: include_str!("matmul_software.wgsl") };
+
 /// Rows and columns of C one workgroup computes (see matmul.wgsl).
 const TILE: usize = 64;
+/// Rows × columns of C one workgroup of the software kernel computes (matmul_software.wgsl).
+const SOFTWARE_TILE: [usize; 2] = [32, 256];
 
 /// The problem: `batch` products of an M×K by a K×N matrix, each operand stored row-major
 /// either as written or transposed. A batch stride of 0 reuses one matrix for every batch
@@ -130,16 +137,19 @@ fn launch(
     // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
     let a_row = if trans_a { m } else { k };
     let b_row = if trans_b { k } else { n };
-    let spec = KernelSpec::new(
-        &FAMILY,
-        "matmul",
-        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite), Slot(4, Access::Read)],
-    )
+    const SLOTS: &[Slot] =
+        &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite), Slot(4, Access::Read)];
+    let software = ctx.kernel_class() == KernelClass::Software;
+    let spec = if software {
+        KernelSpec::new(&SOFTWARE_FAMILY, "matmul", SLOTS)
+    } else {
+        KernelSpec::new(&FAMILY, "matmul", SLOTS)
+            .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
+            .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
+            .constant("VEC_C", n % 4 == 0)
+    }
     .constant("TRANS_A", trans_a)
     .constant("TRANS_B", trans_b)
-    .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
-    .constant("VEC_B", b_row % 4 == 0 && b_batch_stride % 4 == 0)
-    .constant("VEC_C", n % 4 == 0)
     .constant("BIAS", epilogue.bias.map_or(0, |(_, axis)| axis as u32))
     .constant("RELU", epilogue.relu)
     .constant("SUM_BATCH", sum_batch);
@@ -153,7 +163,11 @@ fn launch(
         batch: batch as u32,
         per_group: per_group as u32,
     };
-    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, products as u32];
+    let grid = if software {
+        [n.div_ceil(SOFTWARE_TILE[1]) as u32, m.div_ceil(SOFTWARE_TILE[0]) as u32, products as u32]
+    } else {
+        [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, products as u32]
+    };
     // Without a bias, A stands in for the binding the kernel then does not read.
     let bias = epilogue.bias.map_or(a, |(bias, _)| bias);
     ctx.launch(&spec, bytemuck::bytes_of(&params), &[a, b, &out, bias], grid)?;
@@ -167,7 +181,7 @@ fn launch(
 mod tests {
     use super::*;
     use crate::kernels::test_support::{assert_close, values};
-    use crate::testing::context_or_skip;
+    use crate::testing::contexts_of_each_class;
     use proptest::prelude::*;
 
     fn host(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
@@ -247,23 +261,24 @@ mod tests {
             batch in prop_oneof![1..=3usize, Just(100)], m in size(), n in size(), k in size(),
             trans_a in any::<bool>(), bias in 0..3u32, relu in any::<bool>(), sum in any::<bool>(),
         ) {
-            let Some(ctx) = context_or_skip("matmul::epilogues_and_batch_sums_match_the_host") else { return Ok(()) };
-            let mut s = MatmulShape::new(batch, m, n, k);
-            s.trans_a = trans_a;
-            let (a, b) = (values(batch * m * k, 21), values(batch * k * n, 22));
-            let (ga, gb) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
-            let (out, want) = if sum {
-                (matmul_sum(&ctx, &ga, &gb, s).unwrap(), host_with(&a, &b, s, None, false, true))
-            } else {
-                let axis = [None, Some(BiasAxis::Column), Some(BiasAxis::Row)][bias as usize];
-                let bias_values = axis.map(|axis| (values(if axis == BiasAxis::Column { n } else { m }, 23), axis));
-                let buffer = bias_values.as_ref().map(|(v, axis)| (ctx.upload(v).unwrap(), *axis));
-                let epilogue = Epilogue { bias: buffer.as_ref().map(|(b, axis)| (b, *axis)), relu };
-                let want = host_with(&a, &b, s, bias_values.as_ref().map(|(v, axis)| (v.as_slice(), *axis)), relu, false);
-                (matmul_with(&ctx, &ga, &gb, s, epilogue).unwrap(), want)
-            };
-            let got = ctx.read::<f32>(&out, want.len()).unwrap();
-            assert_close(&got, &want, 1e-5 * (k as f32 * batch as f32).sqrt().max(1.0) * 4.0);
+            for ctx in contexts_of_each_class("matmul::epilogues_and_batch_sums_match_the_host") {
+                let mut s = MatmulShape::new(batch, m, n, k);
+                s.trans_a = trans_a;
+                let (a, b) = (values(batch * m * k, 21), values(batch * k * n, 22));
+                let (ga, gb) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
+                let (out, want) = if sum {
+                    (matmul_sum(&ctx, &ga, &gb, s).unwrap(), host_with(&a, &b, s, None, false, true))
+                } else {
+                    let axis = [None, Some(BiasAxis::Column), Some(BiasAxis::Row)][bias as usize];
+                    let bias_values = axis.map(|axis| (values(if axis == BiasAxis::Column { n } else { m }, 23), axis));
+                    let buffer = bias_values.as_ref().map(|(v, axis)| (ctx.upload(v).unwrap(), *axis));
+                    let epilogue = Epilogue { bias: buffer.as_ref().map(|(b, axis)| (b, *axis)), relu };
+                    let want = host_with(&a, &b, s, bias_values.as_ref().map(|(v, axis)| (v.as_slice(), *axis)), relu, false);
+                    (matmul_with(&ctx, &ga, &gb, s, epilogue).unwrap(), want)
+                };
+                let got = ctx.read::<f32>(&out, want.len()).unwrap();
+                assert_close(&got, &want, 1e-5 * (k as f32 * batch as f32).sqrt().max(1.0) * 4.0);
+            }
         }
     }
 
@@ -274,41 +289,45 @@ mod tests {
             batch in 1..=3usize, m in size(), n in size(), k in size(),
             trans_a in any::<bool>(), trans_b in any::<bool>(), shared_b in any::<bool>(),
         ) {
-            let Some(ctx) = context_or_skip("matmul::every_variant_matches_the_host") else { return Ok(()) };
-            let mut s = MatmulShape::new(batch, m, n, k);
-            s.trans_a = trans_a;
-            s.trans_b = trans_b;
-            if shared_b {
-                s.b_batch_stride = 0;
+            for ctx in contexts_of_each_class("matmul::every_variant_matches_the_host") {
+                let mut s = MatmulShape::new(batch, m, n, k);
+                s.trans_a = trans_a;
+                s.trans_b = trans_b;
+                if shared_b {
+                    s.b_batch_stride = 0;
+                }
+                check(&ctx, s);
             }
-            check(&ctx, s);
         }
     }
 
     #[test]
     fn long_batch_sums_are_split_and_added() {
         // 96 entries of K = 576: one workgroup walking them all gave wrong sums on lavapipe.
-        let Some(ctx) = context_or_skip("matmul::long_batch_sums_are_split_and_added") else { return };
-        let mut s = MatmulShape::new(96, 5, 7, 576);
-        s.trans_b = true;
-        let (a, b) = (values(96 * 5 * 576, 31), values(96 * 7 * 576, 32));
-        let got = matmul_sum(&ctx, &ctx.upload(&a).unwrap(), &ctx.upload(&b).unwrap(), s).unwrap();
-        let want = host_with(&a, &b, s, None, false, true);
-        assert_close(&ctx.read::<f32>(&got, 35).unwrap(), &want, 1e-3);
+        for ctx in contexts_of_each_class("matmul::long_batch_sums_are_split_and_added") {
+            let mut s = MatmulShape::new(96, 5, 7, 576);
+            s.trans_b = true;
+            let (a, b) = (values(96 * 5 * 576, 31), values(96 * 7 * 576, 32));
+            let got = matmul_sum(&ctx, &ctx.upload(&a).unwrap(), &ctx.upload(&b).unwrap(), s).unwrap();
+            let want = host_with(&a, &b, s, None, false, true);
+            assert_close(&ctx.read::<f32>(&got, 35).unwrap(), &want, 1e-3);
+        }
     }
 
     #[test]
     fn empty_inner_dimension_gives_zeros() {
-        let Some(ctx) = context_or_skip("matmul::empty_inner_dimension_gives_zeros") else { return };
-        let a = ctx.alloc(4).unwrap();
-        let out = matmul(&ctx, &a, &a, MatmulShape::new(1, 3, 2, 0)).unwrap();
-        assert_eq!(ctx.read::<f32>(&out, 6).unwrap(), vec![0.0; 6]);
+        for ctx in contexts_of_each_class("matmul::empty_inner_dimension_gives_zeros") {
+            let a = ctx.alloc(4).unwrap();
+            let out = matmul(&ctx, &a, &a, MatmulShape::new(1, 3, 2, 0)).unwrap();
+            assert_eq!(ctx.read::<f32>(&out, 6).unwrap(), vec![0.0; 6]);
+        }
     }
 
     #[test]
     fn short_operand_is_an_error() {
-        let Some(ctx) = context_or_skip("matmul::short_operand_is_an_error") else { return };
-        let small = ctx.upload(&[1.0f32; 4]).unwrap();
-        assert!(matmul(&ctx, &small, &small, MatmulShape::new(1, 8, 8, 8)).is_err());
+        for ctx in contexts_of_each_class("matmul::short_operand_is_an_error") {
+            let small = ctx.upload(&[1.0f32; 4]).unwrap();
+            assert!(matmul(&ctx, &small, &small, MatmulShape::new(1, 8, 8, 8)).is_err());
+        }
     }
 }

@@ -171,6 +171,7 @@ mod params_tests {
             (&fill::FAMILY, &fill::PARAMS),
             (&gather::FAMILY, &gather::PARAMS),
             (&matmul::FAMILY, &matmul::PARAMS),
+            (&matmul::SOFTWARE_FAMILY, &matmul::PARAMS),
             (&permute::FAMILY, &permute::PARAMS),
             (&pool::FAMILY, &pool::PARAMS),
             (&reduce::FAMILY, &reduce::PARAMS),
