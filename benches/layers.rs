@@ -5,7 +5,9 @@
 //! weight — on the GPU adapter and on the CPU. Each GPU op is checked against the CPU once
 //! before timing.
 //!
-//! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `batch_norm`, `cross_entropy`, …).
+//! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `batch_norm`, `cross_entropy`, …). On
+//! a software adapter the convolutions are timed with both kernel classes ("gpu", the
+//! software kernels; "gpu portable").
 
 mod support;
 
@@ -42,7 +44,7 @@ fn conv_case(input: [usize; 4], out: usize, kernel: usize, conv: &Conv2d, device
 }
 
 fn bench_conv(c: &mut Criterion) {
-    let gpu = support::gpu("layers bench");
+    let gpus = support::gpu_each_class("layers bench");
     let mut group = c.benchmark_group("conv2d");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (label, input, out, kernel, padding) in CONVS {
@@ -60,35 +62,36 @@ fn bench_conv(c: &mut Criterion) {
                 bench.iter(|| cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap())
             });
         }
-        let Some((device, ctx)) = &gpu else { continue };
-        let on_gpu = conv_case(input, out, kernel, &conv, device);
-        let patch = (ci * kernel * kernel) as f32;
-        support::check_close(
-            "conv2d forward",
-            &on_gpu.x.conv2d(&on_gpu.w, Some(&on_gpu.b), &conv).unwrap().to_vec().unwrap(),
-            &cpu.x.conv2d(&cpu.w, Some(&cpu.b), &conv).unwrap().to_vec().unwrap(),
-            1e-4 * patch.sqrt(),
-        );
-        support::check_close(
-            "conv2d weight gradient",
-            &on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
-            &cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
-            1e-4 * ((n * ho * wo) as f32).sqrt(),
-        );
-        group.bench_function(BenchmarkId::new("gpu forward", label), |bench| {
-            bench.iter_custom(|iterations| {
-                support::time_on_gpu(ctx, iterations, || {
-                    drop(on_gpu.x.conv2d(&on_gpu.w, Some(&on_gpu.b), &conv).unwrap())
+        for (name, device, ctx) in &gpus {
+            let on_gpu = conv_case(input, out, kernel, &conv, device);
+            let patch = (ci * kernel * kernel) as f32;
+            support::check_close(
+                "conv2d forward",
+                &on_gpu.x.conv2d(&on_gpu.w, Some(&on_gpu.b), &conv).unwrap().to_vec().unwrap(),
+                &cpu.x.conv2d(&cpu.w, Some(&cpu.b), &conv).unwrap().to_vec().unwrap(),
+                1e-4 * patch.sqrt(),
+            );
+            support::check_close(
+                "conv2d weight gradient",
+                &on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
+                &cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
+                1e-4 * ((n * ho * wo) as f32).sqrt(),
+            );
+            group.bench_function(BenchmarkId::new(format!("{name} forward"), label), |bench| {
+                bench.iter_custom(|iterations| {
+                    support::time_on_gpu(ctx, iterations, || {
+                        drop(on_gpu.x.conv2d(&on_gpu.w, Some(&on_gpu.b), &conv).unwrap())
+                    })
                 })
-            })
-        });
-        group.bench_function(BenchmarkId::new("gpu backward", label), |bench| {
-            bench.iter_custom(|iterations| {
-                support::time_on_gpu(ctx, iterations, || {
-                    drop(on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap())
+            });
+            group.bench_function(BenchmarkId::new(format!("{name} backward"), label), |bench| {
+                bench.iter_custom(|iterations| {
+                    support::time_on_gpu(ctx, iterations, || {
+                        drop(on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap())
+                    })
                 })
-            })
-        });
+            });
+        }
     }
     group.finish();
 }
