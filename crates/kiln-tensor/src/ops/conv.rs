@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use kiln_wgsl::kernels::conv::{
     ConvShape, col2im, conv2d_direct, conv2d_implicit, conv2d_input_grad_implicit, conv2d_weight_grad_implicit, im2col,
+    implicit_fits,
 };
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 use kiln_wgsl::{GpuContext, KernelClass};
@@ -28,17 +29,20 @@ const GPU_DIRECT_MAX_OUT_CHANNELS: usize = 16;
 /// How the GPU computes a convolution's forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GpuForward {
-    /// The software kernels' implicit matrix product, every shape: on lavapipe (2 AMD EPYC
-    /// cores, Mesa 22.3) the ASL CNN's convolutions at batch 32 took 7 / 34 / 32 ms against
-    /// 80 (direct) / 325 / 348 ms (im2col + matmul) for conv1 / conv2 / conv3.
+    /// The software kernels' implicit matrix product, every shape within their loop budget
+    /// (`implicit_fits`; beyond it, the column matrix): on lavapipe (2 AMD EPYC
+    /// cores, Mesa 22.3, `cargo bench --bench layers`) the ASL CNN's convolutions at batch
+    /// 32 took 7.5 / 41 / 29 ms against the portable 87 (direct) / 364 / 318 ms (im2col +
+    /// matmul) for conv1 / conv2 / conv3, in one run.
     Implicit,
     Direct,
     ColumnsAndMatmul,
 }
 
-fn gpu_forward(ctx: &GpuContext, out_channels: usize) -> GpuForward {
+fn gpu_forward(ctx: &GpuContext, s: &ConvShape, out_channels: usize) -> GpuForward {
     match ctx.kernel_class() {
-        KernelClass::Software => GpuForward::Implicit,
+        KernelClass::Software if implicit_fits(s, out_channels) => GpuForward::Implicit,
+        KernelClass::Software => GpuForward::ColumnsAndMatmul,
         KernelClass::Hardware if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => GpuForward::Direct,
         KernelClass::Hardware => GpuForward::ColumnsAndMatmul,
     }
@@ -498,7 +502,7 @@ impl Tensor {
             Device::Gpu(ctx) => ctx,
         };
         let (x, w, b) = (self.gpu_buffer(), weight.gpu_buffer(), bias.map(Tensor::gpu_buffer));
-        let out = match gpu_forward(ctx, out_channels) {
+        let out = match gpu_forward(ctx, &s, out_channels) {
             GpuForward::Implicit => Some(conv2d_implicit(ctx, x, w, b, &s, out_channels, relu)?),
             GpuForward::Direct => Some(conv2d_direct(ctx, x, w, b, &s, out_channels, relu)?),
             GpuForward::ColumnsAndMatmul => None,
@@ -595,7 +599,7 @@ impl Tensor {
             Device::Gpu(ctx) => {
                 match ctx.kernel_class() {
                     // The software kernels' implicit products: no column matrix either way.
-                    KernelClass::Software => {
+                    KernelClass::Software if implicit_fits(&s, out_channels) => {
                         let g = self.gpu_buffer();
                         let w = conv2d_weight_grad_implicit(ctx, input.gpu_buffer(), g, &s, out_channels)?;
                         let w = Tensor::gpu(w, weight.shape.clone(), DType::F32);
@@ -605,7 +609,7 @@ impl Tensor {
                             .map(|x| Tensor::gpu(x, input.shape.clone(), DType::F32));
                         (w, x)
                     }
-                    KernelClass::Hardware => {
+                    KernelClass::Software | KernelClass::Hardware => {
                         let built;
                         let columns = match columns {
                             Some(columns) => columns,

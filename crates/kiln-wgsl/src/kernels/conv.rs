@@ -15,6 +15,20 @@ const IMPLICIT_PIXELS: usize = 4;
 /// Consecutive weight rows (C·KH·KW) per invocation of the implicit weight gradient.
 const IMPLICIT_ROWS: usize = 4;
 
+/// Loop iterations one invocation of a software kernel may run. llvmpipe stops every loop
+/// after 65,535 iterations in all (its guard against endless loops; Mesa 22.3), silently:
+/// a weight gradient walking 128 images of 24×24 pixels in one loop came back wrong, 64
+/// right. The software kernels stay under half of that.
+pub const SOFTWARE_LOOP_BUDGET: usize = 32_768;
+
+/// Whether the implicit forward and input-gradient kernels can run `shape` within
+/// [`SOFTWARE_LOOP_BUDGET`]: their loops walk input channels × kernel rows × (kernel
+/// columns + 1), for the input gradient with the output channels as its input channels.
+pub fn implicit_fits(shape: &ConvShape, out_channels: usize) -> bool {
+    let per_channel = shape.kernel[0] * (shape.kernel[1] + 1) + 1;
+    shape.channels.max(out_channels) * per_channel <= SOFTWARE_LOOP_BUDGET
+}
+
 /// A convolution's geometry: input `[batch, channels, height, width]`, a `kernel`-sized
 /// window with `stride`, zero `padding` and `dilation`, each as [height, width].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +79,8 @@ impl ConvShape {
             out_channels: 0,
             spread_h: 1,
             spread_w: 1,
-            _pad: [0; 3],
+            chunk: 0,
+            _pad: [0; 2],
         }
     }
 
@@ -95,12 +110,13 @@ struct Params {
     out_channels: u32,
     spread_h: u32,
     spread_w: u32,
-    _pad: [u32; 3],
+    chunk: u32,
+    _pad: [u32; 2],
 }
 
 /// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
 #[cfg(test)]
-pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_channels, spread_h, spread_w);
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: batch, channels, height, width, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_channels, spread_h, spread_w, chunk);
 
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new(&FAMILY, entry, &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)])
@@ -201,7 +217,8 @@ pub fn conv2d_input_grad_implicit(
 
 /// The weight gradient `[O, C, KH, KW]` of a convolution of `shape` from the input `x` and
 /// the output gradient `grad` `[batch, O, OH, OW]`, by the implicit kernel: summed image by
-/// image in order, so deterministic. For contexts of
+/// image in order, in chunks of images and pixels whose sums are then added in order, so
+/// deterministic. For contexts of
 /// [`KernelClass::Software`](crate::KernelClass) only.
 pub fn conv2d_weight_grad_implicit(
     ctx: &GpuContext,
@@ -222,7 +239,6 @@ pub fn conv2d_weight_grad_implicit(
     let len = out_channels * rows;
     let input_len = shape.batch * shape.channels * shape.height * shape.width;
     super::check_indexable(OP, len.max(input_len).max(shape.batch * out_channels * oh * ow), 1)?;
-    let out = ctx.alloc(len as u64 * 4)?;
     let spec = KernelSpec::new(
         &SOFTWARE_FAMILY,
         OP,
@@ -231,14 +247,22 @@ pub fn conv2d_weight_grad_implicit(
     .constant("HAS_BIAS", false)
     .constant("RELU", false)
     .constant("SPREAD", false);
-    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    // (image, pixel) steps in chunks of at most the loop budget, one z-slice each.
+    let steps = shape.batch * oh * ow;
+    let chunks = steps.div_ceil(SOFTWARE_LOOP_BUDGET).max(1);
+    let chunk = steps.div_ceil(chunks);
+    let params = Params { out_channels: out_channels as u32, chunk: chunk as u32, ..shape.params() };
     let workgroups = [
         u32::try_from(rows.div_ceil(IMPLICIT_ROWS * 64)).unwrap_or(u32::MAX),
         u32::try_from(out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK)).unwrap_or(u32::MAX),
-        1,
+        u32::try_from(chunks).unwrap_or(u32::MAX),
     ];
-    ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, &out, grad], workgroups)?;
-    Ok(out)
+    let partials = ctx.alloc((chunks * len) as u64 * 4)?;
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[x, &partials, grad], workgroups)?;
+    if chunks == 1 {
+        return Ok(partials);
+    }
+    super::reduce::reduce(ctx, super::reduce::ReduceOp::Sum, &partials, 1, chunks, len)
 }
 
 /// One launch of conv_software.wgsl's kernel: the output `[batch, out_channels,
@@ -473,6 +497,28 @@ mod tests {
             let dw = conv2d_weight_grad_implicit(&software, &xg, &gg, &s, out_channels).unwrap();
             assert_close(&software.read::<f32>(&dw, want.len()).unwrap(), &want, 1e-5);
         }
+    }
+
+    /// 128 images of 24×24 output pixels: 73,728 steps, past llvmpipe's loop cap, so the
+    /// sum runs in chunks (one loop over them all came back wrong on lavapipe).
+    #[test]
+    fn long_weight_gradient_sums_run_in_chunks() {
+        let Some(ctx) = software_context() else { return };
+        let s = ConvShape {
+            batch: 128,
+            channels: 1,
+            height: 28,
+            width: 28,
+            kernel: [5, 5],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        let (x, grad) = (values(128 * 28 * 28, 41), values(128 * 8 * 24 * 24, 42));
+        let want = host_weight_grad(&grad, &x, &s, 8);
+        let dw =
+            conv2d_weight_grad_implicit(&ctx, &ctx.upload(&x).unwrap(), &ctx.upload(&grad).unwrap(), &s, 8).unwrap();
+        assert_close(&ctx.read::<f32>(&dw, want.len()).unwrap(), &want, 1e-3);
     }
 
     type ConvKernel =

@@ -23,9 +23,10 @@ struct Params {
     dilation_h: u32,
     dilation_w: u32,
     out_channels: u32,
-    // conv_software.wgsl's; 1 here.
+    // conv_software.wgsl's (spread 1 here, chunk unused).
     spread_h: u32,
     spread_w: u32,
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -31,6 +31,8 @@ struct Params {
     // over, zeros between: 1, or a forward stride when this computes an input gradient.
     spread_h: u32,
     spread_w: u32,
+    // The weight gradient's steps (image, output pixel) per z-slice of the grid.
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -161,7 +163,11 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // rows r for a block of 32 output channels, lane l loading the gradients of channels
 // l, l + 8, l + 16, l + 24 of the block at each pixel and broadcasting them. Each image's
 // sum is added to the total on its own, as the portable kernels' batch sums do.
-// Grid: x over quads of rows (64 per workgroup), y over blocks of 32 output channels.
+// Each z-slice of the grid walks `chunk` consecutive (image, pixel) steps and writes its own
+// partial gradient; the launcher adds them in order. The chunks keep every invocation's
+// loop under llvmpipe's cap on loop iterations (see the launcher).
+// Grid: x over quads of rows (64 per workgroup), y over blocks of 32 output channels, z
+// over the chunks.
 @group(0) @binding(5) var<storage, read> out_grad: array<f32>;
 
 // total[first .. first + 8] += part[first .. first + 8], written out (see store8).
@@ -177,25 +183,25 @@ fn add8(total: ptr<function, array<vec4<f32>, 32>>, part: ptr<function, array<ve
 }
 
 // dW[o, r0 .. r0 + 4], none past the weight.
-fn store_weight_row(o: u32, r0: u32, v: vec4<f32>) {
+fn store_weight_row(base: u32, o: u32, r0: u32, v: vec4<f32>) {
     let rows = p.channels * p.kernel_h * p.kernel_w;
     if (o >= p.out_channels) {
         return;
     }
     for (var j = 0u; j < min(rows - r0, 4u); j++) {
-        dst[o * rows + r0 + j] = v[j];
+        dst[base + o * rows + r0 + j] = v[j];
     }
 }
 
-fn store_weight8(total: ptr<function, array<vec4<f32>, 32>>, first: u32, o0: u32, r0: u32) {
-    store_weight_row(o0 + first, r0, (*total)[first]);
-    store_weight_row(o0 + first + 1u, r0, (*total)[first + 1u]);
-    store_weight_row(o0 + first + 2u, r0, (*total)[first + 2u]);
-    store_weight_row(o0 + first + 3u, r0, (*total)[first + 3u]);
-    store_weight_row(o0 + first + 4u, r0, (*total)[first + 4u]);
-    store_weight_row(o0 + first + 5u, r0, (*total)[first + 5u]);
-    store_weight_row(o0 + first + 6u, r0, (*total)[first + 6u]);
-    store_weight_row(o0 + first + 7u, r0, (*total)[first + 7u]);
+fn store_weight8(total: ptr<function, array<vec4<f32>, 32>>, first: u32, base: u32, o0: u32, r0: u32) {
+    store_weight_row(base, o0 + first, r0, (*total)[first]);
+    store_weight_row(base, o0 + first + 1u, r0, (*total)[first + 1u]);
+    store_weight_row(base, o0 + first + 2u, r0, (*total)[first + 2u]);
+    store_weight_row(base, o0 + first + 3u, r0, (*total)[first + 3u]);
+    store_weight_row(base, o0 + first + 4u, r0, (*total)[first + 4u]);
+    store_weight_row(base, o0 + first + 5u, r0, (*total)[first + 5u]);
+    store_weight_row(base, o0 + first + 6u, r0, (*total)[first + 6u]);
+    store_weight_row(base, o0 + first + 7u, r0, (*total)[first + 7u]);
 }
 
 @compute @workgroup_size(64)
@@ -216,37 +222,50 @@ fn conv2d_weight_grad_implicit(@builtin(global_invocation_id) gid: vec3<u32>, @b
                          min(o0 + 16u + lane % 8u, last), min(o0 + 24u + lane % 8u, last)) * spatial;
     let height = vec4<i32>(i32(p.height));
     let width = vec4<i32>(i32(p.width));
+    let steps = p.batch * spatial;
+    let start = wid.z * p.chunk;
+    let end = min(start + p.chunk, steps);
+    var n = start / spatial;
+    var oh = start % spatial / p.out_width;
+    var ow = start % p.out_width;
     var total: array<vec4<f32>, 32>;
-    for (var n = 0u; n < p.batch; n++) {
-        var part: array<vec4<f32>, 32>;
-        let image = vec4<i32>(i32(n * p.channels * p.height * p.width)) + plane;
-        let grads = n * p.out_channels * spatial;
-        for (var oh = 0u; oh < p.out_height; oh++) {
-            let h = vec4<i32>(i32(oh * p.stride_h)) + dh;
-            let row_inside = h >= vec4<i32>(0) & h < height;
-            let row = image + h * width;
-            for (var ow = 0u; ow < p.out_width; ow++) {
-                let w = vec4<i32>(i32(ow * p.stride_w)) + dw;
-                let inside = row_inside & w >= vec4<i32>(0) & w < width;
-                let at = max(row + w, vec4<i32>(0));
-                let x = vec4<f32>(select(0.0, src[at.x], inside.x), select(0.0, src[at.y], inside.y),
-                                  select(0.0, src[at.z], inside.z), select(0.0, src[at.w], inside.w));
-                let q = grads + oh * p.out_width + ow;
-                accumulate8(&part, 0u, out_grad[mine.x + q], x);
-                accumulate8(&part, 8u, out_grad[mine.y + q], x);
-                accumulate8(&part, 16u, out_grad[mine.z + q], x);
-                accumulate8(&part, 24u, out_grad[mine.w + q], x);
+    var part: array<vec4<f32>, 32>;
+    for (var step = start; step < end; step++) {
+        let h = vec4<i32>(i32(oh * p.stride_h)) + dh;
+        let w = vec4<i32>(i32(ow * p.stride_w)) + dw;
+        let inside = (h >= vec4<i32>(0)) & (h < height) & (w >= vec4<i32>(0)) & (w < width);
+        let at = max(vec4<i32>(i32(n * p.channels * p.height * p.width)) + plane + h * width + w, vec4<i32>(0));
+        let x = vec4<f32>(select(0.0, src[at.x], inside.x), select(0.0, src[at.y], inside.y),
+                          select(0.0, src[at.z], inside.z), select(0.0, src[at.w], inside.w));
+        let q = n * p.out_channels * spatial + oh * p.out_width + ow;
+        accumulate8(&part, 0u, out_grad[mine.x + q], x);
+        accumulate8(&part, 8u, out_grad[mine.y + q], x);
+        accumulate8(&part, 16u, out_grad[mine.z + q], x);
+        accumulate8(&part, 24u, out_grad[mine.w + q], x);
+        ow += 1u;
+        if (ow == p.out_width) {
+            ow = 0u;
+            oh += 1u;
+            if (oh == p.out_height) {
+                oh = 0u;
+                n += 1u;
+                add8(&total, &part, 0u);
+                add8(&total, &part, 8u);
+                add8(&total, &part, 16u);
+                add8(&total, &part, 24u);
+                part = array<vec4<f32>, 32>();
             }
         }
-        add8(&total, &part, 0u);
-        add8(&total, &part, 8u);
-        add8(&total, &part, 16u);
-        add8(&total, &part, 24u);
     }
+    add8(&total, &part, 0u);
+    add8(&total, &part, 8u);
+    add8(&total, &part, 16u);
+    add8(&total, &part, 24u);
     if (r0 < rows) {
-        store_weight8(&total, 0u, o0, r0);
-        store_weight8(&total, 8u, o0, r0);
-        store_weight8(&total, 16u, o0, r0);
-        store_weight8(&total, 24u, o0, r0);
+        let base = wid.z * p.out_channels * rows;
+        store_weight8(&total, 0u, base, o0, r0);
+        store_weight8(&total, 8u, base, o0, r0);
+        store_weight8(&total, 16u, base, o0, r0);
+        store_weight8(&total, 24u, base, o0, r0);
     }
 }

@@ -56,7 +56,8 @@ struct Params {
 
 /// K-slices of 16 one workgroup of `matmul_sum` walks at most (entries × slices per entry).
 /// Lavapipe returned wrong sums from a workgroup walking 3,456 (96 entries of K = 576) and
-/// right ones at 2,304; the cause was not found, so the batch is cut below that.
+/// right ones at 2,304: llvmpipe's cap on loop iterations (`conv::SOFTWARE_LOOP_BUDGET`),
+/// which the slices' inner loops count towards.
 const SUM_MAX_SLICES: usize = 2048;
 
 /// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
@@ -130,8 +131,14 @@ fn launch(
             });
         }
     }
+    // The software kernel runs k + 1 iterations per entry; past the loop budget, the portable one.
+    let software = ctx.kernel_class() == KernelClass::Software && k < super::conv::SOFTWARE_LOOP_BUDGET;
     // Summed: groups of consecutive entries, each to a partial product, added below.
-    let per_group = (SUM_MAX_SLICES / k.div_ceil(16).max(1)).max(1);
+    let per_group = if software {
+        (super::conv::SOFTWARE_LOOP_BUDGET / (k + 1)).max(1)
+    } else {
+        (SUM_MAX_SLICES / k.div_ceil(16).max(1)).max(1)
+    };
     let products = if sum_batch { batch.div_ceil(per_group).max(1) } else { batch };
     let out = ctx.alloc((products * m * n) as u64 * 4)?;
     // A contiguous row of each operand, and every batch offset, must fall on a vec4 boundary.
@@ -139,7 +146,6 @@ fn launch(
     let b_row = if trans_b { k } else { n };
     const SLOTS: &[Slot] =
         &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite), Slot(4, Access::Read)];
-    let software = ctx.kernel_class() == KernelClass::Software;
     let spec = if software {
         KernelSpec::new(&SOFTWARE_FAMILY, "matmul", SLOTS)
     } else {
