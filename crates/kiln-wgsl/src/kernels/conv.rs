@@ -15,6 +15,11 @@ const IMPLICIT_PIXELS: usize = 4;
 /// Consecutive weight rows (C·KH·KW) per invocation of the implicit weight gradient.
 const IMPLICIT_ROWS: usize = 4;
 
+/// Workgroups the implicit weight gradient spreads over at least, splitting its sum into
+/// more chunks where its rows and channels give fewer (a software adapter runs one
+/// workgroup per CPU thread at a time).
+const WEIGHT_GRAD_WORKGROUPS: usize = 32;
+
 /// Loop iterations one invocation of a software kernel may run. llvmpipe stops every loop
 /// after 65,535 iterations in all (its guard against endless loops; Mesa 22.3), silently:
 /// a weight gradient walking 128 images of 24×24 pixels in one loop came back wrong, 64
@@ -247,14 +252,20 @@ pub fn conv2d_weight_grad_implicit(
     .constant("HAS_BIAS", false)
     .constant("RELU", false)
     .constant("SPREAD", false);
-    // (image, pixel) steps in chunks of at most the loop budget, one z-slice each.
+    // (image, pixel) steps in chunks of at most the loop budget, one z-slice each, and
+    // enough of them for WEIGHT_GRAD_WORKGROUPS workgroups: the ASL CNN's first layer has
+    // 3 quads of rows, one workgroup, which ran on one of the CPU's cores.
     let steps = shape.batch * oh * ow;
-    let chunks = steps.div_ceil(SOFTWARE_LOOP_BUDGET).max(1);
+    let (row_groups, channel_blocks) =
+        (rows.div_ceil(IMPLICIT_ROWS * 8), out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK));
+    let for_cores = WEIGHT_GRAD_WORKGROUPS.div_ceil(row_groups * channel_blocks);
+    let chunks = steps.div_ceil(SOFTWARE_LOOP_BUDGET).max(for_cores).min(steps).max(1);
     let chunk = steps.div_ceil(chunks);
+    let chunks = steps.div_ceil(chunk.max(1)).max(1);
     let params = Params { out_channels: out_channels as u32, chunk: chunk as u32, ..shape.params() };
     let workgroups = [
-        u32::try_from(rows.div_ceil(IMPLICIT_ROWS * 64)).unwrap_or(u32::MAX),
-        u32::try_from(out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK)).unwrap_or(u32::MAX),
+        u32::try_from(row_groups).unwrap_or(u32::MAX),
+        u32::try_from(channel_blocks).unwrap_or(u32::MAX),
         u32::try_from(chunks).unwrap_or(u32::MAX),
     ];
     let partials = ctx.alloc((chunks * len) as u64 * 4)?;

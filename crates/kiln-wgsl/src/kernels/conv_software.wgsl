@@ -166,8 +166,9 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // Each z-slice of the grid walks `chunk` consecutive (image, pixel) steps and writes its own
 // partial gradient; the launcher adds them in order. The chunks keep every invocation's
 // loop under llvmpipe's cap on loop iterations (see the launcher).
-// Grid: x over quads of rows (64 per workgroup), y over blocks of 32 output channels, z
-// over the chunks.
+// Grid: x over quads of rows, 8 per workgroup (one llvmpipe subgroup: a weight has few
+// rows, and every invocation of a workgroup runs the whole loop, past the rows or not), y
+// over blocks of 32 output channels, z over the chunks.
 @group(0) @binding(5) var<storage, read> out_grad: array<f32>;
 
 // total[first .. first + 8] += part[first .. first + 8], written out (see store8).
@@ -204,7 +205,7 @@ fn store_weight8(total: ptr<function, array<vec4<f32>, 32>>, first: u32, base: u
     store_weight_row(base, o0 + first + 7u, r0, (*total)[first + 7u]);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(8)
 fn conv2d_weight_grad_implicit(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                                @builtin(subgroup_invocation_id) lane: u32) {
     let taps = p.kernel_h * p.kernel_w;
