@@ -5,8 +5,10 @@ pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "conv", source: in
 
 /// The software adapters' implicit-GEMM kernel (`KernelClass::Software`): a module of its
 /// own, since its subgroup operations compile only on devices opened with subgroups.
-pub(crate) static SOFTWARE_FAMILY: KernelFamily =
-    KernelFamily { name: "conv_software", source: include_str!("conv_software.wgsl") };
+pub(crate) static SOFTWARE_FAMILY: KernelFamily = KernelFamily {
+    name: "conv_software",
+    source: concat!(include_str!("software_tiles.wgsl"), include_str!("conv_software.wgsl")),
+};
 
 /// Output channels per invocation of the implicit kernel (`BLOCK` in conv_software.wgsl).
 const IMPLICIT_CHANNEL_BLOCK: usize = 32;
@@ -348,16 +350,15 @@ mod tests {
     use crate::{AdapterPreference, KernelClass};
     use proptest::prelude::*;
 
-    /// The convolution from its definition: [batch, O, OH, OW].
-    fn host(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape, out_channels: usize, relu: bool) -> Vec<f32> {
+    /// Every product a convolution of `shape` sums, as (input, weight, output) indices:
+    /// the definition the three references below share.
+    fn products(s: &ConvShape, out_channels: usize, mut visit: impl FnMut(usize, usize, usize)) {
         let [oh, ow] = s.output().unwrap();
         let [kh, kw] = s.kernel;
-        let mut y = vec![0.0f32; s.batch * out_channels * oh * ow];
         for n in 0..s.batch {
             for o in 0..out_channels {
                 for i in 0..oh {
                     for j in 0..ow {
-                        let mut acc = bias.map_or(0.0, |b| b[o]);
                         for c in 0..s.channels {
                             for a in 0..kh {
                                 for e in 0..kw {
@@ -365,76 +366,43 @@ mod tests {
                                     let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
                                     if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
                                         let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
-                                        acc += x[xi] * w[((o * s.channels + c) * kh + a) * kw + e];
+                                        let wi = ((o * s.channels + c) * kh + a) * kw + e;
+                                        visit(xi, wi, ((n * out_channels + o) * oh + i) * ow + j);
                                     }
                                 }
                             }
                         }
-                        y[((n * out_channels + o) * oh + i) * ow + j] = if relu { acc.max(0.0) } else { acc };
                     }
                 }
+            }
+        }
+    }
+
+    /// The convolution: [batch, O, OH, OW].
+    fn host(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape, out_channels: usize, relu: bool) -> Vec<f32> {
+        let [oh, ow] = s.output().unwrap();
+        let mut y = vec![0.0f32; s.batch * out_channels * oh * ow];
+        products(s, out_channels, |xi, wi, yi| y[yi] += x[xi] * w[wi]);
+        for (yi, v) in y.iter_mut().enumerate() {
+            *v += bias.map_or(0.0, |b| b[yi / (oh * ow) % out_channels]);
+            if relu {
+                *v = v.max(0.0);
             }
         }
         y
     }
 
-    /// The input gradient from its definition: each output gradient element added back to
-    /// every input element its window read, times the weight that read it.
+    /// The input gradient: each output gradient times the weight that met each input element.
     fn host_input_grad(grad: &[f32], w: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
-        let [oh, ow] = s.output().unwrap();
-        let [kh, kw] = s.kernel;
         let mut dx = vec![0.0f32; s.batch * s.channels * s.height * s.width];
-        for n in 0..s.batch {
-            for o in 0..out_channels {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let g = grad[((n * out_channels + o) * oh + i) * ow + j];
-                        for c in 0..s.channels {
-                            for a in 0..kh {
-                                for e in 0..kw {
-                                    let h = (i * s.stride[0] + a * s.dilation[0]) as isize - s.padding[0] as isize;
-                                    let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
-                                    if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
-                                        let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
-                                        dx[xi] += g * w[((o * s.channels + c) * kh + a) * kw + e];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        products(s, out_channels, |xi, wi, yi| dx[xi] += grad[yi] * w[wi]);
         dx
     }
 
-    /// The weight gradient from its definition: Σ over images and output pixels of the
-    /// output gradient times the input element the weight met there.
+    /// The weight gradient: each output gradient times the input element the weight met.
     fn host_weight_grad(grad: &[f32], x: &[f32], s: &ConvShape, out_channels: usize) -> Vec<f32> {
-        let [oh, ow] = s.output().unwrap();
-        let [kh, kw] = s.kernel;
         let mut dw = vec![0.0f32; out_channels * s.patch_len()];
-        for n in 0..s.batch {
-            for o in 0..out_channels {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let g = grad[((n * out_channels + o) * oh + i) * ow + j];
-                        for c in 0..s.channels {
-                            for a in 0..kh {
-                                for e in 0..kw {
-                                    let h = (i * s.stride[0] + a * s.dilation[0]) as isize - s.padding[0] as isize;
-                                    let v = (j * s.stride[1] + e * s.dilation[1]) as isize - s.padding[1] as isize;
-                                    if h >= 0 && v >= 0 && (h as usize) < s.height && (v as usize) < s.width {
-                                        let xi = ((n * s.channels + c) * s.height + h as usize) * s.width + v as usize;
-                                        dw[((o * s.channels + c) * kh + a) * kw + e] += g * x[xi];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        products(s, out_channels, |xi, wi, yi| dw[wi] += grad[yi] * x[xi]);
         dw
     }
 

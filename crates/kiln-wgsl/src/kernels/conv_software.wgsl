@@ -65,20 +65,6 @@ fn input_at(plane: i32, h: i32, w: i32) -> f32 {
     return select(0.0, src[max(plane + row * i32(p.width) + col, 0)], inside);
 }
 
-// acc[first + j] += (weight j of the 8 that `w` holds across the subgroup's lanes) · x.
-// Called with constant `first`, so after inlining every index is constant and `acc` stays
-// in registers.
-fn accumulate8(acc: ptr<function, array<vec4<f32>, 32>>, first: u32, w: f32, x: vec4<f32>) {
-    (*acc)[first] += subgroupBroadcast(w, 0u) * x;
-    (*acc)[first + 1u] += subgroupBroadcast(w, 1u) * x;
-    (*acc)[first + 2u] += subgroupBroadcast(w, 2u) * x;
-    (*acc)[first + 3u] += subgroupBroadcast(w, 3u) * x;
-    (*acc)[first + 4u] += subgroupBroadcast(w, 4u) * x;
-    (*acc)[first + 5u] += subgroupBroadcast(w, 5u) * x;
-    (*acc)[first + 6u] += subgroupBroadcast(w, 6u) * x;
-    (*acc)[first + 7u] += subgroupBroadcast(w, 7u) * x;
-}
-
 // Output channel o's 4 pixels from (oh, ow0), with the bias and ReLU; none past the output.
 fn store_channel(n: u32, o: u32, oh: u32, ow0: u32, sum: vec4<f32>) {
     if (o >= p.out_channels) {
@@ -97,8 +83,7 @@ fn store_channel(n: u32, o: u32, oh: u32, ow0: u32, sum: vec4<f32>) {
     }
 }
 
-// Stores acc[first .. first + 8], written out: a loop would index `acc` with a variable,
-// which puts the whole array in memory, 3.7× slower (40 → 150 ms at ASL conv2).
+// Stores acc[first .. first + 8], written out for constant indices (software_tiles.wgsl).
 fn store8(acc: ptr<function, array<vec4<f32>, 32>>, first: u32, n: u32, o0: u32, oh: u32, ow0: u32) {
     store_channel(n, o0 + first + 0u, oh, ow0, (*acc)[first + 0u]);
     store_channel(n, o0 + first + 1u, oh, ow0, (*acc)[first + 1u]);
@@ -170,18 +155,6 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // rows, and every invocation of a workgroup runs the whole loop, past the rows or not), y
 // over blocks of 32 output channels, z over the chunks.
 @group(0) @binding(5) var<storage, read> out_grad: array<f32>;
-
-// total[first .. first + 8] += part[first .. first + 8], written out (see store8).
-fn add8(total: ptr<function, array<vec4<f32>, 32>>, part: ptr<function, array<vec4<f32>, 32>>, first: u32) {
-    (*total)[first] += (*part)[first];
-    (*total)[first + 1u] += (*part)[first + 1u];
-    (*total)[first + 2u] += (*part)[first + 2u];
-    (*total)[first + 3u] += (*part)[first + 3u];
-    (*total)[first + 4u] += (*part)[first + 4u];
-    (*total)[first + 5u] += (*part)[first + 5u];
-    (*total)[first + 6u] += (*part)[first + 6u];
-    (*total)[first + 7u] += (*part)[first + 7u];
-}
 
 // dW[o, r0 .. r0 + 4], none past the weight.
 fn store_weight_row(base: u32, o: u32, r0: u32, v: vec4<f32>) {

@@ -5,8 +5,10 @@ pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "matmul", source: 
 
 /// The software adapters' kernel (`KernelClass::Software`), a module of its own for its
 /// subgroup operations.
-pub(crate) static SOFTWARE_FAMILY: KernelFamily =
-    KernelFamily { name: "matmul_software", source: include_str!("matmul_software.wgsl") };
+pub(crate) static SOFTWARE_FAMILY: KernelFamily = KernelFamily {
+    name: "matmul_software",
+    source: concat!(include_str!("software_tiles.wgsl"), include_str!("matmul_software.wgsl")),
+};
 
 /// Rows and columns of C one workgroup computes (see matmul.wgsl).
 const TILE: usize = 64;

@@ -33,31 +33,6 @@ struct Params {
 
 const ROWS: u32 = 32u;
 
-// acc[first + j] += (A value j of the 8 that `v` holds across the subgroup's lanes) · row.
-// Called with constant `first`, so every index is constant and `acc` stays in registers
-// (a variable index puts the whole array in memory: see conv_software.wgsl).
-fn accumulate8(acc: ptr<function, array<vec4<f32>, 32>>, first: u32, v: f32, row: vec4<f32>) {
-    (*acc)[first] += subgroupBroadcast(v, 0u) * row;
-    (*acc)[first + 1u] += subgroupBroadcast(v, 1u) * row;
-    (*acc)[first + 2u] += subgroupBroadcast(v, 2u) * row;
-    (*acc)[first + 3u] += subgroupBroadcast(v, 3u) * row;
-    (*acc)[first + 4u] += subgroupBroadcast(v, 4u) * row;
-    (*acc)[first + 5u] += subgroupBroadcast(v, 5u) * row;
-    (*acc)[first + 6u] += subgroupBroadcast(v, 6u) * row;
-    (*acc)[first + 7u] += subgroupBroadcast(v, 7u) * row;
-}
-
-fn add8(total: ptr<function, array<vec4<f32>, 32>>, part: ptr<function, array<vec4<f32>, 32>>, first: u32) {
-    (*total)[first] += (*part)[first];
-    (*total)[first + 1u] += (*part)[first + 1u];
-    (*total)[first + 2u] += (*part)[first + 2u];
-    (*total)[first + 3u] += (*part)[first + 3u];
-    (*total)[first + 4u] += (*part)[first + 4u];
-    (*total)[first + 5u] += (*part)[first + 5u];
-    (*total)[first + 6u] += (*part)[first + 6u];
-    (*total)[first + 7u] += (*part)[first + 7u];
-}
-
 // Row `row` of C from column col0: the epilogue, then the stores that fall inside C.
 fn store_row(c_base: u32, row: u32, col0: u32, sum: vec4<f32>) {
     if (row >= p.m) {
