@@ -17,6 +17,10 @@ const IMPLICIT_PIXELS: usize = 4;
 /// Consecutive weight rows (C·KH·KW) per invocation of the implicit weight gradient.
 const IMPLICIT_ROWS: usize = 4;
 
+/// Invocations per workgroup of the implicit weight gradient (`@workgroup_size` of
+/// `conv2d_weight_grad_implicit`): one llvmpipe subgroup.
+const WEIGHT_GRAD_WORKGROUP: usize = 8;
+
 /// Workgroups the implicit weight gradient spreads over at least, splitting its sum into
 /// more chunks where its rows and channels give fewer (a software adapter runs one
 /// workgroup per CPU thread at a time).
@@ -235,12 +239,7 @@ pub fn conv2d_weight_grad_implicit(
     out_channels: usize,
 ) -> Result<GpuBuffer> {
     const OP: &str = "conv2d_weight_grad_implicit";
-    if ctx.kernel_class() != crate::KernelClass::Software {
-        return Err(crate::GpuError::InvalidLaunch {
-            kernel: OP,
-            reason: "it needs a context with the software kernels (subgroups)".into(),
-        });
-    }
+    require_software(ctx, OP)?;
     let [oh, ow] = shape.output().expect("checked by the caller");
     let rows = shape.patch_len();
     let len = out_channels * rows;
@@ -259,7 +258,7 @@ pub fn conv2d_weight_grad_implicit(
     // 3 quads of rows, one workgroup, which ran on one of the CPU's cores.
     let steps = shape.batch * oh * ow;
     let (row_groups, channel_blocks) =
-        (rows.div_ceil(IMPLICIT_ROWS * 8), out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK));
+        (rows.div_ceil(IMPLICIT_ROWS * WEIGHT_GRAD_WORKGROUP), out_channels.div_ceil(IMPLICIT_CHANNEL_BLOCK));
     let for_cores = WEIGHT_GRAD_WORKGROUPS.div_ceil(row_groups * channel_blocks);
     let chunks = steps.div_ceil(SOFTWARE_LOOP_BUDGET).max(for_cores).min(steps).max(1);
     let chunk = steps.div_ceil(chunks);
@@ -278,6 +277,17 @@ pub fn conv2d_weight_grad_implicit(
     super::reduce::reduce(ctx, super::reduce::ReduceOp::Sum, &partials, 1, chunks, len)
 }
 
+/// The software kernels compile only on a context opened for them (with subgroups).
+fn require_software(ctx: &GpuContext, op: &'static str) -> Result<()> {
+    if ctx.kernel_class() == crate::KernelClass::Software {
+        return Ok(());
+    }
+    Err(crate::GpuError::InvalidLaunch {
+        kernel: op,
+        reason: "it needs a context with the software kernels (subgroups)".into(),
+    })
+}
+
 /// One launch of conv_software.wgsl's kernel: the output `[batch, out_channels,
 /// out_height, out_width]` of `params`.
 fn launch_implicit(
@@ -289,12 +299,7 @@ fn launch_implicit(
     params: Params,
     relu: bool,
 ) -> Result<GpuBuffer> {
-    if ctx.kernel_class() != crate::KernelClass::Software {
-        return Err(crate::GpuError::InvalidLaunch {
-            kernel: op,
-            reason: "it needs a context with the software kernels (subgroups)".into(),
-        });
-    }
+    require_software(ctx, op)?;
     let size = |v: u32| v as usize;
     let (batch, out_channels) = (size(params.batch), size(params.out_channels));
     let (oh, ow) = (size(params.out_height), size(params.out_width));
@@ -342,12 +347,10 @@ pub fn col2im(ctx: &GpuContext, cols: &GpuBuffer, shape: &ConvShape) -> Result<G
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use super::*;
+    use crate::KernelClass;
     use crate::kernels::test_support::{assert_close, values};
-    use crate::testing::{context_or_skip, gpu_required};
-    use crate::{AdapterPreference, KernelClass};
+    use crate::testing::contexts_of_each_class;
     use proptest::prelude::*;
 
     /// Every product a convolution of `shape` sums, as (input, weight, output) indices:
@@ -406,21 +409,23 @@ mod tests {
         dw
     }
 
-    /// A context with the software kernels, on the adapter the tests use; `None` (after a
-    /// notice) where there is no adapter with subgroups and the GPU is not required.
-    fn software_context() -> Option<GpuContext> {
-        static CONTEXT: OnceLock<std::result::Result<GpuContext, String>> = OnceLock::new();
-        let opened = CONTEXT.get_or_init(|| {
-            GpuContext::with_kernel_class(&AdapterPreference::from_env(), KernelClass::Software)
-                .map_err(|e| e.to_string())
-        });
-        match opened {
-            Ok(ctx) => Some(ctx.clone()),
-            Err(e) if gpu_required() => panic!("the software kernels need an adapter with subgroups: {e}"),
-            Err(e) => {
-                eprintln!("SKIPPED software convolution kernel tests: {e}");
-                None
-            }
+    /// The test adapter's context of `class`, if there is one (the software class needs
+    /// subgroups; `contexts_of_each_class` says so when they are missing).
+    fn context_of(test: &str, class: KernelClass) -> Option<GpuContext> {
+        contexts_of_each_class(test).into_iter().find(|ctx| ctx.kernel_class() == class)
+    }
+
+    /// A stride-1, unpadded convolution of square images and kernels.
+    fn square(batch: usize, size: usize, kernel: usize) -> ConvShape {
+        ConvShape {
+            batch,
+            channels: 1,
+            height: size,
+            width: size,
+            kernel: [kernel, kernel],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
         }
     }
 
@@ -454,8 +459,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn implicit_and_direct_kernels_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
-            let Some(software) = software_context() else { return Ok(()) };
-            let Some(portable) = context_or_skip("direct convolution") else { return Ok(()) };
+            const TEST: &str = "implicit_and_direct_kernels_match_the_definition";
+            let Some(software) = context_of(TEST, KernelClass::Software) else { return Ok(()) };
+            let Some(portable) = context_of(TEST, KernelClass::Hardware) else { return Ok(()) };
             let x = values(s.batch * s.channels * s.height * s.width, seed);
             let w = values(out_channels * s.patch_len(), seed ^ 1);
             let b = values(out_channels, seed ^ 2);
@@ -482,17 +488,8 @@ mod tests {
     /// sum runs in chunks (one loop over them all came back wrong on lavapipe).
     #[test]
     fn long_weight_gradient_sums_run_in_chunks() {
-        let Some(ctx) = software_context() else { return };
-        let s = ConvShape {
-            batch: 128,
-            channels: 1,
-            height: 28,
-            width: 28,
-            kernel: [5, 5],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-        };
+        let Some(ctx) = context_of("long_weight_gradient_sums_run_in_chunks", KernelClass::Software) else { return };
+        let s = square(128, 28, 5);
         let (x, grad) = (values(128 * 28 * 28, 41), values(128 * 8 * 24 * 24, 42));
         let want = host_weight_grad(&grad, &x, &s, 8);
         let dw =
@@ -505,22 +502,14 @@ mod tests {
 
     #[test]
     fn the_implicit_kernel_needs_a_software_context() {
-        let Some(ctx) = context_or_skip("the_implicit_kernel_needs_a_software_context") else { return };
-        let Ok(portable) = GpuContext::with_kernel_class(&AdapterPreference::from_env(), KernelClass::Hardware) else {
-            panic!("a portable context opens on any adapter, {} included", ctx.adapter())
+        let Some(portable) = context_of("the_implicit_kernel_needs_a_software_context", KernelClass::Hardware) else {
+            return;
         };
-        let s = ConvShape {
-            batch: 1,
-            channels: 1,
-            height: 3,
-            width: 3,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-        };
+        let s = square(1, 3, 3);
         let x = portable.upload(&[0.0f32; 9]).unwrap();
         let err = conv2d_implicit(&portable, &x, &x, None, &s, 1, false).unwrap_err();
+        assert!(err.to_string().contains("software kernels"), "{err}");
+        let err = conv2d_weight_grad_implicit(&portable, &x, &x, &s, 1).unwrap_err();
         assert!(err.to_string().contains("software kernels"), "{err}");
     }
 }
