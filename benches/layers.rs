@@ -127,38 +127,51 @@ fn bench_cross_entropy(c: &mut Criterion) {
     group.finish();
 }
 
-/// Batch norm's training forward and backward, and 2×2 max pooling, on the first conv's
-/// output `[32, 25, 28, 28]`; elements per second.
+/// Batch norm's training forward and backward with its fused ReLU, as the ASL CNN runs it
+/// after each convolution (`[32, 25, 28, 28]` and the third layer's `[32, 75, 7, 7]`, whose
+/// small planes cost the most per element), and 2×2 max pooling of the first; elements per
+/// second.
 fn bench_norm_and_pool(c: &mut Criterion) {
     let gpu = support::gpu("layers bench");
     let mut group = c.benchmark_group("batch_norm_and_pool");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    let shape = [32, 25, 28, 28];
-    group.throughput(Throughput::Elements(shape.iter().product::<usize>() as u64));
-    let config = BatchNormConfig::default();
-    let pool = Pool2d::new(2);
+    let config = BatchNormConfig { relu: true, ..BatchNormConfig::default() };
     let run_norm = |x: &Tensor, dy: &Tensor| {
+        let channels = x.shape()[1];
         let (mut mean, mut var) =
-            (Tensor::zeros(&[25], &x.device()).unwrap(), Tensor::ones(&[25], &x.device()).unwrap());
+            (Tensor::zeros(&[channels], &x.device()).unwrap(), Tensor::ones(&[channels], &x.device()).unwrap());
         let (y, saved) = x.batch_norm2d_train(None, None, &mut mean, &mut var, &config).unwrap();
         (y, dy.batch_norm2d_backward(x, None, false, &saved, true).unwrap().input)
     };
-    let (x, dy) = (Tensor::randn(&shape, 8, &Device::Cpu).unwrap(), Tensor::randn(&shape, 9, &Device::Cpu).unwrap());
+    for shape in [[32, 25, 28, 28], [32, 75, 7, 7]] {
+        group.throughput(Throughput::Elements(shape.iter().product::<usize>() as u64));
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let name = format!("batch_norm2d_relu {}", dims.join("×"));
+        let (x, dy) =
+            (Tensor::randn(&shape, 8, &Device::Cpu).unwrap(), Tensor::randn(&shape, 9, &Device::Cpu).unwrap());
+        if support::cpu() {
+            group.bench_function(BenchmarkId::new("cpu", &name), |bench| bench.iter(|| run_norm(&x, &dy)));
+        }
+        if let Some((device, ctx)) = &gpu {
+            let (xg, dyg) = (x.to(device).unwrap(), dy.to(device).unwrap());
+            let (want, got) = (run_norm(&x, &dy).1.to_vec().unwrap(), run_norm(&xg, &dyg).1.to_vec().unwrap());
+            support::check_close("batch_norm2d backward", &got, &want, 1e-3);
+            group.bench_function(BenchmarkId::new("gpu", &name), |bench| {
+                bench.iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(run_norm(&xg, &dyg))))
+            });
+        }
+    }
+    let shape = [32, 25, 28, 28];
+    group.throughput(Throughput::Elements(shape.iter().product::<usize>() as u64));
+    let pool = Pool2d::new(2);
+    let x = Tensor::randn(&shape, 8, &Device::Cpu).unwrap();
     if support::cpu() {
-        group.bench_function(BenchmarkId::new("cpu", "batch_norm2d 32×25×28×28"), |bench| {
-            bench.iter(|| run_norm(&x, &dy))
-        });
         group.bench_function(BenchmarkId::new("cpu", "max_pool2d 32×25×28×28"), |bench| {
             bench.iter(|| x.max_pool2d(&pool).unwrap())
         });
     }
     if let Some((device, ctx)) = &gpu {
-        let (xg, dyg) = (x.to(device).unwrap(), dy.to(device).unwrap());
-        let (want, got) = (run_norm(&x, &dy).1.to_vec().unwrap(), run_norm(&xg, &dyg).1.to_vec().unwrap());
-        support::check_close("batch_norm2d backward", &got, &want, 1e-3);
-        group.bench_function(BenchmarkId::new("gpu", "batch_norm2d 32×25×28×28"), |bench| {
-            bench.iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(run_norm(&xg, &dyg))))
-        });
+        let xg = x.to(device).unwrap();
         group.bench_function(BenchmarkId::new("gpu", "max_pool2d 32×25×28×28"), |bench| {
             bench
                 .iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(xg.max_pool2d(&pool).unwrap())))

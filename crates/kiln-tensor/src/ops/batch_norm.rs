@@ -3,8 +3,10 @@
 //!
 //! Both devices run it fused: on the GPU the training forward is two launches (per-channel
 //! statistics by one workgroup per channel, then the normalisation) and so is the backward
-//! (per-channel sums, then the input gradient), reduced in a fixed order; on the CPU a few
-//! passes per channel with f64 sums, also deterministic. The CPU version is the reference.
+//! (per-channel sums, then the input gradient), reduced in a fixed order; on the CPU one
+//! task per channel makes its passes (f64 sums, then the output or input gradient, the
+//! ReLU's mask inline) while that channel's data is in the core's cache, also
+//! deterministic. The CPU version is the reference.
 
 use rayon::prelude::*;
 
@@ -232,31 +234,119 @@ impl Tensor {
 }
 
 /// Channel `c`'s values in an NCHW buffer: one run of H·W per batch item.
-fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl Iterator<Item = &[f32]> {
+fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl Iterator<Item = &[f32]> + Clone {
     data.chunks(plane).skip(c).step_by(channels)
+}
+
+/// An NCHW buffer's planes grouped by channel: entry c holds channel c's plane of every
+/// batch item, so one task can own a channel from its statistics to its output while that
+/// channel's data is still in the core's cache.
+fn planes_by_channel_mut(data: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut by_channel: Vec<Vec<&mut [f32]>> = (0..channels).map(|_| Vec::new()).collect();
+    for (i, run) in data.chunks_mut(plane).enumerate() {
+        by_channel[i % channels].push(run);
+    }
+    by_channel
 }
 
 /// Independent running sums in the statistics' loops (see `sum_in_lanes`).
 const STAT_LANES: usize = 8;
 
-/// Σ dy and Σ dy·x̂ (x̂ = (x − mean)·invstd) over one plane, in f64, in lanes as
-/// `sum_in_lanes` (two sums at once).
+/// The gradient a fused ReLU lets through: where its output was positive, as ReLU's backward.
 #[inline(always)]
-fn sum_and_dot_f64(dy: &[f32], x: &[f32], mean: f32, invstd: f32) -> (f64, f64) {
+fn through_relu<const RELU: bool>(dy: f32, output: f32) -> f32 {
+    if !RELU || output > 0.0 { dy } else { 0.0 }
+}
+
+/// Σ g and Σ g·x̂ (x̂ = (x − mean)·invstd, g the gradient through the ReLU when `RELU`, else
+/// `dy`, and `output` unused) over one plane, in f64, in lanes as `sum_in_lanes` (two sums
+/// at once).
+#[inline(always)]
+fn sum_and_dot_f64<const RELU: bool>(dy: &[f32], x: &[f32], output: &[f32], mean: f32, invstd: f32) -> (f64, f64) {
     let (mut sums, mut dots) = ([0.0f64; STAT_LANES], [0.0f64; STAT_LANES]);
-    let (mut dy_chunks, mut x_chunks) = (dy.chunks_exact(STAT_LANES), x.chunks_exact(STAT_LANES));
-    for (g, v) in (&mut dy_chunks).zip(&mut x_chunks) {
+    let chunks = |values| <[f32]>::chunks_exact(values, STAT_LANES);
+    let (mut dy_chunks, mut x_chunks, mut out_chunks) = (chunks(dy), chunks(x), chunks(output));
+    for ((d, v), o) in (&mut dy_chunks).zip(&mut x_chunks).zip(&mut out_chunks) {
         for i in 0..STAT_LANES {
-            sums[i] += g[i] as f64;
-            dots[i] += (g[i] * (v[i] - mean) * invstd) as f64;
+            let g = through_relu::<RELU>(d[i], o[i]);
+            sums[i] += g as f64;
+            dots[i] += (g * (v[i] - mean) * invstd) as f64;
         }
     }
     let (mut sum, mut dot) = (sums.iter().sum::<f64>(), dots.iter().sum::<f64>());
-    for (&g, &v) in dy_chunks.remainder().iter().zip(x_chunks.remainder()) {
+    let rest = dy_chunks.remainder().iter().zip(x_chunks.remainder()).zip(out_chunks.remainder());
+    for ((&d, &v), &o) in rest {
+        let g = through_relu::<RELU>(d, o);
         sum += g as f64;
         dot += (g * (v - mean) * invstd) as f64;
     }
     (sum, dot)
+}
+
+/// One plane of the batch-norm input gradient, from its channel's sums: in training mode
+/// dx = γ·invstd·(g − Σg/m − x̂·Σ(g·x̂)/m) with x̂ = (x − mean)·invstd (the statistics
+/// depend on x), in evaluation mode γ·invstd·g. `g` as in `sum_and_dot_f64`.
+#[inline(always)]
+fn input_grad_plane<const RELU: bool>(
+    grad: &mut [f32],
+    (dy, x, output): (&[f32], &[f32], &[f32]),
+    channel: &ChannelGrad,
+    (mean_sum, mean_dot): (f32, f32),
+) {
+    let ChannelGrad { scale, mean, invstd, training, .. } = *channel;
+    if training {
+        for (((g, &d), &v), &o) in grad.iter_mut().zip(dy).zip(x).zip(output) {
+            let normalized = (v - mean) * invstd;
+            *g = scale * (through_relu::<RELU>(d, o) - mean_sum - normalized * mean_dot);
+        }
+    } else {
+        for ((g, &d), &o) in grad.iter_mut().zip(dy).zip(output) {
+            *g = through_relu::<RELU>(d, o) * scale;
+        }
+    }
+}
+
+/// What one channel's backward needs besides its data (see `input_grad_plane`): `scale` is
+/// γ·invstd, `count` the values per channel (m).
+#[derive(Clone, Copy)]
+struct ChannelGrad {
+    scale: f32,
+    mean: f32,
+    invstd: f32,
+    count: f32,
+    training: bool,
+}
+
+/// One channel's backward: Σg and Σg·x̂ over its planes (dy, x, ReLU output), then its
+/// input gradient into `grads` while that data is still in cache. Returns the two sums.
+#[inline(always)]
+fn channel_backward<'a, const RELU: bool>(
+    grads: &mut [&mut [f32]],
+    planes: impl Iterator<Item = (&'a [f32], &'a [f32], &'a [f32])> + Clone,
+    channel: ChannelGrad,
+) -> (f32, f32) {
+    let (mut sum, mut dot) = (0.0f64, 0.0f64);
+    for (dy, x, output) in planes.clone() {
+        let (s, d) = sum_and_dot_f64::<RELU>(dy, x, output, channel.mean, channel.invstd);
+        (sum, dot) = (sum + s, dot + d);
+    }
+    let (sum, dot) = (sum as f32, dot as f32);
+    let (mean_sum, mean_dot) = (sum / channel.count, dot / channel.count);
+    for (grad, inputs) in grads.iter_mut().zip(planes) {
+        input_grad_plane::<RELU>(grad, inputs, &channel, (mean_sum, mean_dot));
+    }
+    (sum, dot)
+}
+
+/// `(x − center)·scale + shift` over one plane, then max(·, 0) when `relu`.
+#[inline(always)]
+fn affine_plane(out: &mut [f32], x: &[f32], (center, scale, shift): (f32, f32, f32), relu: bool) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = (x - center) * scale + shift;
+    }
+    if relu {
+        out.iter_mut().for_each(|o| *o = o.max(0.0));
+    }
 }
 
 /// The per-channel scalar of `t` (a `[C]` tensor on the CPU), or `default` without one.
@@ -269,29 +359,8 @@ impl Tensor {
         (self.shape[1], self.shape[2] * self.shape[3])
     }
 
-    /// `(x − center[c])·scale[c] + shift[c]` over every plane, in parallel; then max(·, 0)
-    /// when `relu`.
-    fn cpu_per_channel_affine(&self, center: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Tensor {
-        let (channels, plane) = self.nchw();
-        let mut out = vec![0.0f32; self.len()];
-        out.par_chunks_mut(plane)
-            .zip(self.cpu_values().par_chunks(plane))
-            .enumerate()
-            .with_min_len(rows_per_task(plane, 4096))
-            .for_each(|(i, (out, x))| {
-                let c = i % channels;
-                let (center, scale, shift) = (center[c], scale[c], shift[c]);
-                for (o, &x) in out.iter_mut().zip(x) {
-                    *o = (x - center) * scale + shift;
-                }
-                if relu {
-                    out.iter_mut().for_each(|o| *o = o.max(0.0));
-                }
-            });
-        Tensor::cpu_f32(out, self.shape.clone())
-    }
-
-    /// (x − mean)·invstd·γ + β with saved statistics, as one pass (and the ReLU, when `relu`).
+    /// (x − mean)·invstd·γ + β with saved statistics, as one pass (and the ReLU, when `relu`),
+    /// in parallel over the planes.
     fn cpu_normalize(
         &self,
         saved: &BatchNormSaved,
@@ -299,13 +368,23 @@ impl Tensor {
         bias: Option<&Tensor>,
         relu: bool,
     ) -> Tensor {
-        let channels = self.shape[1];
+        let (channels, plane) = self.nchw();
         let (gamma, beta) = (per_channel_values(weight, channels, 1.0), per_channel_values(bias, channels, 0.0));
         let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
-        let scale: Vec<f32> = (0..channels).map(|c| invstd[c] * gamma[c]).collect();
-        self.cpu_per_channel_affine(mean, &scale, &beta, relu)
+        let mut out = vec![0.0f32; self.len()];
+        out.par_chunks_mut(plane)
+            .zip(self.cpu_values().par_chunks(plane))
+            .enumerate()
+            .with_min_len(rows_per_task(plane, 4096))
+            .for_each(|(i, (out, x))| {
+                let c = i % channels;
+                widest_simd!(affine_plane(out, x, (mean[c], invstd[c] * gamma[c], beta[c]), relu))
+            });
+        Tensor::cpu_f32(out, self.shape.clone())
     }
 
+    /// The training forward, one task per channel: its statistics, then its output while
+    /// the channel's input is still in cache.
     fn cpu_batch_norm_train(
         &self,
         weight: Option<&Tensor>,
@@ -315,35 +394,46 @@ impl Tensor {
         config: &BatchNormConfig,
     ) -> (Tensor, BatchNormSaved) {
         let (channels, plane) = self.nchw();
+        let (gamma, beta) = (per_channel_values(weight, channels, 1.0), per_channel_values(bias, channels, 0.0));
         let x = self.cpu_values();
         let count = (self.len() / channels) as f64;
+        let mut out = vec![0.0f32; self.len()];
+        let mut out_planes = planes_by_channel_mut(&mut out, channels, plane);
         // Two passes per channel (mean, then squared deviations) keep the variance accurate
         // when the mean is large against the spread.
-        let stats: Vec<(f32, f32)> = (0..channels)
-            .into_par_iter()
-            .map(|c| {
+        let stats: Vec<(f32, f32, f32)> = out_planes
+            .par_iter_mut()
+            .enumerate()
+            .map(|(c, outputs)| {
                 widest_simd!({
-                    let sum: f64 = channel_runs(x, channels, plane, c)
-                        .map(|run| sum_in_lanes::<f64, STAT_LANES>(run, f64::from))
-                        .sum();
+                    let mut sum = 0.0;
+                    for run in channel_runs(x, channels, plane, c) {
+                        sum += sum_in_lanes::<f64, STAT_LANES>(run, f64::from);
+                    }
                     let mean = sum / count;
-                    let squares: f64 = channel_runs(x, channels, plane, c)
-                        .map(|run| sum_in_lanes::<f64, STAT_LANES>(run, |v| (f64::from(v) - mean).powi(2)))
-                        .sum();
-                    (mean as f32, (squares / count) as f32)
+                    let mut squares = 0.0;
+                    for run in channel_runs(x, channels, plane, c) {
+                        squares += sum_in_lanes::<f64, STAT_LANES>(run, |v| (f64::from(v) - mean).powi(2));
+                    }
+                    let (mean, var) = (mean as f32, (squares / count) as f32);
+                    let invstd = 1.0 / (var + config.eps).sqrt();
+                    let affine = (mean, invstd * gamma[c], beta[c]);
+                    for (out, x) in outputs.iter_mut().zip(channel_runs(x, channels, plane, c)) {
+                        affine_plane(out, x, affine, config.relu);
+                    }
+                    (mean, var, invstd)
                 })
             })
             .collect();
-        let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
-        let var: Vec<f32> = stats.iter().map(|s| s.1).collect();
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + config.eps).sqrt()).collect();
-        let mut saved = BatchNormSaved {
+        drop(out_planes);
+        let column = |pick: fn(&(f32, f32, f32)) -> f32| stats.iter().map(pick).collect::<Vec<f32>>();
+        let (mean, var) = (column(|s| s.0), column(|s| s.1));
+        let output = Tensor::cpu_f32(out, self.shape.clone());
+        let saved = BatchNormSaved {
             mean: Tensor::cpu_f32(mean.clone(), vec![channels]),
-            invstd: Tensor::cpu_f32(invstd, vec![channels]),
-            relu_output: None,
+            invstd: Tensor::cpu_f32(column(|s| s.2), vec![channels]),
+            relu_output: config.relu.then(|| output.clone()),
         };
-        let output = self.cpu_normalize(&saved, weight, bias, config.relu);
-        saved.relu_output = config.relu.then(|| output.clone());
         let (m, unbias) = (config.momentum, (count / (count - 1.0)) as f32);
         let blend = |running: &Tensor, batch: &[f32]| {
             let values = running.cpu_values().iter().zip(batch).map(|(r, b)| r * (1.0 - m) + b * m).collect();
@@ -354,6 +444,8 @@ impl Tensor {
         (output, saved)
     }
 
+    /// The backward, one task per channel: Σg and Σg·x̂, then the channel's input gradient
+    /// while its data is still in cache, the fused ReLU's mask applied inline.
     fn cpu_batch_norm_backward(
         &self,
         input: &Tensor,
@@ -363,51 +455,32 @@ impl Tensor {
         training: bool,
     ) -> Result<BatchNormGrads> {
         let (channels, plane) = input.nchw();
-        // Through a fused ReLU, the gradient passes only where its output was positive.
-        let masked = saved.relu_output.as_ref().map(|output| self.relu_backward(output)).transpose()?;
-        let grad_tensor = masked.as_ref().unwrap_or(self);
-        let (dy, x) = (grad_tensor.cpu_values(), input.cpu_values());
+        let (dy, x) = (self.cpu_values(), input.cpu_values());
         let (mean, invstd) = (saved.mean.cpu_values(), saved.invstd.cpu_values());
-        // Σdy and Σdy·x̂ per channel.
-        let sums: Vec<(f32, f32)> = (0..channels)
-            .into_par_iter()
-            .map(|c| {
-                let runs = channel_runs(dy, channels, plane, c).zip(channel_runs(x, channels, plane, c));
-                let (sum, dot) = widest_simd!(runs.fold((0.0f64, 0.0f64), |(sum, dot), (g, v)| {
-                    let (s, d) = sum_and_dot_f64(g, v, mean[c], invstd[c]);
-                    (sum + s, dot + d)
-                }));
-                (sum as f32, dot as f32)
-            })
-            .collect();
+        // Without a ReLU the mask is never read: any plane-shaped data stands in for it.
+        let output = saved.relu_output.as_ref().map_or(dy, |o| o.cpu_values());
         let gamma = per_channel_values(weight, channels, 1.0);
         let count = (input.len() / channels) as f32;
-        let input_grad = if training {
-            // dx = γ·invstd·(dy − Σdy/m − x̂·Σ(dy·x̂)/m), with x̂ = (x − mean)·invstd.
-            let mut grad = vec![0.0f32; input.len()];
-            grad.par_chunks_mut(plane)
-                .zip(dy.par_chunks(plane).zip(x.par_chunks(plane)))
-                .enumerate()
-                .with_min_len(rows_per_task(plane, 4096))
-                .for_each(|(i, (grad, (dy, x)))| {
-                    let c = i % channels;
-                    let (sum, dot) = sums[c];
-                    let scale = gamma[c] * invstd[c];
-                    let (mean_dy, mean_dot) = (sum / count, dot / count);
-                    for ((g, &d), &v) in grad.iter_mut().zip(dy).zip(x) {
-                        let normalized = (v - mean[c]) * invstd[c];
-                        *g = scale * (d - mean_dy - normalized * mean_dot);
-                    }
-                });
-            Tensor::cpu_f32(grad, input.shape.clone())
-        } else {
-            let scale: Vec<f32> = (0..channels).map(|c| gamma[c] * invstd[c]).collect();
-            let zeros = vec![0.0; channels];
-            grad_tensor.cpu_per_channel_affine(&zeros, &scale, &zeros, false)
-        };
+        let mut grad = vec![0.0f32; input.len()];
+        let mut grad_planes = planes_by_channel_mut(&mut grad, channels, plane);
+        let sums: Vec<(f32, f32)> = grad_planes
+            .par_iter_mut()
+            .enumerate()
+            .map(|(c, grads)| {
+                let run = |data| channel_runs(data, channels, plane, c);
+                let planes = run(dy).zip(run(x)).zip(run(output)).map(|((d, v), o)| (d, v, o));
+                let channel =
+                    ChannelGrad { scale: gamma[c] * invstd[c], mean: mean[c], invstd: invstd[c], count, training };
+                match saved.relu_output {
+                    Some(_) => widest_simd!(channel_backward::<true>(grads, planes, channel)),
+                    None => widest_simd!(channel_backward::<false>(grads, planes, channel)),
+                }
+            })
+            .collect();
+        drop(grad_planes);
         let column = |pick: fn(&(f32, f32)) -> f32| Tensor::cpu_f32(sums.iter().map(pick).collect(), vec![channels]);
         Ok(BatchNormGrads {
-            input: input_grad,
+            input: Tensor::cpu_f32(grad, input.shape.clone()),
             weight: weight.map(|_| column(|s| s.1)),
             bias: has_bias.then(|| column(|s| s.0)),
         })
