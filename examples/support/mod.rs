@@ -47,7 +47,11 @@ impl Options {
     /// Reads the command line. Without `--data`, the dataset's usual directory under
     /// `$KILN_DATA_DIR`.
     /// `--help` prints the usage and exits.
+    /// Call it first thing in `main`: it also quiets a headless machine's Vulkan start
+    /// ([`kiln::wgsl::quiet_headless_vulkan`]), before any other thread runs.
     pub fn from_args(tutorial: Tutorial) -> Result<Options, Error> {
+        // SAFETY: the examples call this first in main, before any other thread exists.
+        unsafe { kiln::wgsl::quiet_headless_vulkan() };
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.iter().any(|a| a == "--help" || a == "-h") {
             println!("{}", usage(tutorial));

@@ -18,6 +18,8 @@ use kiln_wgsl::{AdapterPreference, GpuContext};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { kiln_wgsl::quiet_headless_vulkan() };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("adapter") => adapter(),

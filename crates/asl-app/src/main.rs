@@ -166,6 +166,8 @@ fn device_choice(arg: DeviceArg) -> DeviceChoice {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { kiln::wgsl::quiet_headless_vulkan() };
     let cli = Cli::parse();
     let result = match cli.command {
         None => train(cli.train),

@@ -212,3 +212,26 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert!(message.contains("the training loss became") && message.contains("learning rate"), "{message}");
     assert!(std::fs::read(good.out.join(asl_app::CHECKPOINT)).unwrap() == saved, "the good checkpoint was replaced");
 }
+
+/// On a machine without a desktop (no XDG_RUNTIME_DIR), starting Vulkan printed two
+/// `error: XDG_RUNTIME_DIR is invalid …` lines from Mesa's device-selection layer before the
+/// first line of asl-app's own; a short GPU run now starts quietly.
+#[test]
+fn a_headless_start_is_quiet() {
+    if context_or_skip("asl-app quiet start").is_none() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("asl-app-quiet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_asl-app"))
+        .args(["train", "--model", "mlp", "--epochs", "1", "--limit", "64", "--device", "gpu", "--out"])
+        .arg(&out)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "asl-app failed: {stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "a noisy start: {stderr}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -128,6 +128,28 @@ pub(crate) fn choose(instance: &wgpu::Instance, preference: &AdapterPreference) 
     }
 }
 
+/// Silences the two `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`
+/// lines a headless Linux machine (a server, a container, CI) prints when Vulkan starts.
+/// They come from Mesa's implicit device-selection layer (`VK_LAYER_MESA_device_select`),
+/// which asks Wayland for the desktop's GPU even where no desktop runs; without
+/// `XDG_RUNTIME_DIR` there is none to ask, so this turns that layer off
+/// (`NODEVICE_SELECT=1`, its own switch) and leaves Kiln's adapter choice as it was. With
+/// `XDG_RUNTIME_DIR` set, or `NODEVICE_SELECT` already chosen by the user, it does nothing.
+///
+/// # Safety
+/// It writes the process environment, so call it first thing in `main`, before any other
+/// thread runs: no thread may read or write the environment meanwhile.
+pub unsafe fn quiet_headless_vulkan() {
+    const LAYER_SWITCH: &str = "NODEVICE_SELECT";
+    if cfg!(target_os = "linux")
+        && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os(LAYER_SWITCH).is_none()
+    {
+        // SAFETY: as the caller promises, no other thread touches the environment.
+        unsafe { std::env::set_var(LAYER_SWITCH, "1") };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
