@@ -100,6 +100,53 @@ pub(crate) mod test_support {
         }
     }
 
+    /// Sums of f32 terms kept exactly enough (f64) to judge an f32 kernel by the rounding its
+    /// additions cause: an f32 reference is itself off by that much, and once failed a correct
+    /// kernel (a weight gradient of 165 terms, 9e-6 off the truth where the kernel was 2e-6).
+    pub struct Sums {
+        value: Vec<f64>,
+        magnitude: Vec<f64>,
+        partials_squared: Vec<f64>,
+    }
+
+    impl Sums {
+        pub fn zeros(len: usize) -> Self {
+            Sums { value: vec![0.0; len], magnitude: vec![0.0; len], partials_squared: vec![0.0; len] }
+        }
+
+        pub fn add(&mut self, i: usize, term: f64) {
+            self.value[i] += term;
+            self.magnitude[i] += term.abs();
+            self.partials_squared[i] += self.value[i] * self.value[i];
+        }
+
+        /// Applies a function that moves no two values further apart than they were (ReLU).
+        pub fn map_contracting(&mut self, f: impl Fn(f64) -> f64) {
+            self.value.iter_mut().for_each(|v| *v = f(*v));
+        }
+
+        /// Each element within ε·(Σ|tᵢ| + 4·√ΣSₖ²) of its exact sum. To first order an f32
+        /// sum is off by Σδₖ·Sₖ, each addition rounding its partial sum Sₖ by |δₖ| ≤ ε, plus
+        /// at most ε·Σ|tᵢ| from rounding the products. The worst case, ε·Σ|Sₖ|, exceeds the
+        /// sum itself for long sums; taking the δₖ as independent (spread ε·√(ΣSₖ²/3)) and
+        /// allowing 7 spreads keeps one missing term of a long sum visible. The partial sums
+        /// are those of the reference's order, which for random terms are as large as any
+        /// other order's.
+        pub fn assert_matches(&self, got: &[f32]) {
+            assert_eq!(got.len(), self.value.len(), "length");
+            let epsilon = f64::from(f32::EPSILON);
+            for (i, &g) in got.iter().enumerate() {
+                let bound = epsilon * (self.magnitude[i] + 4.0 * self.partials_squared[i].sqrt());
+                let error = (f64::from(g) - self.value[i]).abs();
+                assert!(
+                    error <= bound,
+                    "element {i}: got {g}, want {} (exact), {error:e} off where rounding allows {bound:e}",
+                    self.value[i]
+                );
+            }
+        }
+    }
+
     /// Dimensions including the awkward ones: 1, primes, and sizes just past a workgroup.
     pub fn dim() -> impl Strategy<Value = usize> {
         prop_oneof![1..=9usize, Just(13usize), Just(31), Just(67), Just(257)]
