@@ -5,6 +5,7 @@ use std::ops::Range;
 use kiln_wgsl::kernels::matmul::{MatmulShape, matmul, matmul_sum};
 use rayon::prelude::*;
 
+use super::row_dots;
 use crate::profile;
 use crate::{DType, Device, Result, Tensor, TensorError};
 
@@ -302,6 +303,12 @@ unsafe fn gemm_tile(
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
     assert!(rows.end <= s.m && columns.end <= s.n, "a tile of the product");
     assert!(a.len() >= s.m * s.k && b.len() >= s.k * s.n, "operands sized by the caller");
+    if !s.trans_a && s.trans_b {
+        // SAFETY: A and B are whole (asserted above) and row-major, the output the caller's.
+        if unsafe { row_dots::try_product(out, s.n, a, b, s.k, rows.clone(), columns.clone(), accumulate) } {
+            return;
+        }
+    }
     let (a, b) = (&a[rows.start * a_rs..], &b[columns.start * b_cs..]);
     // SAFETY: with the strides above, op(A)'s rows `rows` reach at most element
     // (rows.end−1)·a_rs + (k−1)·a_cs < m·k of the full `a`, below the end of the slice

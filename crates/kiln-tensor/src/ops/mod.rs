@@ -49,6 +49,7 @@ mod matmul;
 mod optimizer;
 mod pool;
 mod reduce;
+mod row_dots;
 mod softmax;
 
 pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
