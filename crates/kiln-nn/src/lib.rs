@@ -1,6 +1,7 @@
 //! Modules in the shape of `torch.nn`: a [`Module`] trait (forward, named parameters and
-//! buffers, train/eval, moving to a device), [`Sequential`], the layers the tutorial models
-//! use, [`CrossEntropyLoss`], and PyTorch's default initialisation, seeded.
+//! buffers, train/eval, moving to a device, printing, all walked through each module's
+//! children), [`Sequential`], the layers the tutorial models use, [`CrossEntropyLoss`], and
+//! PyTorch's default initialisation, seeded.
 //!
 //! ```
 //! use kiln_autograd::Var;
@@ -16,6 +17,40 @@
 //! let logits = model.forward(&Var::constant(Tensor::zeros(&[32, 1, 28, 28], &Device::Cpu)?))?;
 //! assert_eq!(logits.value().shape(), &[32, 24]);
 //! assert_eq!(model.parameters()[0].0, "1.weight"); // PyTorch's state-dict names
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A module of your own declares its children once, with [`children!`]; its parameters and
+//! buffers under PyTorch's dotted names, train/eval, moving to a device (buffers included),
+//! random streams, loading and printing all follow from that. A residual block
+//! ([`models::BasicBlock`] is the fuller one, with a projection shortcut):
+//!
+//! ```
+//! use kiln_autograd::Var;
+//! use kiln_nn::{BatchNorm2d, Conv2d, Module, Result, Seeds};
+//!
+//! /// relu(bn(conv(x)) + x)
+//! struct Residual {
+//!     conv: Conv2d,
+//!     bn: BatchNorm2d,
+//! }
+//!
+//! impl Module for Residual {
+//!     kiln_nn::children!(conv, bn);
+//!
+//!     fn forward(&mut self, x: &Var) -> Result<Var> {
+//!         let y = self.bn.forward(&self.conv.forward(x)?)?;
+//!         Ok(y.add(x)?.relu()?)
+//!     }
+//! }
+//! # fn main() -> Result<()> {
+//! let seeds = &mut Seeds::new(0);
+//! let mut block = Residual { conv: Conv2d::new(8, 8, 3, seeds)?.padding(1), bn: BatchNorm2d::new(8)? };
+//! let names: Vec<String> = block.parameters().into_iter().map(|(name, _)| name).collect();
+//! assert_eq!(names, ["conv.weight", "conv.bias", "bn.weight", "bn.bias"]);
+//! block.eval(); // the batch norm inside now uses its running statistics
+//! assert!(block.describe().starts_with("Residual(\n  (conv): Conv2d(8, 8, kernel_size=(3, 3)"));
 //! # Ok(())
 //! # }
 //! ```
@@ -54,3 +89,16 @@ pub enum NnError {
 }
 
 pub type Result<T, E = NnError> = std::result::Result<T, E>;
+
+/// A setting as Python's `repr` of a float prints it, for printing modules as PyTorch does:
+/// `0.1`, `1.0`, `1e-05` (scientific below 1e-4, with at least two exponent digits).
+fn python_float(value: f32) -> String {
+    if value != 0.0 && value.abs() < 1e-4 {
+        let scientific = format!("{value:e}");
+        let (mantissa, exponent) = scientific.split_once('e').expect("{:e} writes an exponent");
+        let (sign, digits) = exponent.strip_prefix('-').map_or(("+", exponent), |d| ("-", d));
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    let plain = value.to_string();
+    if plain.contains('.') { plain } else { format!("{plain}.0") }
+}

@@ -1,6 +1,9 @@
-//! The tutorials' models, layer for layer as their notebooks define them.
+//! The tutorials' models, layer for layer as their notebooks define them, and the residual
+//! block of the CIFAR-10 ResNets that PyTorch tutorials build.
 
-use crate::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Result, Seeds, Sequential};
+use kiln_autograd::Var;
+
+use crate::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Result, Seeds, Sequential};
 
 /// NVIDIA DLI's American Sign Language MLP: 784 → 512 → 512 → 24 with ReLUs.
 pub fn asl_mlp(seeds: &mut Seeds) -> Result<Sequential> {
@@ -94,4 +97,45 @@ pub fn cifar10_lenet(seeds: &mut Seeds) -> Result<Sequential> {
         .add(Linear::new(120, 84, seeds)?)
         .add(ReLU)
         .add(Linear::new(84, 10, seeds)?))
+}
+
+/// A residual block as the CIFAR-10 ResNets of PyTorch tutorials write it:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, with 3×3 convolutions without bias,
+/// and as shortcut a 1×1 convolution with batch norm where the block changes the image size
+/// or the channels, else the identity (an empty `Sequential`, as PyTorch's `nn.Sequential()`).
+/// Written as a user's module is: its fields, [`crate::children!`], `forward`. Its state dict
+/// has PyTorch's keys (`conv1.weight`, `bn1.running_mean`, `shortcut.0.weight`, …).
+pub struct BasicBlock {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub shortcut: Sequential,
+}
+
+impl BasicBlock {
+    pub fn new(inputs: usize, outputs: usize, stride: usize, seeds: &mut Seeds) -> Result<Self> {
+        let conv = |inputs, kernel, seeds: &mut Seeds| -> Result<Conv2d> {
+            Ok(Conv2d::new(inputs, outputs, kernel, seeds)?.without_bias())
+        };
+        let conv1 = conv(inputs, 3, seeds)?.stride(stride).padding(1);
+        let conv2 = conv(outputs, 3, seeds)?.padding(1);
+        let shortcut = if stride == 1 && inputs == outputs {
+            Sequential::new()
+        } else {
+            Sequential::new().add(conv(inputs, 1, seeds)?.stride(stride)).add(BatchNorm2d::new(outputs)?)
+        };
+        let (bn1, bn2) = (BatchNorm2d::new(outputs)?, BatchNorm2d::new(outputs)?);
+        Ok(Self { conv1, bn1, conv2, bn2, shortcut })
+    }
+}
+
+impl Module for BasicBlock {
+    crate::children!(conv1, bn1, conv2, bn2, shortcut);
+
+    fn forward(&mut self, x: &Var) -> Result<Var> {
+        let y = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let y = self.bn2.forward(&self.conv2.forward(&y)?)?;
+        Ok(y.add(&self.shortcut.forward(x)?)?.relu()?)
+    }
 }

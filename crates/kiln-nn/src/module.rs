@@ -35,48 +35,140 @@ pub trait Module: Send {
         None
     }
 
-    /// One line naming the layer and its settings, as PyTorch prints a module:
-    /// `Linear(in_features=784, out_features=512, bias=True)`. Containers print their
-    /// children below it. By default the type's name.
-    fn describe(&self) -> String {
-        let path = std::any::type_name_of_val(self);
-        let name = path.split('<').next().unwrap_or(path);
-        format!("{}()", name.rsplit("::").next().unwrap_or(name))
-    }
-
-    /// Trainable parameters with their state-dict names ("weight", "0.bias", …).
-    fn parameters(&self) -> Vec<(String, Var)> {
+    /// The modules this one holds, by the names PyTorch gives them (a field's name, or "0",
+    /// "1", … in a [`Sequential`]), as `named_children()`. Declare them once with
+    /// [`crate::children!`]; every method below that walks a model (parameters, buffers,
+    /// train/eval, moving to a device, random streams, printing) follows them.
+    fn children(&self) -> Vec<(String, &dyn Module)> {
         Vec::new()
     }
 
-    /// Non-trainable state with its state-dict names (batch norm's running statistics).
-    fn buffers(&self) -> Vec<(String, Tensor)> {
+    /// [`Module::children`], to change.
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
         Vec::new()
     }
 
-    /// Replaces the buffer `name` (as `buffers` names it) when loading a checkpoint.
-    fn set_buffer(&mut self, name: &str, _value: Tensor) -> Result<()> {
+    /// The trainable parameters this module holds itself, not through its children
+    /// ("weight", "bias").
+    fn local_parameters(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
+    /// The non-trainable state this module holds itself (batch norm's running statistics).
+    fn local_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Replaces this module's own buffer `name` (as `local_buffers` names it).
+    fn set_local_buffer(&mut self, name: &str, _value: Tensor) -> Result<()> {
         Err(NnError::Checkpoint(format!("no buffer named '{name}'")))
     }
 
-    /// Positions of the random streams the module draws from as it runs (dropout's call
-    /// count), by name: not part of the state dict (PyTorch has no such entries), but what a
-    /// resumed run needs to draw the same masks as an uninterrupted one.
-    fn random_state(&self) -> Vec<(String, u64)> {
+    /// Positions of the random streams this module draws from itself (dropout's call count):
+    /// not part of the state dict (PyTorch has no such entries), but what a resumed run needs
+    /// to draw the same masks as an uninterrupted one.
+    fn local_random_state(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 
-    /// Restores a position that `random_state` reported.
-    fn set_random_state(&mut self, name: &str, _position: u64) -> Result<()> {
+    /// Restores a position that `local_random_state` reported.
+    fn set_local_random_state(&mut self, name: &str, _position: u64) -> Result<()> {
         Err(NnError::Checkpoint(format!("no random stream named '{name}'")))
     }
 
-    /// Switches between training and evaluation behaviour (dropout, batch norm).
-    fn set_training(&mut self, _training: bool) {}
+    /// Switches this module's own training behaviour (dropout, batch norm); its children are
+    /// switched by [`Module::set_training`].
+    fn set_local_training(&mut self, _training: bool) {}
 
-    /// Moves every parameter and buffer to `device`.
+    /// The settings printed between the parentheses, as PyTorch's `extra_repr()`:
+    /// `in_features=784, out_features=512, bias=True`.
+    fn extra_repr(&self) -> String {
+        String::new()
+    }
+
+    /// The module as PyTorch prints it: the type's name, then `extra_repr` and the children
+    /// (`  (name): child`, nested ones indented further) in parentheses.
+    fn describe(&self) -> String {
+        let path = std::any::type_name_of_val(self);
+        let path = path.split('<').next().unwrap_or(path);
+        let name = path.rsplit("::").next().unwrap_or(path);
+        let extra = self.extra_repr();
+        let children: Vec<String> = self
+            .children()
+            .into_iter()
+            .map(|(child_name, child)| format!("({child_name}): {}", child.describe().replace('\n', "\n  ")))
+            .collect();
+        if children.is_empty() && !extra.contains('\n') {
+            return format!("{name}({extra})");
+        }
+        let lines: Vec<&str> = extra.lines().chain(children.iter().map(String::as_str)).collect();
+        format!("{name}(\n  {}\n)", lines.join("\n  "))
+    }
+
+    /// Every trainable parameter, its own and its children's, by its state-dict name
+    /// ("weight", "0.bias", "layer1.0.conv1.weight"), as `named_parameters()`.
+    fn parameters(&self) -> Vec<(String, Var)> {
+        let mut all = self.local_parameters();
+        for (name, child) in self.children() {
+            all.extend(prefixed(&name, child.parameters()));
+        }
+        all
+    }
+
+    /// Every buffer, its own and its children's, by its state-dict name, as `named_buffers()`.
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        let mut all = self.local_buffers();
+        for (name, child) in self.children() {
+            all.extend(prefixed(&name, child.buffers()));
+        }
+        all
+    }
+
+    /// Replaces the buffer `name` (as `buffers` names it) when loading a checkpoint.
+    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
+        match child_for(self, name) {
+            Some((child, rest)) => child.set_buffer(rest, value),
+            None => self.set_local_buffer(name, value),
+        }
+    }
+
+    /// The positions of every random stream, its own and its children's, by name.
+    fn random_state(&self) -> Vec<(String, u64)> {
+        let mut all = self.local_random_state();
+        for (name, child) in self.children() {
+            all.extend(prefixed(&name, child.random_state()));
+        }
+        all
+    }
+
+    /// Restores a position that `random_state` reported.
+    fn set_random_state(&mut self, name: &str, position: u64) -> Result<()> {
+        match child_for(self, name) {
+            Some((child, rest)) => child.set_random_state(rest, position),
+            None => self.set_local_random_state(name, position),
+        }
+    }
+
+    /// Switches this module and every module below it between training and evaluation
+    /// behaviour (dropout, batch norm).
+    fn set_training(&mut self, training: bool) {
+        self.set_local_training(training);
+        for (_, child) in self.children_mut() {
+            child.set_training(training);
+        }
+    }
+
+    /// Moves every parameter and buffer, this module's and its children's, to `device`.
+    /// Parameters move in place, so an optimizer made before the move still updates them.
     fn to_device(&mut self, device: &Device) -> Result<()> {
-        move_parameters(&self.parameters(), device)
+        move_parameters(&self.local_parameters(), device)?;
+        for (name, buffer) in self.local_buffers() {
+            self.set_local_buffer(&name, buffer.to(device)?)?;
+        }
+        for (_, child) in self.children_mut() {
+            child.to_device(device)?;
+        }
+        Ok(())
     }
 
     /// Parameters and buffers by their PyTorch names, on the CPU, as `model.state_dict()`.
@@ -138,7 +230,7 @@ pub trait Module: Send {
 
 /// Moves parameters' values to `device` in place, keeping the parameters themselves (so an
 /// optimizer made before the move still updates them).
-pub(crate) fn move_parameters(parameters: &[(String, Var)], device: &Device) -> Result<()> {
+fn move_parameters(parameters: &[(String, Var)], device: &Device) -> Result<()> {
     for (_, p) in parameters {
         p.update(|t| {
             *t = t.to(device)?;
@@ -147,6 +239,34 @@ pub(crate) fn move_parameters(parameters: &[(String, Var)], device: &Device) -> 
         p.zero_grad();
     }
     Ok(())
+}
+
+/// Names under a child's name: "weight" of child "conv1" is "conv1.weight".
+fn prefixed<T>(prefix: &str, named: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
+    named.into_iter().map(move |(name, item)| (format!("{prefix}.{name}"), item))
+}
+
+/// The child a dotted name ("3.running_mean", "shortcut.1.running_var") belongs to, and the
+/// rest of the name; `None` for a name of the module's own.
+fn child_for<'a, 'm, M: Module + ?Sized>(module: &'m mut M, name: &'a str) -> Option<(&'m mut dyn Module, &'a str)> {
+    let (first, rest) = name.split_once('.')?;
+    module.children_mut().into_iter().find(|(child, _)| child == first).map(|(_, child)| (child, rest))
+}
+
+/// Declares a module's children, by field, for [`Module::children`] and
+/// [`Module::children_mut`]: write `kiln_nn::children!(conv1, bn1, shortcut);` inside
+/// `impl Module for …`. Each field's name is its state-dict prefix, as in PyTorch.
+#[macro_export]
+macro_rules! children {
+    ($($field:ident),* $(,)?) => {
+        fn children(&self) -> ::std::vec::Vec<(::std::string::String, &dyn $crate::Module)> {
+            ::std::vec![$((::std::string::String::from(stringify!($field)), &self.$field as &dyn $crate::Module)),*]
+        }
+
+        fn children_mut(&mut self) -> ::std::vec::Vec<(::std::string::String, &mut dyn $crate::Module)> {
+            ::std::vec![$((::std::string::String::from(stringify!($field)), &mut self.$field as &mut dyn $crate::Module)),*]
+        }
+    };
 }
 
 /// Modules applied one after another, named "0", "1", … as `torch.nn.Sequential`.
@@ -202,16 +322,6 @@ impl Sequential {
     pub fn iter(&self) -> impl Iterator<Item = &dyn Module> {
         self.layers.iter().map(|layer| layer.as_ref())
     }
-
-    /// The layer a prefixed name ("3.running_mean") belongs to, and the rest of the name.
-    fn layer_for<'a>(&mut self, name: &'a str) -> Option<(&mut Box<dyn Module>, &'a str)> {
-        let (index, rest) = name.split_once('.')?;
-        Some((self.layers.get_mut(index.parse::<usize>().ok()?)?, rest))
-    }
-}
-
-fn prefixed<T>(index: usize, named: Vec<(String, T)>) -> impl Iterator<Item = (String, T)> {
-    named.into_iter().map(move |(name, item)| (format!("{index}.{name}"), item))
 }
 
 impl Module for Sequential {
@@ -242,51 +352,15 @@ impl Module for Sequential {
         Ok(x)
     }
 
-    /// PyTorch's layout: `Sequential(`, then `  (i): layer` per layer (nested containers
-    /// indented further), then `)`.
-    fn describe(&self) -> String {
-        let mut text = String::from("Sequential(\n");
-        for (i, layer) in self.layers.iter().enumerate() {
-            let described = layer.describe().replace('\n', "\n  ");
-            text.push_str(&format!("  ({i}): {described}\n"));
-        }
-        text.push(')');
-        text
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        self.layers.iter().enumerate().map(|(i, layer)| (i.to_string(), layer.as_ref())).collect()
     }
 
-    fn parameters(&self) -> Vec<(String, Var)> {
-        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.parameters())).collect()
-    }
-
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.buffers())).collect()
-    }
-
-    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
-        match self.layer_for(name) {
-            Some((layer, rest)) => layer.set_buffer(rest, value),
-            None => Err(NnError::Checkpoint(format!("no buffer named '{name}'"))),
-        }
-    }
-
-    fn random_state(&self) -> Vec<(String, u64)> {
-        self.layers.iter().enumerate().flat_map(|(i, layer)| prefixed(i, layer.random_state())).collect()
-    }
-
-    fn set_random_state(&mut self, name: &str, position: u64) -> Result<()> {
-        match self.layer_for(name) {
-            Some((layer, rest)) => layer.set_random_state(rest, position),
-            None => Err(NnError::Checkpoint(format!("no random stream named '{name}'"))),
-        }
-    }
-
-    fn set_training(&mut self, training: bool) {
-        for layer in &mut self.layers {
-            layer.set_training(training);
-        }
-    }
-
-    fn to_device(&mut self, device: &Device) -> Result<()> {
-        self.layers.iter_mut().try_for_each(|layer| layer.to_device(device))
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, layer)| (i.to_string(), layer.as_mut() as &mut dyn Module))
+            .collect()
     }
 }

@@ -28,6 +28,10 @@ impl Flatten {
 }
 
 impl Module for Flatten {
+    fn extra_repr(&self) -> String {
+        "start_dim=1, end_dim=-1".into()
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.flatten(1)?)
     }
@@ -39,6 +43,11 @@ impl Module for Flatten {
 pub struct Softmax;
 
 impl Module for Softmax {
+    /// Over the last axis, which is PyTorch's `dim=1` for a batch of logits.
+    fn extra_repr(&self) -> String {
+        "dim=-1".into()
+    }
+
     fn forward(&mut self, input: &Var) -> Result<Var> {
         if input.requires_grad() && kiln_autograd::is_grad_enabled() {
             return Err(NnError::Invalid(

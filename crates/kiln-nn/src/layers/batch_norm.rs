@@ -49,9 +49,10 @@ impl BatchNorm2d {
 }
 
 impl Module for BatchNorm2d {
-    fn describe(&self) -> String {
+    fn extra_repr(&self) -> String {
         let channels = self.weight.value().shape()[0];
-        format!("BatchNorm2d({channels}, eps={:e}, momentum={})", self.config.eps, self.config.momentum)
+        let (eps, momentum) = (crate::python_float(self.config.eps), crate::python_float(self.config.momentum));
+        format!("{channels}, eps={eps}, momentum={momentum}, affine=True, bias=True, track_running_stats=True")
     }
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
@@ -62,12 +63,13 @@ impl Module for BatchNorm2d {
         Some(self.normalize(input, BatchNormConfig { relu: true, ..self.config }))
     }
 
-    fn parameters(&self) -> Vec<(String, Var)> {
+    fn local_parameters(&self) -> Vec<(String, Var)> {
         vec![("weight".into(), self.weight.clone()), ("bias".into(), self.bias.clone())]
     }
 
-    fn buffers(&self) -> Vec<(String, Tensor)> {
-        let tracked = Tensor::from_vec_i32(vec![self.num_batches_tracked as i32], &[], &Device::Cpu)
+    fn local_buffers(&self) -> Vec<(String, Tensor)> {
+        // Kept as a host counter; reported where the statistics are, as PyTorch's buffers move.
+        let tracked = Tensor::from_vec_i32(vec![self.num_batches_tracked as i32], &[], &self.running_mean.device())
             .expect("one value for a rank-0 tensor");
         vec![
             ("running_mean".into(), self.running_mean.clone()),
@@ -76,7 +78,7 @@ impl Module for BatchNorm2d {
         ]
     }
 
-    fn set_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
+    fn set_local_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
         match name {
             "running_mean" => self.running_mean = value,
             "running_var" => self.running_var = value,
@@ -86,14 +88,7 @@ impl Module for BatchNorm2d {
         Ok(())
     }
 
-    fn set_training(&mut self, training: bool) {
+    fn set_local_training(&mut self, training: bool) {
         self.training = training;
-    }
-
-    fn to_device(&mut self, device: &Device) -> Result<()> {
-        crate::module::move_parameters(&self.parameters(), device)?;
-        self.running_mean = self.running_mean.to(device)?;
-        self.running_var = self.running_var.to(device)?;
-        Ok(())
     }
 }

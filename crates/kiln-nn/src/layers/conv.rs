@@ -47,12 +47,12 @@ impl Conv2d {
 }
 
 impl Module for Conv2d {
-    fn describe(&self) -> String {
+    fn extra_repr(&self) -> String {
         let shape = self.weight.value().shape().to_vec();
         let pair = |[a, b]: [usize; 2]| format!("({a}, {b})");
         let g = &self.geometry;
         let mut text = format!(
-            "Conv2d({}, {}, kernel_size={}, stride={}",
+            "{}, {}, kernel_size={}, stride={}",
             shape[1],
             shape[0],
             pair([shape[2], shape[3]]),
@@ -67,7 +67,7 @@ impl Module for Conv2d {
         if self.bias.is_none() {
             text += ", bias=False";
         }
-        text + ")"
+        text
     }
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
@@ -83,7 +83,7 @@ impl Module for Conv2d {
         Some(input.conv2d_relu_max_pool2d(&self.weight, bias, geometry, pool).map_err(Into::into))
     }
 
-    fn parameters(&self) -> Vec<(String, Var)> {
+    fn local_parameters(&self) -> Vec<(String, Var)> {
         std::iter::once(("weight".to_string(), self.weight.clone()))
             .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))
             .collect()

@@ -19,8 +19,8 @@ impl Dropout {
 }
 
 impl Module for Dropout {
-    fn describe(&self) -> String {
-        format!("Dropout(p={})", self.p)
+    fn extra_repr(&self) -> String {
+        format!("p={}, inplace=False", crate::python_float(self.p))
     }
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
@@ -31,11 +31,11 @@ impl Module for Dropout {
         Ok(input.dropout(self.p, random::derive(self.seed, self.calls), true)?)
     }
 
-    fn random_state(&self) -> Vec<(String, u64)> {
+    fn local_random_state(&self) -> Vec<(String, u64)> {
         vec![("calls".into(), self.calls)]
     }
 
-    fn set_random_state(&mut self, name: &str, position: u64) -> Result<()> {
+    fn set_local_random_state(&mut self, name: &str, position: u64) -> Result<()> {
         if name != "calls" {
             return Err(NnError::Checkpoint(format!("no random stream named '{name}'")));
         }
@@ -43,7 +43,7 @@ impl Module for Dropout {
         Ok(())
     }
 
-    fn set_training(&mut self, training: bool) {
+    fn set_local_training(&mut self, training: bool) {
         self.training = training;
     }
 }

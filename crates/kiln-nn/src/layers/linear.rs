@@ -33,10 +33,10 @@ impl Linear {
 }
 
 impl Module for Linear {
-    fn describe(&self) -> String {
+    fn extra_repr(&self) -> String {
         let shape = self.weight.value().shape().to_vec();
         let bias = if self.bias.is_some() { "True" } else { "False" };
-        format!("Linear(in_features={}, out_features={}, bias={bias})", shape[1], shape[0])
+        format!("in_features={}, out_features={}, bias={bias}", shape[1], shape[0])
     }
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
@@ -47,7 +47,7 @@ impl Module for Linear {
         Some(input.linear_relu(&self.weight, self.bias.as_ref()).map_err(Into::into))
     }
 
-    fn parameters(&self) -> Vec<(String, Var)> {
+    fn local_parameters(&self) -> Vec<(String, Var)> {
         std::iter::once(("weight".to_string(), self.weight.clone()))
             .chain(self.bias.iter().map(|b| ("bias".to_string(), b.clone())))
             .collect()

@@ -25,11 +25,11 @@ impl MaxPool2d {
 }
 
 impl Module for MaxPool2d {
-    fn describe(&self) -> String {
+    fn extra_repr(&self) -> String {
         let one_or_pair = |[a, b]: [usize; 2]| if a == b { a.to_string() } else { format!("({a}, {b})") };
         let p = &self.pool;
         format!(
-            "MaxPool2d(kernel_size={}, stride={}, padding={})",
+            "kernel_size={}, stride={}, padding={}, dilation=1, ceil_mode=False",
             one_or_pair(p.kernel),
             one_or_pair(p.stride),
             one_or_pair(p.padding)
