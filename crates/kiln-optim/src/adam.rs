@@ -1,12 +1,13 @@
 use kiln_autograd::{Result, Var};
 use kiln_tensor::{AdamConfig, AdamParameter, Device, Tensor, adam_steps};
 
-use crate::{Optimizer, OptimizerState, check_keys, per_parameter, scalar, scalar_tensor};
+use crate::{Groups, Optimizer, OptimizerState, ParamGroup, check_keys, per_parameter, scalar, scalar_tensor};
 
 /// Adam, as `torch.optim.Adam` (β = (0.9, 0.999), eps 1e-8, no weight decay by default),
 /// or AdamW with [`Adam::adamw`].
 pub struct Adam {
-    parameters: Vec<Var>,
+    groups: Groups,
+    /// Every group's settings but its learning rate and (where it sets one) weight decay.
     config: AdamConfig,
     /// Per parameter: (first moment, second moment), made at its first step.
     moments: Vec<Option<(Tensor, Tensor)>>,
@@ -21,9 +22,15 @@ impl Adam {
     }
 
     pub fn new(parameters: Vec<Var>, lr: f32) -> Self {
-        let n = parameters.len();
+        Self::with_groups(vec![ParamGroup::new(parameters)], lr)
+    }
+
+    /// Adam over parameter groups, each with its own rate and weight decay or these.
+    pub fn with_groups(groups: Vec<ParamGroup>, lr: f32) -> Self {
+        let groups = Groups::new(groups, lr);
+        let n = groups.parameters.len();
         Self {
-            parameters,
+            groups,
             config: AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
             moments: vec![None; n],
             steps: vec![0; n],
@@ -32,7 +39,12 @@ impl Adam {
 
     /// AdamW, as `torch.optim.AdamW`: decoupled weight decay, 0.01 by default.
     pub fn adamw(parameters: Vec<Var>, lr: f32) -> Self {
-        let mut adam = Self::new(parameters, lr);
+        Self::adamw_with_groups(vec![ParamGroup::new(parameters)], lr)
+    }
+
+    /// AdamW over parameter groups.
+    pub fn adamw_with_groups(groups: Vec<ParamGroup>, lr: f32) -> Self {
+        let mut adam = Self::with_groups(groups, lr);
         adam.config.decoupled = true;
         adam.config.weight_decay = 0.01;
         adam
@@ -55,46 +67,54 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    /// Every parameter with a gradient, in one multi-tensor update (a few launches on a GPU).
+    /// Every parameter with a gradient, in one multi-tensor update per group (a few launches
+    /// on a GPU).
     fn step(&mut self) -> Result<()> {
-        let mut vars = Vec::new();
-        let mut work = Vec::new();
-        for ((p, moments), steps) in self.parameters.iter().zip(&mut self.moments).zip(&mut self.steps) {
-            let Some(grad) = p.grad() else { continue };
-            if moments.is_none() {
-                let zeros = || Tensor::zeros(grad.shape(), &grad.device());
-                *moments = Some((zeros()?, zeros()?));
+        for group in &self.groups.settings {
+            let weight_decay = group.weight_decay.unwrap_or(self.config.weight_decay);
+            let config = AdamConfig { lr: group.lr, weight_decay, ..self.config };
+            let range = group.start..group.end;
+            let mut vars = Vec::new();
+            let mut work = Vec::new();
+            let parameters = self.groups.parameters[range.clone()].iter();
+            for ((p, moments), steps) in parameters.zip(&mut self.moments[range.clone()]).zip(&mut self.steps[range]) {
+                let Some(grad) = p.grad() else { continue };
+                if moments.is_none() {
+                    let zeros = || Tensor::zeros(grad.shape(), &grad.device());
+                    *moments = Some((zeros()?, zeros()?));
+                }
+                *steps += 1;
+                vars.push(p);
+                work.push((grad, moments.as_mut().expect("made above"), *steps));
             }
-            *steps += 1;
-            vars.push(p);
-            work.push((grad, moments.as_mut().expect("made above"), *steps));
+            Var::update_all(&vars, |values| {
+                let mut parameters: Vec<AdamParameter> = values
+                    .iter_mut()
+                    .zip(&mut work)
+                    .map(|(param, (grad, (exp_avg, exp_avg_sq), step))| AdamParameter {
+                        param,
+                        grad,
+                        exp_avg,
+                        exp_avg_sq,
+                        step: *step,
+                    })
+                    .collect();
+                adam_steps(&mut parameters, &config)
+            })?;
         }
-        Var::update_all(&vars, |values| {
-            let mut parameters: Vec<AdamParameter> = values
-                .iter_mut()
-                .zip(&mut work)
-                .map(|(param, (grad, (exp_avg, exp_avg_sq), step))| AdamParameter {
-                    param,
-                    grad,
-                    exp_avg,
-                    exp_avg_sq,
-                    step: *step,
-                })
-                .collect();
-            adam_steps(&mut parameters, &self.config)
-        })
+        Ok(())
     }
 
     fn parameters(&self) -> &[Var] {
-        &self.parameters
+        &self.groups.parameters
     }
 
-    fn lr(&self) -> f32 {
-        self.config.lr
+    fn lrs(&self) -> Vec<f32> {
+        self.groups.lrs()
     }
 
-    fn set_lr(&mut self, lr: f32) {
-        self.config.lr = lr;
+    fn set_lrs(&mut self, lrs: &[f32]) -> Result<()> {
+        self.groups.set_lrs(lrs)
     }
 
     fn set_momentum(&mut self, momentum: f32) {
@@ -103,7 +123,7 @@ impl Optimizer for Adam {
 
     fn state(&self) -> Result<OptimizerState> {
         let mut state = OptimizerState::from([
-            ("lr".to_string(), scalar_tensor(self.config.lr)?),
+            ("lr".to_string(), self.groups.lr_state()?),
             ("beta1".to_string(), scalar_tensor(self.config.beta1)?),
         ]);
         for (i, (moments, &steps)) in self.moments.iter().zip(&self.steps).enumerate() {
@@ -117,7 +137,7 @@ impl Optimizer for Adam {
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        let n = self.parameters.len();
+        let n = self.groups.parameters.len();
         check_keys(state, |k| {
             k == "lr"
                 || k == "beta1"
@@ -127,7 +147,7 @@ impl Optimizer for Adam {
         })?;
         let mut moments = Vec::with_capacity(n);
         let mut steps = Vec::with_capacity(n);
-        for (i, p) in self.parameters.iter().enumerate() {
+        for (i, p) in self.groups.parameters.iter().enumerate() {
             let m = per_parameter(state, &format!("{i}.exp_avg"), p)?;
             let v = per_parameter(state, &format!("{i}.exp_avg_sq"), p)?;
             match (m, v) {
@@ -142,7 +162,7 @@ impl Optimizer for Adam {
                 _ => return Err(crate::invalid(format!("parameter {i} has only one of its two moments"))),
             }
         }
-        self.config.lr = scalar(state, "lr")?;
+        self.groups.load_lr_state(state)?;
         self.config.beta1 = scalar(state, "beta1")?;
         (self.moments, self.steps) = (moments, steps);
         Ok(())

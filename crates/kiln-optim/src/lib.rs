@@ -41,7 +41,7 @@ pub trait Optimizer {
     /// Updates every parameter that has a gradient.
     fn step(&mut self) -> Result<()>;
 
-    /// The parameters this optimizer updates.
+    /// The parameters this optimizer updates, every group's, in order.
     fn parameters(&self) -> &[Var];
 
     /// Forgets every parameter's gradient, before the next backward pass.
@@ -51,13 +51,25 @@ pub trait Optimizer {
         }
     }
 
-    /// The learning rate of the next step.
-    fn lr(&self) -> f32;
+    /// Each parameter group's learning rate for the next step, as
+    /// `[g["lr"] for g in optimizer.param_groups]`.
+    fn lrs(&self) -> Vec<f32>;
 
-    /// Sets the learning rate of the next steps (what schedulers do).
-    fn set_lr(&mut self, lr: f32);
+    /// Sets each group's learning rate (what schedulers do); `lrs` must have one per group.
+    fn set_lrs(&mut self, lrs: &[f32]) -> Result<()>;
 
-    /// Sets the momentum (SGD's momentum, Adam's β1), as OneCycleLR cycles it.
+    /// The first group's learning rate (the only one's, without groups).
+    fn lr(&self) -> f32 {
+        self.lrs()[0]
+    }
+
+    /// Sets every group's learning rate to `lr`.
+    fn set_lr(&mut self, lr: f32) {
+        let groups = self.lrs().len();
+        self.set_lrs(&vec![lr; groups]).expect("one rate for each group");
+    }
+
+    /// Sets the momentum (SGD's momentum, Adam's β1) of every group, as OneCycleLR cycles it.
     fn set_momentum(&mut self, momentum: f32);
 
     /// Everything a later `load_state` needs to continue exactly where this one is.
@@ -65,6 +77,94 @@ pub trait Optimizer {
 
     /// Restores a state from `state()` of an optimizer over parameters of the same shapes.
     fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+/// Parameters that train with their own learning rate or weight decay, as an entry of
+/// PyTorch's `param_groups`: `ParamGroup::new(head).lr(1e-3)`. What a group leaves unset it
+/// takes from the optimizer (`Sgd::with_groups(groups, lr).weight_decay(…)`).
+pub struct ParamGroup {
+    parameters: Vec<Var>,
+    lr: Option<f32>,
+    weight_decay: Option<f32>,
+}
+
+impl ParamGroup {
+    pub fn new(parameters: Vec<Var>) -> Self {
+        Self { parameters, lr: None, weight_decay: None }
+    }
+
+    pub fn lr(mut self, lr: f32) -> Self {
+        self.lr = Some(lr);
+        self
+    }
+
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+}
+
+/// An optimizer's parameters, one list in group order (the state's indices count along
+/// it, as PyTorch's), and each group's settings.
+struct Groups {
+    parameters: Vec<Var>,
+    settings: Vec<GroupSettings>,
+}
+
+struct GroupSettings {
+    /// The group's parameters are `parameters[start..end]`.
+    start: usize,
+    end: usize,
+    lr: f32,
+    /// `None`: the optimizer's weight decay.
+    weight_decay: Option<f32>,
+}
+
+impl Groups {
+    fn new(groups: Vec<ParamGroup>, lr: f32) -> Self {
+        let (mut parameters, mut settings) = (Vec::new(), Vec::new());
+        for group in groups {
+            let start = parameters.len();
+            parameters.extend(group.parameters);
+            let (end, lr) = (parameters.len(), group.lr.unwrap_or(lr));
+            settings.push(GroupSettings { start, end, lr, weight_decay: group.weight_decay });
+        }
+        if settings.is_empty() {
+            settings.push(GroupSettings { start: 0, end: 0, lr, weight_decay: None });
+        }
+        Self { parameters, settings }
+    }
+
+    fn lrs(&self) -> Vec<f32> {
+        self.settings.iter().map(|g| g.lr).collect()
+    }
+
+    fn set_lrs(&mut self, lrs: &[f32]) -> Result<()> {
+        if lrs.len() != self.settings.len() {
+            let why = format!("{} learning rates for {} parameter groups", lrs.len(), self.settings.len());
+            return Err(TensorError::InvalidArgument { op: "set_lrs", why }.into());
+        }
+        self.settings.iter_mut().zip(lrs).for_each(|(g, &lr)| g.lr = lr);
+        Ok(())
+    }
+
+    /// The rates as the state keeps them under "lr": a rank-0 tensor for one group (as
+    /// before groups existed), else one value per group.
+    fn lr_state(&self) -> Result<Tensor> {
+        match self.settings.as_slice() {
+            [only] => scalar_tensor(only.lr),
+            _ => Ok(Tensor::from_vec(self.lrs(), &[self.settings.len()], &Device::Cpu)?),
+        }
+    }
+
+    fn load_lr_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let t = state.get("lr").ok_or_else(|| invalid("the state has no 'lr'".into()))?;
+        let lrs = t.to_vec()?;
+        if lrs.len() != self.settings.len() {
+            return Err(invalid(format!("'lr' has {} rates for {} parameter groups", lrs.len(), self.settings.len())));
+        }
+        self.set_lrs(&lrs)
+    }
 }
 
 fn invalid(why: String) -> AutogradError {

@@ -1,10 +1,19 @@
 //! Learning-rate schedulers with PyTorch's formulas. Call `step` once per epoch (StepLR,
 //! CosineAnnealingLR), per batch (OneCycleLR), or per epoch with the validation metric
-//! (ReduceLROnPlateau), after the optimizer's step, as in PyTorch.
+//! (ReduceLROnPlateau), after the optimizer's step, as in PyTorch. Each drives every
+//! parameter group, from that group's own rate when the scheduler was made.
 
 use std::f64::consts::PI;
 
+use kiln_autograd::Result;
+use kiln_tensor::TensorError;
+
 use crate::Optimizer;
+
+/// Sets rates a scheduler computed from `optimizer.lrs()`, one per group by construction.
+fn set_lrs(optimizer: &mut dyn Optimizer, lrs: &[f32]) {
+    optimizer.set_lrs(lrs).expect("a schedule keeps one rate per group");
+}
 
 /// A schedule that sets an optimizer's learning rate as training advances.
 pub trait LrScheduler {
@@ -14,7 +23,7 @@ pub trait LrScheduler {
 
 /// lr = base · γ^⌊t / step_size⌋, as `torch.optim.lr_scheduler.StepLR`.
 pub struct StepLr {
-    base_lr: f32,
+    base_lrs: Vec<f32>,
     step_size: u64,
     gamma: f32,
     t: u64,
@@ -22,21 +31,22 @@ pub struct StepLr {
 
 impl StepLr {
     pub fn new(optimizer: &dyn Optimizer, step_size: u64, gamma: f32) -> Self {
-        Self { base_lr: optimizer.lr(), step_size: step_size.max(1), gamma, t: 0 }
+        Self { base_lrs: optimizer.lrs(), step_size: step_size.max(1), gamma, t: 0 }
     }
 }
 
 impl LrScheduler for StepLr {
     fn step(&mut self, optimizer: &mut dyn Optimizer) {
         self.t += 1;
-        optimizer.set_lr((self.base_lr as f64 * (self.gamma as f64).powi((self.t / self.step_size) as i32)) as f32);
+        let decay = (self.gamma as f64).powi((self.t / self.step_size) as i32);
+        set_lrs(optimizer, &self.base_lrs.iter().map(|&base| (base as f64 * decay) as f32).collect::<Vec<_>>());
     }
 }
 
 /// lr = η_min + (base − η_min)·(1 + cos(π·t / T_max))/2, as
 /// `torch.optim.lr_scheduler.CosineAnnealingLR` (which repeats past T_max).
 pub struct CosineAnnealingLr {
-    base_lr: f32,
+    base_lrs: Vec<f32>,
     t_max: u64,
     eta_min: f32,
     t: u64,
@@ -44,16 +54,16 @@ pub struct CosineAnnealingLr {
 
 impl CosineAnnealingLr {
     pub fn new(optimizer: &dyn Optimizer, t_max: u64, eta_min: f32) -> Self {
-        Self { base_lr: optimizer.lr(), t_max: t_max.max(1), eta_min, t: 0 }
+        Self { base_lrs: optimizer.lrs(), t_max: t_max.max(1), eta_min, t: 0 }
     }
 }
 
 impl LrScheduler for CosineAnnealingLr {
     fn step(&mut self, optimizer: &mut dyn Optimizer) {
         self.t += 1;
-        let (base, min) = (self.base_lr as f64, self.eta_min as f64);
-        let lr = min + (base - min) * (1.0 + (PI * self.t as f64 / self.t_max as f64).cos()) / 2.0;
-        optimizer.set_lr(lr as f32);
+        let (min, phase) = (self.eta_min as f64, (1.0 + (PI * self.t as f64 / self.t_max as f64).cos()) / 2.0);
+        let lrs: Vec<f32> = self.base_lrs.iter().map(|&base| (min + (base as f64 - min) * phase) as f32).collect();
+        set_lrs(optimizer, &lrs);
     }
 }
 
@@ -62,9 +72,8 @@ impl LrScheduler for CosineAnnealingLr {
 /// max_lr/25/10⁴ by the last, both along cosines, while momentum (Adam's β1) moves the other
 /// way between 0.95 and 0.85. Step once per batch.
 pub struct OneCycleLr {
-    max_lr: f64,
-    initial_lr: f64,
-    min_lr: f64,
+    /// Per parameter group.
+    max_lrs: Vec<f64>,
     peak_step: f64,
     last_step: f64,
     momentum: (f64, f64),
@@ -72,34 +81,51 @@ pub struct OneCycleLr {
 }
 
 impl OneCycleLr {
-    /// Sets the optimizer's starting rate and momentum, as PyTorch's constructor does.
+    /// Sets the optimizer's starting rate and momentum, as PyTorch's constructor does; every
+    /// group peaks at `max_lr`.
     pub fn new(optimizer: &mut dyn Optimizer, max_lr: f32, total_steps: u64) -> Self {
-        let initial_lr = max_lr as f64 / 25.0;
+        let groups = optimizer.lrs().len();
+        Self::per_group(optimizer, &vec![max_lr; groups], total_steps).expect("one max_lr for each group")
+    }
+
+    /// As [`OneCycleLr::new`], each group peaking at its own rate (PyTorch's `max_lr` list).
+    pub fn per_group(optimizer: &mut dyn Optimizer, max_lrs: &[f32], total_steps: u64) -> Result<Self> {
+        let groups = optimizer.lrs().len();
+        if max_lrs.len() != groups {
+            let why = format!("{} max_lr values for {groups} parameter groups", max_lrs.len());
+            return Err(TensorError::InvalidArgument { op: "OneCycleLr", why }.into());
+        }
         let schedule = Self {
-            max_lr: max_lr as f64,
-            initial_lr,
-            min_lr: initial_lr / 1e4,
+            max_lrs: max_lrs.iter().map(|&lr| lr as f64).collect(),
             peak_step: 0.3 * total_steps as f64 - 1.0,
             last_step: total_steps as f64 - 1.0,
             momentum: (0.85, 0.95),
             t: 0,
         };
         schedule.apply(optimizer);
-        schedule
+        Ok(schedule)
     }
 
     fn apply(&self, optimizer: &mut dyn Optimizer) {
         let anneal = |from: f64, to: f64, pct: f64| to + (from - to) / 2.0 * ((PI * pct).cos() + 1.0);
         let t = self.t as f64;
         let (base_m, max_m) = self.momentum;
-        let (lr, momentum) = if t <= self.peak_step {
-            let pct = t / self.peak_step;
-            (anneal(self.initial_lr, self.max_lr, pct), anneal(max_m, base_m, pct))
-        } else {
-            let pct = (t - self.peak_step) / (self.last_step - self.peak_step);
-            (anneal(self.max_lr, self.min_lr, pct), anneal(base_m, max_m, pct))
+        // Each group from max/25 up to its max, then down to max/25/10⁴.
+        let rising = t <= self.peak_step;
+        let lr = |max: f64| {
+            let (initial, min) = (max / 25.0, max / 25.0 / 1e4);
+            if rising {
+                anneal(initial, max, t / self.peak_step)
+            } else {
+                anneal(max, min, (t - self.peak_step) / (self.last_step - self.peak_step))
+            }
         };
-        optimizer.set_lr(lr as f32);
+        let momentum = if rising {
+            anneal(max_m, base_m, t / self.peak_step)
+        } else {
+            anneal(base_m, max_m, (t - self.peak_step) / (self.last_step - self.peak_step))
+        };
+        set_lrs(optimizer, &self.max_lrs.iter().map(|&max| lr(max) as f32).collect::<Vec<_>>());
         optimizer.set_momentum(momentum as f32);
     }
 }
@@ -163,11 +189,16 @@ impl LrScheduler for ReduceLrOnPlateau {
             self.bad_steps = 0;
         }
         if self.bad_steps > self.patience {
-            let old = optimizer.lr();
-            let new = (old * self.factor).max(self.min_lr);
-            if old - new > 1e-8 {
-                optimizer.set_lr(new);
-            }
+            // Each group cut on its own, and only by more than 1e-8 (PyTorch's eps).
+            let lrs: Vec<f32> = optimizer
+                .lrs()
+                .into_iter()
+                .map(|old| {
+                    let new = (old * self.factor).max(self.min_lr);
+                    if old - new > 1e-8 { new } else { old }
+                })
+                .collect();
+            set_lrs(optimizer, &lrs);
             self.cooldown_left = self.cooldown;
             self.bad_steps = 0;
         }

@@ -58,3 +58,35 @@ fn states_that_do_not_fit_are_refused() {
     let mut sgd = Sgd::new(vec![p], 0.1);
     assert!(sgd.load_state(&adam.state().unwrap()).is_err(), "an Adam state is not an SGD state");
 }
+
+/// Two groups whose rates a schedule has moved: the state carries each group's rate, and a
+/// restored optimizer made with the starting rates continues as the uninterrupted one.
+#[test]
+fn groups_resume_with_their_own_rates() {
+    use kiln_optim::ParamGroup;
+    let make = |body: &Var, head: &Var| {
+        let groups = vec![ParamGroup::new(vec![body.clone()]), ParamGroup::new(vec![head.clone()]).lr(0.01)];
+        Adam::with_groups(groups, 0.05)
+    };
+    let run = |body: &Var, head: &Var, optimizer: &mut Adam, steps: std::ops::Range<u64>| {
+        for step in steps {
+            gradient_step(body, optimizer, step);
+            gradient_step(head, optimizer, step + 10);
+            optimizer.set_lrs(&[0.05 / (step + 2) as f32, 0.01 / (step + 2) as f32]).unwrap();
+        }
+    };
+    let (body, head) = (start(), start());
+    let mut straight = make(&body, &head);
+    run(&body, &head, &mut straight, 0..6);
+
+    let (resumed_body, resumed_head) = (start(), start());
+    let mut first = make(&resumed_body, &resumed_head);
+    run(&resumed_body, &resumed_head, &mut first, 0..3);
+    let mut second = make(&resumed_body, &resumed_head);
+    second.load_state(&first.state().unwrap()).unwrap();
+    assert_eq!(second.lrs(), first.lrs(), "each group's moved rate");
+    run(&resumed_body, &resumed_head, &mut second, 3..6);
+    for (resumed, straight) in [(&resumed_body, &body), (&resumed_head, &head)] {
+        assert_eq!(resumed.value().to_vec().unwrap(), straight.value().to_vec().unwrap());
+    }
+}
