@@ -52,6 +52,11 @@ pub enum AutogradError {
     #[error("an op's backward returned {got} gradients for its {inputs} inputs")]
     GradientCount { inputs: usize, got: usize },
 
+    #[error(
+        "an op's backward returned a misshapen gradient: input {input} has shape {want:?} but its gradient {got:?}"
+    )]
+    GradientShape { input: usize, got: Vec<usize>, want: Vec<usize> },
+
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::TensorError),
 }

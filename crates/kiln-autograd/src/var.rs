@@ -67,9 +67,29 @@ impl Var {
         Var::leaf(value, true)
     }
 
-    /// The result of an op on `inputs`: recorded with its `backward` when gradients are
-    /// enabled and some input requires them, otherwise a plain constant.
-    pub(crate) fn record(
+    /// A differentiable op of your own, as a `torch.autograd.Function`: `value` is its
+    /// result, computed from the inputs' values with tensor ops, and `backward` maps the
+    /// gradient of `value` to one gradient per input, in order (`None` for an input that
+    /// needs none). Recorded when gradients are enabled and some input requires them,
+    /// otherwise a plain constant. `backward` must return one entry per input, each shaped
+    /// as its input: anything else is an error when it runs. Every op on `Var` is made this
+    /// way.
+    ///
+    /// ```
+    /// use kiln_autograd::Var;
+    /// use kiln_tensor::{Device, Tensor};
+    /// # fn main() -> kiln_autograd::Result<()> {
+    /// // softplus(x) = ln(1 + eˣ), whose derivative is the sigmoid.
+    /// let x = Var::parameter(Tensor::from_vec(vec![0.0, 2.0], &[2], &Device::Cpu)?);
+    /// let value = x.value().exp()?.add_scalar(1.0)?.log()?;
+    /// let input = x.value();
+    /// let y = Var::custom(value, &[&x], move |g| Ok(vec![Some(g.mul(&input.sigmoid()?)?)]));
+    /// y.sum_all()?.backward()?;
+    /// assert!((x.grad().unwrap().to_vec()?[0] - 0.5).abs() < 1e-6);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn custom(
         value: Tensor,
         inputs: &[&Var],
         backward: impl FnOnce(&Tensor) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send + 'static,
@@ -193,8 +213,12 @@ impl Var {
                     if grads.len() != inputs.len() {
                         return Err(AutogradError::GradientCount { inputs: inputs.len(), got: grads.len() });
                     }
-                    for (input, grad) in inputs.iter().zip(grads) {
+                    for (i, (input, grad)) in inputs.iter().zip(grads).enumerate() {
                         let Some(grad) = grad.filter(|_| input.requires_grad()) else { continue };
+                        let want = input.value().shape().to_vec();
+                        if grad.shape() != want {
+                            return Err(AutogradError::GradientShape { input: i, got: grad.shape().to_vec(), want });
+                        }
                         let sum = match pending.remove(&input.0.id) {
                             Some(sum) => sum.add(&grad)?,
                             None => grad,
@@ -261,9 +285,18 @@ mod tests {
             Var::parameter(Tensor::ones(&[1], &Device::Cpu).unwrap()),
         );
         let sum = a.value().add(&b.value()).unwrap();
-        let short = Var::record(sum, &[&a, &b], |g| Ok(vec![Some(g.clone())]));
+        let short = Var::custom(sum, &[&a, &b], |g| Ok(vec![Some(g.clone())]));
         let err = short.backward().unwrap_err();
         assert!(matches!(err, AutogradError::GradientCount { inputs: 2, got: 1 }), "{err}");
         assert!(a.grad().is_none() && b.grad().is_none(), "nothing accumulated");
+    }
+
+    #[test]
+    fn a_backward_with_a_misshapen_gradient_is_an_error() {
+        let a = Var::parameter(Tensor::ones(&[2, 3], &Device::Cpu).unwrap());
+        let doubled = Var::custom(a.value().mul_scalar(2.0).unwrap(), &[&a], |g| Ok(vec![Some(g.reshape(&[6])?)]));
+        let err = doubled.sum_all().unwrap().backward().unwrap_err();
+        assert!(err.to_string().contains("input 0 has shape [2, 3] but its gradient [6]"), "{err}");
+        assert!(a.grad().is_none(), "nothing accumulated");
     }
 }

@@ -1,94 +1,12 @@
-//! The differentiable ops: each runs the tensor op forward and records its backward pass,
-//! written with the tensor ops' own backward functions.
+//! The layers' ops: matrix products and linear layers, convolutions, pooling, batch norm,
+//! dropout and cross-entropy.
 
 use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Pool2d, Reduction, Tensor};
 
+use super::{present, through_relu};
 use crate::{Result, Var};
 
-/// The gradient `g` of a fused layer-then-ReLU output through the ReLU (when `relu_output`
-/// is there), and — when the layer has a bias — the bias gradient, from the same launch.
-fn through_relu(
-    g: &Tensor,
-    relu_output: Option<&Tensor>,
-    has_bias: bool,
-) -> kiln_tensor::Result<(Tensor, Option<Tensor>)> {
-    Ok(match relu_output {
-        Some(output) if has_bias => {
-            let (masked, bias) = g.relu_backward_sum_per_channel(output)?;
-            (masked, Some(bias))
-        }
-        Some(output) => (g.relu_backward(output)?, None),
-        None => (g.clone(), None),
-    })
-}
-
-/// The inputs of an op with optional operands, in order, and whether each optional is there.
-fn present<'a>(required: &[&'a Var], optional: &[Option<&'a Var>]) -> Vec<&'a Var> {
-    required.iter().copied().chain(optional.iter().flatten().copied()).collect()
-}
-
 impl Var {
-    /// Elementwise sum, broadcasting as NumPy.
-    pub fn add(&self, other: &Var) -> Result<Var> {
-        let value = self.value().add(&other.value())?;
-        let (a, b) = (self.value().shape().to_vec(), other.value().shape().to_vec());
-        Ok(Var::record(value, &[self, other], move |g| Ok(vec![Some(g.sum_to(&a)?), Some(g.sum_to(&b)?)])))
-    }
-
-    pub fn sub(&self, other: &Var) -> Result<Var> {
-        let value = self.value().sub(&other.value())?;
-        let (a, b) = (self.value().shape().to_vec(), other.value().shape().to_vec());
-        Ok(Var::record(value, &[self, other], move |g| Ok(vec![Some(g.sum_to(&a)?), Some(g.neg()?.sum_to(&b)?)])))
-    }
-
-    /// Elementwise product, broadcasting as NumPy.
-    pub fn mul(&self, other: &Var) -> Result<Var> {
-        let value = self.value().mul(&other.value())?;
-        let (a, b) = (self.value(), other.value());
-        Ok(Var::record(value, &[self, other], move |g| {
-            Ok(vec![Some(g.mul(&b)?.sum_to(a.shape())?), Some(g.mul(&a)?.sum_to(b.shape())?)])
-        }))
-    }
-
-    pub fn add_scalar(&self, s: f32) -> Result<Var> {
-        Ok(Var::record(self.value().add_scalar(s)?, &[self], |g| Ok(vec![Some(g.clone())])))
-    }
-
-    pub fn mul_scalar(&self, s: f32) -> Result<Var> {
-        Ok(Var::record(self.value().mul_scalar(s)?, &[self], move |g| Ok(vec![Some(g.mul_scalar(s)?)])))
-    }
-
-    pub fn relu(&self) -> Result<Var> {
-        let input = self.value();
-        Ok(Var::record(self.value().relu()?, &[self], move |g| Ok(vec![Some(g.relu_backward(&input)?)])))
-    }
-
-    pub fn reshape(&self, shape: &[usize]) -> Result<Var> {
-        let original = self.value().shape().to_vec();
-        Ok(Var::record(self.value().reshape(shape)?, &[self], move |g| Ok(vec![Some(g.reshape(&original)?)])))
-    }
-
-    /// The axes from `start` on merged into one (no copy).
-    pub fn flatten(&self, start: usize) -> Result<Var> {
-        let original = self.value().shape().to_vec();
-        Ok(Var::record(self.value().flatten(start)?, &[self], move |g| Ok(vec![Some(g.reshape(&original)?)])))
-    }
-
-    /// The sum of every element (rank 0).
-    pub fn sum_all(&self) -> Result<Var> {
-        let shape = self.value().shape().to_vec();
-        Ok(Var::record(self.value().sum_all()?, &[self], move |g| Ok(vec![Some(g.broadcast_to(&shape)?)])))
-    }
-
-    /// The mean of every element (rank 0).
-    pub fn mean_all(&self) -> Result<Var> {
-        let shape = self.value().shape().to_vec();
-        let n = self.value().len() as f32;
-        Ok(Var::record(self.value().mean_all()?, &[self], move |g| {
-            Ok(vec![Some(g.broadcast_to(&shape)?.div_scalar(n)?)])
-        }))
-    }
-
     /// The product of two matrices, `[M, K]` by `[K, N]`.
     pub fn matmul(&self, other: &Var) -> Result<Var> {
         if self.value().rank() != 2 || other.value().rank() != 2 {
@@ -104,7 +22,7 @@ impl Var {
         }
         let value = self.value().matmul(&other.value())?;
         let (a, b) = (self.value(), other.value());
-        Ok(Var::record(value, &[self, other], move |g| {
+        Ok(Var::custom(value, &[self, other], move |g| {
             Ok(vec![Some(g.matmul_t(&b, false, true)?), Some(a.matmul_t(g, true, false)?)])
         }))
     }
@@ -126,7 +44,7 @@ impl Var {
         let (has_bias, input_needs_grad, weight_needs_grad) =
             (bias.is_some(), self.requires_grad(), weight.requires_grad());
         let output = relu.then(|| value.clone());
-        Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
+        Ok(Var::custom(value, &present(&[self, weight], &[bias]), move |g| {
             let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
             let bias_wanted = has_bias && bias_grad.is_none();
             // A frozen weight (fine-tuning) skips the weight gradient's product.
@@ -162,7 +80,7 @@ impl Var {
         let (value, columns) = x.conv2d_keeping_columns(&w, b.as_ref(), conv, relu)?;
         let (conv, has_bias, input_needs_grad) = (*conv, bias.is_some(), self.requires_grad());
         let output = relu.then(|| value.clone());
-        Ok(Var::record(value, &present(&[self, weight], &[bias]), move |g| {
+        Ok(Var::custom(value, &present(&[self, weight], &[bias]), move |g| {
             let (g, bias_grad) = through_relu(g, output.as_ref(), has_bias)?;
             let with_bias = has_bias && bias_grad.is_none();
             // A first layer's input is the data: its gradient (a matmul and a col2im) is skipped.
@@ -184,7 +102,7 @@ impl Var {
         let (x, w) = (self.value(), weight.value());
         let saved = x.conv2d_relu_max_pool2d(&w, bias.map(Var::value).as_ref(), conv, pool)?;
         let (conv, pool, has_bias, input_needs_grad) = (*conv, *pool, bias.is_some(), self.requires_grad());
-        Ok(Var::record(saved.output().clone(), &present(&[self, weight], &[bias]), move |g| {
+        Ok(Var::custom(saved.output().clone(), &present(&[self, weight], &[bias]), move |g| {
             let (input, weight, bias) =
                 g.conv2d_relu_max_pool2d_backward(&saved, &x, &w, &conv, &pool, has_bias, input_needs_grad)?;
             Ok([input, Some(weight)].into_iter().chain(bias.map(Some)).collect())
@@ -195,7 +113,7 @@ impl Var {
     pub fn max_pool2d(&self, pool: &Pool2d) -> Result<Var> {
         let (value, positions) = self.value().max_pool2d(pool)?;
         let (shape, pool) = (self.value().shape().to_vec(), *pool);
-        Ok(Var::record(value, &[self], move |g| Ok(vec![Some(g.max_pool2d_backward(&positions, &shape, &pool)?)])))
+        Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(g.max_pool2d_backward(&positions, &shape, &pool)?)])))
     }
 
     /// Batch norm of `[N, C, H, W]`. In training it normalises with the batch's statistics
@@ -220,7 +138,7 @@ impl Var {
         let (has_bias, config) = (bias.is_some(), *config);
         let output = config.relu.then(|| value.clone());
         let running = (!training).then(|| (running_mean.clone(), running_var.clone()));
-        Ok(Var::record(value, &present(&[self], &[weight, bias]), move |g| {
+        Ok(Var::custom(value, &present(&[self], &[weight, bias]), move |g| {
             let saved = match &batch_stats {
                 Some(saved) => saved.clone(),
                 None => {
@@ -239,7 +157,7 @@ impl Var {
     /// a function of `seed` alone, so the backward pass reapplies it to the gradient.
     pub fn dropout(&self, p: f32, seed: u64, training: bool) -> Result<Var> {
         let value = self.value().dropout(p, seed, training)?;
-        Ok(Var::record(value, &[self], move |g| Ok(vec![Some(g.dropout(p, seed, training)?)])))
+        Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(g.dropout(p, seed, training)?)])))
     }
 
     /// Cross-entropy of these logits `[rows, classes]` against i32 `labels` `[rows]`; the
@@ -249,6 +167,6 @@ impl Var {
             return Ok(Var::constant(self.value().cross_entropy(labels, weight, reduction)?));
         }
         let (loss, grad) = self.value().cross_entropy_with_grad(labels, weight, reduction)?;
-        Ok(Var::record(loss, &[self], move |g| Ok(vec![Some(grad.mul(g)?)])))
+        Ok(Var::custom(loss, &[self], move |g| Ok(vec![Some(grad.mul(g)?)])))
     }
 }
