@@ -106,6 +106,9 @@ proptest! {
             assert_parity(&x.mul(y).unwrap(), &xg.mul(yg).unwrap(), 1e-5);
             assert_parity(&x.maximum(y).unwrap(), &xg.maximum(yg).unwrap(), 1e-5);
             assert_parity(&x.minimum(y).unwrap(), &xg.minimum(yg).unwrap(), 1e-5);
+            // 1 where x is the larger: equal elements exist by construction.
+            let (larger, larger_g) = (x.maximum(y).unwrap(), xg.maximum(yg).unwrap());
+            assert_parity(&x.eq(&larger).unwrap(), &xg.eq(&larger_g).unwrap(), 0.0);
         }
         assert_parity(&a.div(&b).unwrap(), &ag.div(&bg).unwrap(), 1e-5);
     }

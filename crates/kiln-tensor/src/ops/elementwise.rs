@@ -50,7 +50,7 @@ fn cpu_unary(values: &[f32], op: UnaryOp, s: f32) -> Vec<f32> {
 }
 
 fn cpu_binary_same_shape(a: &[f32], b: &[f32], op: BinaryOp) -> Vec<f32> {
-    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward], |op: BinaryOp| {
+    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward, Equal], |op: BinaryOp| {
         zip_values(a, b, |x, y| op.apply(x, y))
     })
 }
@@ -78,7 +78,7 @@ impl Strided<'_> {
 /// along a row or repeats one value across it, so the inner loops stay simple enough to
 /// vectorise.
 fn cpu_binary_broadcast(a: &Strided, b: &Strided, shape: &[usize], op: BinaryOp) -> Vec<f32> {
-    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward], |op: BinaryOp| {
+    specialise!(op, BinaryOp, [Add, Sub, Mul, Div, Maximum, Minimum, ReluBackward, Equal], |op: BinaryOp| {
         broadcast_rows(a, b, shape, |x, y| op.apply(x, y))
     })
 }
@@ -241,6 +241,10 @@ impl Tensor {
     }
     pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
         self.zip_with("minimum", BinaryOp::Minimum, other)
+    }
+    /// 1.0 where the elements are equal, else 0.0, with NumPy broadcasting.
+    pub fn eq(&self, other: &Tensor) -> Result<Tensor> {
+        self.zip_with("eq", BinaryOp::Equal, other)
     }
     /// The gradient through a ReLU: `self` (the gradient of its output) where the forward
     /// input `input` was positive, else 0.

@@ -50,6 +50,8 @@ binary_ops! {
     Minimum = 5, wgsl: "return min(x, y);", host: |x, y| x.min(y);
     /// `x` where `y > 0`, else 0: the gradient `x` through a ReLU whose input was `y`.
     ReluBackward = 6, wgsl: "return select(0.0, x, y > 0.0);", host: |x, y| if y > 0.0 { x } else { 0.0 };
+    /// 1 where `x == y`, else 0: where a maximum was taken, for its gradient.
+    Equal = 7, wgsl: "return select(0.0, 1.0, x == y);", host: |x, y| if x == y { 1.0 } else { 0.0 };
 }
 
 #[repr(C)]
