@@ -6,48 +6,8 @@ use kiln_autograd::{AutogradError, Var, no_grad};
 use kiln_tensor::{BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
 use kiln_wgsl::testing::context_or_skip;
 
-fn close(a: &[f32], b: &[f32], tolerance: f32) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance * y.abs().max(1.0))
-}
-
-/// Central differences of `loss` with respect to element `i` of parameter `which`.
-fn numerical(params: &[Tensor], which: usize, i: usize, loss: &impl Fn(&[Tensor]) -> f32) -> f32 {
-    let h = 1e-2f32;
-    let shifted = |delta: f32| {
-        let mut values = params[which].to_vec().unwrap();
-        values[i] += delta;
-        let mut moved = params.to_vec();
-        moved[which] = Tensor::from_vec(values, params[which].shape(), &Device::Cpu).unwrap();
-        loss(&moved) as f64
-    };
-    ((shifted(h) - shifted(-h)) / (2.0 * h as f64)) as f32
-}
-
-/// Checks `backward` against central differences for every parameter, at up to 12
-/// elements of each.
-fn check_gradients(params: &[Tensor], forward: impl Fn(&[Var]) -> Var) {
-    let vars: Vec<Var> = params.iter().cloned().map(Var::parameter).collect();
-    forward(&vars).backward().unwrap();
-    let loss = |values: &[Tensor]| {
-        no_grad(|| forward(&values.iter().cloned().map(Var::constant).collect::<Vec<_>>()).value().to_scalar().unwrap())
-    };
-    for (which, var) in vars.iter().enumerate() {
-        let grad = var.grad().expect("every parameter gets a gradient").to_vec().unwrap();
-        let step = (grad.len() / 12).max(1);
-        for i in (0..grad.len()).step_by(step) {
-            let numeric = numerical(params, which, i, &loss);
-            assert!(
-                (grad[i] - numeric).abs() <= 3e-3 + 2e-2 * numeric.abs(),
-                "parameter {which}[{i}]: {} vs {numeric}",
-                grad[i]
-            );
-        }
-    }
-}
-
-fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::randn(shape, seed, &Device::Cpu).unwrap()
-}
+mod common;
+use common::{check_gradients, close, randn};
 
 #[test]
 fn composite_expressions() {

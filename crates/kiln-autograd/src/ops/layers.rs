@@ -7,23 +7,18 @@ use super::{present, through_relu};
 use crate::{Result, Var};
 
 impl Var {
-    /// The product of two matrices, `[M, K]` by `[K, N]`.
+    /// The matrix product over the last two axes, batched over the others as
+    /// [`Tensor::matmul`]: `[.., M, K]` by `[.., K, N]`, equal leading axes, or one operand a
+    /// plain matrix used for every batch entry.
     pub fn matmul(&self, other: &Var) -> Result<Var> {
-        if self.value().rank() != 2 || other.value().rank() != 2 {
-            return Err(kiln_tensor::TensorError::InvalidArgument {
-                op: "Var::matmul",
-                why: format!(
-                    "differentiates matrices only, got {:?} and {:?}",
-                    self.value().shape(),
-                    other.value().shape()
-                ),
-            }
-            .into());
-        }
         let value = self.value().matmul(&other.value())?;
         let (a, b) = (self.value(), other.value());
         Ok(Var::custom(value, &[self, other], move |g| {
-            Ok(vec![Some(g.matmul_t(&b, false, true)?), Some(a.matmul_t(g, true, false)?)])
+            // A plain matrix used for every batch entry gets its gradients summed over them.
+            let shared = |operand: &Tensor| operand.rank() == 2 && g.rank() > 2;
+            let grad_a = if shared(&a) { g.matmul_t_sum(&b, false, true)? } else { g.matmul_t(&b, false, true)? };
+            let grad_b = if shared(&b) { a.matmul_t_sum(g, true, false)? } else { a.matmul_t(g, true, false)? };
+            Ok(vec![Some(grad_a), Some(grad_b)])
         }))
     }
 

@@ -1,0 +1,104 @@
+//! Each differentiable op: `backward` against central differences on the CPU, and the GPU's
+//! loss and gradients against the CPU's. Every loss weighs the op's output with fixed random
+//! values, so each output element's gradient matters.
+
+mod common;
+
+use common::{check_op, randn};
+use kiln_autograd::Var;
+use kiln_tensor::{Device, Tensor};
+
+/// Σ output · r for fixed random `r` shaped as the output, on the output's device.
+fn weighed(output: Var, seed: u64) -> Var {
+    let value = output.value();
+    let r = Var::constant(randn(value.shape(), seed).to(&value.device()).unwrap());
+    output.mul(&r).unwrap().sum_all().unwrap()
+}
+
+/// Values at least 0.5 away from zero, keeping their signs: divisors.
+fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
+    let values = randn(shape, seed).to_vec().unwrap().into_iter().map(|v| v + 0.5f32.copysign(v)).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+fn positive(shape: &[usize], seed: u64) -> Tensor {
+    randn(shape, seed).abs().unwrap().add_scalar(0.5).unwrap()
+}
+
+#[test]
+fn elementwise_ops() {
+    let test = "elementwise_ops";
+    // Quotients broadcast both ways: [3, 4] / [4] and [4] / [3, 4].
+    check_op(test, &[randn(&[3, 4], 1), away_from_zero(&[4], 2)], |p, _| weighed(p[0].div(&p[1]).unwrap(), 3));
+    check_op(test, &[away_from_zero(&[4], 4), away_from_zero(&[3, 4], 5)], |p, _| weighed(p[0].div(&p[1]).unwrap(), 6));
+    check_op(test, &[randn(&[2, 5], 7)], |p, _| weighed(p[0].neg().unwrap().div_scalar(4.0).unwrap(), 8));
+    check_op(test, &[randn(&[2, 5], 9)], |p, _| weighed(p[0].exp().unwrap(), 10));
+    check_op(test, &[positive(&[2, 5], 11)], |p, _| weighed(p[0].log().unwrap(), 12));
+    check_op(test, &[positive(&[2, 5], 13)], |p, _| weighed(p[0].sqrt().unwrap(), 14));
+    for exponent in [2.5, -1.5, 3.0] {
+        check_op(test, &[positive(&[2, 5], 15)], |p, _| weighed(p[0].pow_scalar(exponent).unwrap(), 16));
+    }
+    check_op(test, &[randn(&[2, 5], 17).mul_scalar(2.0).unwrap()], |p, _| weighed(p[0].sigmoid().unwrap(), 18));
+    check_op(test, &[randn(&[2, 5], 19)], |p, _| weighed(p[0].tanh().unwrap(), 20));
+}
+
+#[test]
+fn reductions_along_an_axis() {
+    let test = "reductions_along_an_axis";
+    for (axis, keepdim) in [(0, false), (1, true), (-1, false), (-3, true)] {
+        check_op(test, &[randn(&[3, 4, 5], 21)], |p, _| weighed(p[0].sum(axis, keepdim).unwrap(), 22));
+        check_op(test, &[randn(&[3, 4, 5], 23)], |p, _| weighed(p[0].mean(axis, keepdim).unwrap(), 24));
+        // Distinct values 0.1 apart: one maximum per row, and central differences (±0.01) that
+        // never move it to another element.
+        let spread: Vec<f32> = (0..60).map(|i| (i * 37 % 60) as f32 * 0.1 - 3.0).collect();
+        let x = Tensor::from_vec(spread, &[3, 4, 5], &Device::Cpu).unwrap();
+        check_op(test, &[x], |p, _| weighed(p[0].max(axis, keepdim).unwrap(), 26));
+    }
+    for axis in [0, -1] {
+        check_op(test, &[randn(&[4, 6], 27)], |p, _| weighed(p[0].softmax(axis).unwrap(), 28));
+        check_op(test, &[randn(&[4, 6], 29)], |p, _| weighed(p[0].log_softmax(axis).unwrap(), 30));
+    }
+}
+
+#[test]
+fn tied_maxima_share_the_gradient_as_in_torch_amax() {
+    for device in devices("tied_maxima_share_the_gradient_as_in_torch_amax") {
+        let x = Var::parameter(Tensor::from_vec(vec![1.0, 3.0, 3.0, 0.0, 2.0, 5.0], &[2, 3], &device).unwrap());
+        let m = x.max(1, false).unwrap();
+        assert_eq!(m.value().to_vec().unwrap(), [3.0, 5.0]);
+        m.sum_all().unwrap().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec().unwrap(), [0.0, 0.5, 0.5, 0.0, 0.0, 1.0], "on {device}");
+    }
+}
+
+#[test]
+fn layout_ops() {
+    let test = "layout_ops";
+    check_op(test, &[randn(&[2, 3, 4], 31)], |p, _| weighed(p[0].view(&[6, 4]).unwrap(), 32));
+    check_op(test, &[randn(&[2, 3, 4], 33)], |p, _| weighed(p[0].permute(&[2, 0, 1]).unwrap(), 34));
+    check_op(test, &[randn(&[2, 3, 4], 35)], |p, _| weighed(p[0].transpose(0, -1).unwrap(), 36));
+}
+
+#[test]
+fn batched_matrix_products() {
+    let test = "batched_matrix_products";
+    // Equal batches, then a plain matrix shared by every batch entry on either side.
+    for (a, b) in [(vec![2, 3, 4], vec![2, 4, 5]), (vec![2, 3, 4], vec![4, 5]), (vec![3, 4], vec![2, 4, 5])] {
+        check_op(test, &[randn(&a, 37), randn(&b, 38)], |p, _| weighed(p[0].matmul(&p[1]).unwrap(), 39));
+    }
+}
+
+#[test]
+fn bad_axes_are_errors() {
+    let x = Var::parameter(randn(&[2, 3], 40));
+    for err in [x.sum(2, false).err(), x.mean(-3, true).err(), x.max(5, false).err()] {
+        let err = err.expect("an axis past the rank is refused").to_string();
+        assert!(err.contains("out of range for rank 2"), "{err}");
+    }
+}
+
+fn devices(test: &str) -> Vec<Device> {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(kiln_wgsl::testing::context_or_skip(test).map(Device::Gpu));
+    devices
+}
