@@ -298,3 +298,94 @@ fn large_broadcasts_on_the_cpu_follow_the_indices() {
         assert_eq!(product[i], xs[i] * rs[i % 60]);
     }
 }
+
+/// An i32 index of `shape` with entries below `extent`, from `seed`.
+fn index_tensor(shape: &[usize], extent: usize, seed: u64) -> Tensor {
+    let len: usize = shape.iter().product();
+    let picks =
+        (0..len as u64).map(|e| ((seed.rotate_left(e as u32 % 64) ^ e.wrapping_mul(0x9E37)) % extent as u64) as i32);
+    Tensor::from_vec_i32(picks.collect(), shape, &Device::Cpu).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// narrow, cat, gather and the sums returning gathered gradients: the same bits on both
+    /// devices (nothing is rounded but the sums, which both add in the same order).
+    #[test]
+    fn slices_joins_and_gathers_alike(shape in shape(4).prop_filter("needs an axis", |s| !s.is_empty()),
+                                      axis in any::<prop::sample::Index>(), along in 1..5usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("slices_joins_and_gathers_alike") else { return Ok(()) };
+        let axis = axis.index(shape.len());
+        let extent = shape[axis];
+        let (x, xg) = pair(&shape, seed, &gpu);
+        let ints = Tensor::from_vec_i32((0..x.len() as i32).collect(), &shape, &Device::Cpu).unwrap();
+        // Three pieces along the axis (some maybe empty), joined back into the whole.
+        let cuts = [(seed as usize) % (extent + 1), (seed as usize >> 8) % (extent + 1)];
+        let (a, b) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
+        for (t, tg) in [(x.clone(), xg.clone()), (ints.clone(), ints.to(&gpu).unwrap())] {
+            let pieces: Vec<(Tensor, Tensor)> = [(0, a), (a, b - a), (b, extent - b)]
+                .iter()
+                .map(|&(start, len)| (t.narrow(axis as isize, start, len).unwrap(), tg.narrow(axis as isize, start, len).unwrap()))
+                .collect();
+            for (piece, piece_gpu) in &pieces {
+                assert_parity(piece, piece_gpu, 0.0);
+            }
+            let joined = Tensor::cat(&pieces.iter().map(|(p, _)| p).collect::<Vec<_>>(), axis as isize).unwrap();
+            let joined_gpu = Tensor::cat(&pieces.iter().map(|(_, p)| p).collect::<Vec<_>>(), axis as isize).unwrap();
+            assert_parity(&joined, &joined_gpu, 0.0);
+            prop_assert_eq!(joined.to_f32().unwrap().to_vec().unwrap(), t.to_f32().unwrap().to_vec().unwrap());
+        }
+        let mut index_shape = shape.clone();
+        index_shape[axis] = along;
+        let index = index_tensor(&index_shape, extent, seed);
+        let index_gpu = index.to(&gpu).unwrap();
+        let gathered = x.gather(axis as isize, &index).unwrap();
+        assert_parity(&gathered, &xg.gather(axis as isize, &index_gpu).unwrap(), 0.0);
+        let grad = Tensor::randn(&index_shape, seed ^ 5, &Device::Cpu).unwrap();
+        let summed = grad.gather_backward(axis as isize, &index, &shape).unwrap();
+        let summed_gpu = grad.to(&gpu).unwrap().gather_backward(axis as isize, &index_gpu, &shape).unwrap();
+        assert_parity(&summed, &summed_gpu, 0.0);
+        // Rows picked with repeats, and their gradient summed back into the rows.
+        let rows: Vec<usize> = index.to_vec_i32().unwrap().iter().take(7).map(|&k| k as usize % shape[0]).collect();
+        let grad = Tensor::randn(&[&[rows.len()], &shape[1..]].concat(), seed ^ 6, &Device::Cpu).unwrap();
+        let back = grad.index_select_backward(&rows, shape[0]).unwrap();
+        assert_parity(&back, &grad.to(&gpu).unwrap().index_select_backward(&rows, shape[0]).unwrap(), 0.0);
+    }
+}
+
+/// torch.gather's documented example, its gradient, and index_select's gradient, by hand.
+#[test]
+fn gathers_and_their_gradients_by_hand() {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(gpu("gathers_and_their_gradients_by_hand"));
+    for device in devices {
+        let t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2], &device).unwrap();
+        let index = Tensor::from_vec_i32(vec![0, 0, 1, 0], &[2, 2], &device).unwrap();
+        assert_eq!(t.gather(1, &index).unwrap().to_vec().unwrap(), [1.0, 1.0, 4.0, 3.0]);
+        let grad = Tensor::from_vec(vec![1.0, 10.0, 100.0, 1000.0], &[2, 2], &device).unwrap();
+        assert_eq!(grad.gather_backward(1, &index, &[2, 2]).unwrap().to_vec().unwrap(), [11.0, 0.0, 1000.0, 100.0]);
+        let rows = Tensor::from_vec(vec![1.0, 2.0, 10.0, 20.0, 100.0, 200.0], &[3, 2], &device).unwrap();
+        let back = rows.index_select_backward(&[2, 0, 2], 4).unwrap();
+        assert_eq!(back.to_vec().unwrap(), [10.0, 20.0, 0.0, 0.0, 101.0, 202.0, 0.0, 0.0]);
+    }
+}
+
+#[test]
+fn bad_slices_joins_and_indices_are_errors() {
+    let x = Tensor::zeros(&[2, 3], &Device::Cpu).unwrap();
+    let err = |r: kiln_tensor::Result<Tensor>| r.unwrap_err().to_string();
+    assert!(err(x.narrow(1, 2, 2)).contains("entries 2..4 past the 3 of axis 1"));
+    assert!(err(x.narrow(2, 0, 1)).contains("axis 2 is out of range"));
+    assert!(err(Tensor::cat(&[], 0)).contains("needs at least one tensor"));
+    let other = Tensor::zeros(&[3, 3], &Device::Cpu).unwrap();
+    assert!(err(Tensor::cat(&[&x, &other], 1)).contains("the shapes must agree but along the joined axis"));
+    let ints = Tensor::from_vec_i32(vec![0; 6], &[2, 3], &Device::Cpu).unwrap();
+    assert!(Tensor::cat(&[&x, &ints], 0).is_err(), "f32 with i32");
+    let out_of_range = Tensor::from_vec_i32(vec![0, 3], &[2, 1], &Device::Cpu).unwrap();
+    assert!(err(x.gather(1, &out_of_range)).contains("index 3 is out of range for an axis of 3"));
+    assert!(err(x.gather(1, &x)).contains("I32"), "a float index");
+    let misshapen = Tensor::from_vec_i32(vec![0; 3], &[3, 1], &Device::Cpu).unwrap();
+    assert!(err(x.gather(1, &misshapen)).contains("the index must have the source's shape"));
+    assert!(err(x.index_select_backward(&[0, 5], 4)).contains("a gradient [2, 3] for 2 indices below 4"));
+}

@@ -23,6 +23,7 @@ pub mod convert;
 pub mod dropout;
 pub mod fill;
 pub mod gather;
+pub mod index_add;
 pub mod matmul;
 pub mod optimizer;
 pub mod permute;
@@ -217,6 +218,7 @@ mod params_tests {
             (&dropout::FAMILY, &dropout::PARAMS),
             (&fill::FAMILY, &fill::PARAMS),
             (&gather::FAMILY, &gather::PARAMS),
+            (&index_add::FAMILY, &index_add::PARAMS),
             (&matmul::FAMILY, &matmul::PARAMS),
             (&matmul::SOFTWARE_FAMILY, &matmul::PARAMS),
             (&permute::FAMILY, &permute::PARAMS),

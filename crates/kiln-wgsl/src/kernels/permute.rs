@@ -8,32 +8,61 @@ pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "permute", source:
 struct Params {
     len: u32,
     rank: u32,
-    _pad: [u32; 2],
+    offset: u32,
+    _pad: u32,
     shape: [u32; super::MAX_RANK],
-    src_strides: [u32; super::MAX_RANK],
+    strides: [u32; super::MAX_RANK],
 }
 
 /// The Rust side of `Params`, for the check against its WGSL twin (kernels/mod.rs).
 #[cfg(test)]
-pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, rank, shape, src_strides);
+pub(crate) const PARAMS: super::test_support::Layout = params_layout!(Params: len, rank, offset, shape, strides);
+
+/// A view of `shape` into a strided buffer: its elements at `offset + Σ index·stride`.
+pub struct StridedView<'a> {
+    pub shape: &'a [usize],
+    pub strides: &'a [usize],
+    pub offset: usize,
+}
+
+impl StridedView<'_> {
+    fn params(&self, op: &'static str) -> Result<(usize, Params)> {
+        let len: usize = self.shape.iter().product();
+        super::check_indexable(op, len.max(self.offset), self.shape.len())?;
+        let params = Params {
+            len: len as u32,
+            rank: self.shape.len() as u32,
+            offset: self.offset as u32,
+            _pad: 0,
+            shape: super::packed_dims(self.shape),
+            strides: super::packed_dims(self.strides),
+        };
+        Ok((len, params))
+    }
+}
 
 /// A contiguous buffer of `shape` whose element at each index is read from `src` through
 /// `src_strides`: a permutation when the strides are permuted, a broadcast where one is 0.
 /// Moves 32-bit words, so it serves every 4-byte element type.
 pub fn gather_strided(ctx: &GpuContext, src: &GpuBuffer, src_strides: &[usize], shape: &[usize]) -> Result<GpuBuffer> {
-    let len: usize = shape.iter().product();
-    super::check_indexable("gather_strided", len, shape.len())?;
+    gather_view(ctx, src, &StridedView { shape, strides: src_strides, offset: 0 })
+}
+
+/// A contiguous copy of `view` of `src`: with an offset, a slab along one axis (`narrow`).
+pub fn gather_view(ctx: &GpuContext, src: &GpuBuffer, view: &StridedView) -> Result<GpuBuffer> {
+    let (len, params) = view.params("gather_strided")?;
     let out = ctx.alloc(len as u64 * 4)?;
     let spec = KernelSpec::new(&FAMILY, "gather_strided", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]);
-    let params = Params {
-        len: len as u32,
-        rank: shape.len() as u32,
-        _pad: [0; 2],
-        shape: super::packed_dims(shape),
-        src_strides: super::packed_dims(src_strides),
-    };
     ctx.launch(&spec, bytemuck::bytes_of(&params), &[src, &out], ctx.linear_grid(len, 256)?)?;
     Ok(out)
+}
+
+/// Writes the contiguous `src` into `view` of `dst`, in place: one input of a concatenation
+/// into its slab of the output.
+pub fn scatter_view(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, view: &StridedView) -> Result<()> {
+    let (len, params) = view.params("scatter_strided")?;
+    let spec = KernelSpec::new(&FAMILY, "scatter_strided", &[Slot(1, Access::Read), Slot(2, Access::ReadWrite)]);
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &[src, dst], ctx.linear_grid(len, 256)?)
 }
 
 #[cfg(test)]
@@ -72,6 +101,19 @@ mod tests {
                 .collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// A [2, 5] buffer's columns 1..4 read out, then written back into a zeroed [2, 5].
+    #[test]
+    fn offset_views_read_and_write_a_slab() {
+        let Some(ctx) = context_or_skip("permute::offset_views_read_and_write_a_slab") else { return };
+        let full = ctx.upload(&(0..10).collect::<Vec<i32>>()).unwrap();
+        let slab = StridedView { shape: &[2, 3], strides: &[5, 1], offset: 1 };
+        let out = gather_view(&ctx, &full, &slab).unwrap();
+        assert_eq!(ctx.read::<i32>(&out, 6).unwrap(), vec![1, 2, 3, 6, 7, 8]);
+        let zeros = ctx.upload(&[0i32; 10]).unwrap();
+        scatter_view(&ctx, &out, &zeros, &slab).unwrap();
+        assert_eq!(ctx.read::<i32>(&zeros, 10).unwrap(), vec![0, 1, 2, 3, 0, 0, 6, 7, 8, 0]);
     }
 
     #[test]
