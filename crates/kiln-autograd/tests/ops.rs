@@ -80,6 +80,50 @@ fn layout_ops() {
 }
 
 #[test]
+fn slicing_and_joining() {
+    let test = "slicing_and_joining";
+    check_op(test, &[randn(&[3, 5, 2], 41)], |p, _| weighed(p[0].narrow(1, 1, 3).unwrap(), 42));
+    check_op(test, &[randn(&[3, 5], 43)], |p, _| weighed(p[0].narrow(-1, 0, 5).unwrap(), 44));
+    // Three pieces of different lengths along the middle axis; one value used twice.
+    check_op(test, &[randn(&[2, 1, 3], 45), randn(&[2, 4, 3], 46)], |p, _| {
+        weighed(Var::cat(&[&p[0], &p[1], &p[0]], 1).unwrap(), 47)
+    });
+    for axis in [0, 1, 2] {
+        check_op(test, &[randn(&[2, 3], 48), randn(&[2, 3], 49)], |p, _| {
+            weighed(Var::stack(&[&p[0], &p[1]], axis).unwrap(), 50)
+        });
+    }
+}
+
+#[test]
+fn picking_by_index() {
+    let test = "picking_by_index";
+    // Rows picked with repeats: a repeated row's gradient adds up.
+    check_op(test, &[randn(&[4, 3], 51)], |p, _| weighed(p[0].index_select(&[3, 0, 3, 1, 3]).unwrap(), 52));
+    for axis in [0, 1] {
+        let mut index_shape = vec![3, 4];
+        index_shape[axis] = 5;
+        let extent = [3, 4][axis];
+        let len: usize = index_shape.iter().product();
+        let picks = (0..len as i32).map(|i| (i * 7 + axis as i32) % extent).collect();
+        let index = Tensor::from_vec_i32(picks, &index_shape, &Device::Cpu).unwrap();
+        check_op(test, &[randn(&[3, 4], 53)], |p, device| {
+            weighed(p[0].gather(axis as isize, &index.to(device).unwrap()).unwrap(), 54)
+        });
+    }
+}
+
+#[test]
+fn bad_joins_are_errors() {
+    let (a, b) = (Var::parameter(randn(&[2, 3], 55)), Var::parameter(randn(&[3, 3], 56)));
+    assert!(Var::stack(&[], 0).unwrap_err().to_string().contains("needs at least one value"));
+    assert!(Var::stack(&[&a, &b], 0).unwrap_err().to_string().contains("must all have one shape"));
+    assert!(Var::stack(&[&a], 3).unwrap_err().to_string().contains("axis 3 is out of range"));
+    assert!(Var::cat(&[&a, &b], 1).is_err(), "rows differ");
+    assert_eq!(Var::cat(&[&a, &b], 0).unwrap().value().shape(), [5, 3]);
+}
+
+#[test]
 fn batched_matrix_products() {
     let test = "batched_matrix_products";
     // Equal batches, then a plain matrix shared by every batch entry on either side.
@@ -93,7 +137,7 @@ fn bad_axes_are_errors() {
     let x = Var::parameter(randn(&[2, 3], 40));
     for err in [x.sum(2, false).err(), x.mean(-3, true).err(), x.max(5, false).err()] {
         let err = err.expect("an axis past the rank is refused").to_string();
-        assert!(err.contains("out of range for rank 2"), "{err}");
+        assert!(err.contains("is out of range for a tensor of rank 2"), "{err}");
     }
 }
 

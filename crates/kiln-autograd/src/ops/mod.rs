@@ -7,6 +7,7 @@ use kiln_tensor::Tensor;
 use crate::Var;
 
 mod elementwise;
+mod indexing;
 mod layers;
 mod layout;
 mod reduce;

@@ -1,19 +1,9 @@
 //! Sums, means, maxima and softmax, over all elements or along an axis.
 
-use kiln_tensor::{Tensor, TensorError};
+use kiln_tensor::Tensor;
+use kiln_tensor::shape::normalize_axis;
 
 use crate::{Result, Var};
-
-/// `axis` counted from the front (negative counts from the end), checked against `rank`.
-fn axis_index(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
-    let index = if axis < 0 { axis + rank as isize } else { axis };
-    if index < 0 || index >= rank as isize {
-        return Err(
-            TensorError::InvalidArgument { op, why: format!("axis {axis} is out of range for rank {rank}") }.into()
-        );
-    }
-    Ok(index as usize)
-}
 
 /// The shape of a reduction along `axis` with `keepdim`: that axis as 1.
 fn kept(shape: &[usize], axis: usize) -> Vec<usize> {
@@ -47,7 +37,7 @@ impl Var {
     /// The sum along `axis` (negative counts from the end); `keepdim` leaves it as size 1.
     pub fn sum(&self, axis: isize, keepdim: bool) -> Result<Var> {
         let shape = self.value().shape().to_vec();
-        let axis = axis_index("sum", axis, shape.len())?;
+        let axis = normalize_axis("sum", axis, shape.len())?;
         let value = self.value().sum(axis as isize, keepdim)?;
         Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(spread(g, &shape, axis)?)])))
     }
@@ -55,7 +45,7 @@ impl Var {
     /// The mean along `axis`; `keepdim` leaves it as size 1.
     pub fn mean(&self, axis: isize, keepdim: bool) -> Result<Var> {
         let shape = self.value().shape().to_vec();
-        let axis = axis_index("mean", axis, shape.len())?;
+        let axis = normalize_axis("mean", axis, shape.len())?;
         let (value, n) = (self.value().mean(axis as isize, keepdim)?, shape[axis] as f32);
         Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(spread(g, &shape, axis)?.div_scalar(n)?)])))
     }
@@ -64,7 +54,7 @@ impl Var {
     /// they share its gradient evenly.
     pub fn max(&self, axis: isize, keepdim: bool) -> Result<Var> {
         let x = self.value();
-        let axis = axis_index("max", axis, x.rank())?;
+        let axis = normalize_axis("max", axis, x.rank())?;
         let value = x.max(axis as isize, keepdim)?;
         let maximum = value.reshape(&kept(x.shape(), axis))?;
         Ok(Var::custom(value, &[self], move |g| {
