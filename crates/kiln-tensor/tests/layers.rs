@@ -1,4 +1,4 @@
-//! The layer ops (linear, convolution, max pooling, batch norm): GPU against the CPU reference over random shapes and
+//! The layer ops (linear, convolution, max and average pooling, batch norm): GPU against the CPU reference over random shapes and
 //! parameters, CPU gradients against central differences, known values, bad input.
 
 use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Device, Pool2d, Tensor};
@@ -118,6 +118,64 @@ fn max_pool_input_errors() {
     let (y, at) = x.max_pool2d(&Pool2d::new(2)).unwrap();
     assert!(y.max_pool2d_backward(&at, &[1, 1, 6, 6], &Pool2d::new(2)).is_err());
     assert!(y.max_pool2d_backward(&y, &[1, 1, 4, 4], &Pool2d::new(2)).is_err(), "positions must be i32");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Strided windows (padding counted in the divisor) and adaptive ones, forward and back.
+    #[test]
+    fn average_pooling_matches((shape, pool) in pool_case(), out_h in 1..7usize, out_w in 1..7usize, seed in any::<u64>()) {
+        let Some(gpu) = gpu("average_pooling_matches") else { return Ok(()) };
+        let x = Tensor::randn(&shape, seed, &Device::Cpu).unwrap();
+        let xg = x.to(&gpu).unwrap();
+        let y = x.avg_pool2d(&pool).unwrap();
+        prop_assert!(close(&xg.avg_pool2d(&pool).unwrap().to_vec().unwrap(), &y.to_vec().unwrap(), 1e-6));
+        let grad_out = Tensor::randn(y.shape(), seed ^ 9, &Device::Cpu).unwrap();
+        let grad = grad_out.avg_pool2d_backward(&shape, &pool).unwrap();
+        let grad_gpu = grad_out.to(&gpu).unwrap().avg_pool2d_backward(&shape, &pool).unwrap();
+        prop_assert!(close(&grad_gpu.to_vec().unwrap(), &grad.to_vec().unwrap(), 1e-6));
+        let y = x.adaptive_avg_pool2d([out_h, out_w]).unwrap();
+        prop_assert!(close(&xg.adaptive_avg_pool2d([out_h, out_w]).unwrap().to_vec().unwrap(), &y.to_vec().unwrap(), 1e-6));
+        let grad_out = Tensor::randn(y.shape(), seed ^ 10, &Device::Cpu).unwrap();
+        let grad = grad_out.adaptive_avg_pool2d_backward(&shape).unwrap();
+        let grad_gpu = grad_out.to(&gpu).unwrap().adaptive_avg_pool2d_backward(&shape).unwrap();
+        prop_assert!(close(&grad_gpu.to_vec().unwrap(), &grad.to_vec().unwrap(), 1e-6));
+    }
+}
+
+#[test]
+fn average_pooling_known_values_and_gradients() {
+    let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4], &Device::Cpu).unwrap();
+    assert_eq!(x.avg_pool2d(&Pool2d::new(2)).unwrap().to_vec().unwrap(), vec![2.5, 4.5, 10.5, 12.5]);
+    // 3×3 windows, stride 2, padding 1: the corner window holds 0, 1, 4, 5 and five zeros.
+    let padded = x.avg_pool2d(&Pool2d::new(3).stride(2).padding(1)).unwrap().to_vec().unwrap();
+    assert_eq!(padded[0], 10.0 / 9.0);
+    assert_eq!(x.adaptive_avg_pool2d([1, 1]).unwrap().to_vec().unwrap(), vec![7.5], "global average");
+    // 4 rows into 3 windows: rows 0–1, 1–2, 2–3.
+    let rows = x.adaptive_avg_pool2d([3, 1]).unwrap().to_vec().unwrap();
+    assert_eq!(rows, vec![3.5, 7.5, 11.5]);
+    let x = Tensor::randn(&[2, 2, 5, 6], 3, &Device::Cpu).unwrap();
+    for pool in [Pool2d::new(2), Pool2d::new(3).stride(2).padding(1)] {
+        let r = Tensor::randn(x.avg_pool2d(&pool).unwrap().shape(), 5, &Device::Cpu).unwrap();
+        let grad = r.avg_pool2d_backward(x.shape(), &pool).unwrap().to_vec().unwrap();
+        assert!(close(&grad, &numerical_grad(&x, &r, |t| t.avg_pool2d(&pool).unwrap()), 1e-2), "{pool:?}");
+    }
+    for output in [[1, 1], [2, 4], [4, 4], [7, 9]] {
+        let r = Tensor::randn(&[2, 2, output[0], output[1]], 6, &Device::Cpu).unwrap();
+        let grad = r.adaptive_avg_pool2d_backward(x.shape()).unwrap().to_vec().unwrap();
+        assert!(close(&grad, &numerical_grad(&x, &r, |t| t.adaptive_avg_pool2d(output).unwrap()), 1e-2), "{output:?}");
+    }
+}
+
+#[test]
+fn average_pooling_input_errors() {
+    let x = Tensor::zeros(&[1, 1, 4, 4], &Device::Cpu).unwrap();
+    assert!(x.avg_pool2d(&Pool2d::new(5)).unwrap_err().to_string().contains("does not fit"));
+    assert!(Tensor::zeros(&[4, 4], &Device::Cpu).unwrap().adaptive_avg_pool2d([1, 1]).is_err());
+    assert!(x.adaptive_avg_pool2d([0, 2]).unwrap_err().to_string().contains("cannot pool a 4×4 plane into 0×2"));
+    let y = x.avg_pool2d(&Pool2d::new(2)).unwrap();
+    assert!(y.avg_pool2d_backward(&[1, 1, 6, 6], &Pool2d::new(2)).unwrap_err().to_string().contains("output shape"));
 }
 
 /// A convolution problem: input shape, weight shape, geometry, bias or not.

@@ -35,6 +35,7 @@ macro_rules! widest_simd {
     }};
 }
 
+mod avg_pool;
 mod batch_norm;
 mod conv;
 mod conv_pool;
