@@ -40,6 +40,10 @@ fn elementwise_ops() {
     }
     check_op(test, &[randn(&[2, 5], 17).mul_scalar(2.0).unwrap()], |p, _| weighed(p[0].sigmoid().unwrap(), 18));
     check_op(test, &[randn(&[2, 5], 19)], |p, _| weighed(p[0].tanh().unwrap(), 20));
+    check_op(test, &[away_from_zero(&[3, 5], 57)], |p, _| weighed(p[0].leaky_relu(0.1).unwrap(), 58));
+    for tanh in [false, true] {
+        check_op(test, &[randn(&[3, 5], 59).mul_scalar(2.0).unwrap()], |p, _| weighed(p[0].gelu(tanh).unwrap(), 60));
+    }
 }
 
 #[test]

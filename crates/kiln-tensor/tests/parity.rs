@@ -57,7 +57,7 @@ fn pair(shape: &[usize], seed: u64, gpu: &Device) -> (Tensor, Tensor) {
 
 type UnaryFn = fn(&Tensor) -> kiln_tensor::Result<Tensor>;
 
-const UNARY: [(&str, UnaryFn); 15] = [
+const UNARY: [(&str, UnaryFn); 19] = [
     ("neg", Tensor::neg),
     ("abs", Tensor::abs),
     ("exp", Tensor::exp),
@@ -71,6 +71,10 @@ const UNARY: [(&str, UnaryFn); 15] = [
     ("scalar arithmetic", |t| t.add_scalar(1.5)?.sub_scalar(0.25)?.mul_scalar(-2.0)?.div_scalar(3.0)?.rsub_scalar(1.0)),
     ("pow_scalar", |t| t.abs()?.pow_scalar(1.7)),
     ("clamp", |t| t.maximum_scalar(-0.5)?.minimum_scalar(0.5)),
+    ("leaky_relu and its gradient", |t| t.leaky_relu(0.2)?.leaky_relu_backward(t, 0.2)),
+    ("gelu", |t| t.gelu(false)),
+    ("gelu, tanh approximation", |t| t.gelu(true)),
+    ("gelu's gradients", |t| t.gelu_backward(t, false)?.gelu_backward(t, true)),
     ("sum_all", Tensor::sum_all),
     ("mean_all", Tensor::mean_all),
 ];

@@ -96,4 +96,16 @@ impl Var {
         // tanh' = 1 − tanh².
         Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(g.mul(&y.square()?.rsub_scalar(1.0)?)?)])))
     }
+
+    /// x where positive, else `slope`·x.
+    pub fn leaky_relu(&self, slope: f32) -> Result<Var> {
+        let x = self.value();
+        Ok(Var::custom(x.leaky_relu(slope)?, &[self], move |g| Ok(vec![Some(g.leaky_relu_backward(&x, slope)?)])))
+    }
+
+    /// x·Φ(x), PyTorch's exact GELU; with `tanh`, its tanh approximation.
+    pub fn gelu(&self, tanh: bool) -> Result<Var> {
+        let x = self.value();
+        Ok(Var::custom(x.gelu(tanh)?, &[self], move |g| Ok(vec![Some(g.gelu_backward(&x, tanh)?)])))
+    }
 }

@@ -42,8 +42,28 @@ fn cpu_unary(values: &[f32], op: UnaryOp, s: f32) -> Vec<f32> {
         op,
         UnaryOp,
         [
-            Neg, Abs, Exp, Log, Sqrt, Relu, Sigmoid, Tanh, Square, Recip, AddScalar, MulScalar, PowScalar, MaxScalar,
-            MinScalar, ScalarSub
+            Neg,
+            Abs,
+            Exp,
+            Log,
+            Sqrt,
+            Relu,
+            Sigmoid,
+            Tanh,
+            Square,
+            Recip,
+            AddScalar,
+            MulScalar,
+            PowScalar,
+            MaxScalar,
+            MinScalar,
+            ScalarSub,
+            LeakyRelu,
+            LeakyReluSlope,
+            Gelu,
+            GeluDerivative,
+            GeluTanh,
+            GeluTanhDerivative
         ],
         |op: UnaryOp| map_values(values, |x| op.apply(x, s))
     )
@@ -166,6 +186,25 @@ impl Tensor {
     }
     pub fn square(&self) -> Result<Tensor> {
         self.map("square", UnaryOp::Square, 0.0)
+    }
+    /// x where positive, else `slope`·x, as `torch.nn.functional.leaky_relu`.
+    pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
+        self.map("leaky_relu", UnaryOp::LeakyRelu, slope)
+    }
+    /// The gradient through a LeakyReLU: this gradient times 1 where the input was
+    /// positive, else `slope`.
+    pub fn leaky_relu_backward(&self, input: &Tensor, slope: f32) -> Result<Tensor> {
+        self.mul(&input.map("leaky_relu_backward", UnaryOp::LeakyReluSlope, slope)?)
+    }
+    /// x·Φ(x), PyTorch's exact GELU (Φ through an erf with |error| ≤ 3.5e-7); with `tanh`,
+    /// its tanh approximation (`approximate='tanh'`).
+    pub fn gelu(&self, tanh: bool) -> Result<Tensor> {
+        self.map("gelu", if tanh { UnaryOp::GeluTanh } else { UnaryOp::Gelu }, 0.0)
+    }
+    /// The gradient through a GELU whose input was `input`.
+    pub fn gelu_backward(&self, input: &Tensor, tanh: bool) -> Result<Tensor> {
+        let derivative = if tanh { UnaryOp::GeluTanhDerivative } else { UnaryOp::GeluDerivative };
+        self.mul(&input.map("gelu_backward", derivative, 0.0)?)
     }
     /// 1 / x.
     pub fn recip(&self) -> Result<Tensor> {

@@ -70,6 +70,43 @@ unary_ops! {
     MinScalar = 14, wgsl: "return min(v, s);", host: |x, s| x.min(s);
     /// s − x
     ScalarSub = 15, wgsl: "return s - v;", host: |x, s| s - x;
+    /// x where positive, else s·x: LeakyReLU with slope `s`.
+    LeakyRelu = 16, wgsl: "return select(s * v, v, v > 0.0);", host: |x, s| if x > 0.0 { x } else { s * x };
+    /// LeakyReLU's derivative: 1 where positive, else `s`.
+    LeakyReluSlope = 17, wgsl: "return select(s, 1.0, v > 0.0);", host: |x, s| if x > 0.0 { 1.0 } else { s };
+    /// x·Φ(x) = ½x(1 + erf(x/√2)), PyTorch's exact GELU.
+    Gelu = 18, wgsl: "return 0.5 * v * (1.0 + erf(v * 0.7071067812));", host: |x, s| 0.5 * x * (1.0 + erf(x * 0.707_106_77));
+    /// GELU's derivative: Φ(x) + x·φ(x).
+    GeluDerivative = 19,
+        wgsl: "return 0.5 * (1.0 + erf(v * 0.7071067812)) + v * 0.3989422804 * exp(-0.5 * v * v);",
+        host: |x, s| 0.5 * (1.0 + erf(x * 0.707_106_77)) + x * 0.398_942_3 * (-0.5 * x * x).exp();
+    /// ½x(1 + tanh(√(2/π)(x + 0.044715x³))), GELU(approximate='tanh').
+    GeluTanh = 20, wgsl: "return 0.5 * v * (1.0 + gelu_tanh_inner(v));", host: |x, s| 0.5 * x * (1.0 + gelu_tanh_inner(x));
+    /// The tanh approximation's derivative.
+    GeluTanhDerivative = 21,
+        wgsl: "let t = gelu_tanh_inner(v); return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * 0.7978845608 * (1.0 + 0.134145 * v * v);",
+        host: |x, s| {
+            let t = gelu_tanh_inner(x);
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.797_884_6 * (1.0 + 0.134_145 * x * x)
+        };
+}
+
+/// The error function as unary.wgsl computes it: Abramowitz & Stegun 7.1.26, |error| ≤
+/// 1.5e-7 in exact arithmetic, 3.5e-7 in f32.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let magnitude = 1.0 - poly * (-z * z).exp();
+    // 0 at 0, as WGSL's sign() makes it.
+    if x == 0.0 { 0.0 } else { magnitude.copysign(x) }
+}
+
+/// tanh(√(2/π)·(x + 0.044715·x³)), as unary.wgsl's `gelu_tanh_inner`.
+#[inline(always)]
+fn gelu_tanh_inner(x: f32) -> f32 {
+    (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh()
 }
 
 #[repr(C)]
@@ -125,6 +162,39 @@ mod tests {
             let got = ctx.read::<f32>(&unary(&ctx, op, &buffer, len, 1.7).unwrap(), len).unwrap();
             let want: Vec<f32> = x.iter().map(|&v| op.apply(v, 1.7)).collect();
             assert_close(&got, &want, 1e-5);
+        }
+    }
+
+    /// Signed inputs for the ops defined on every real (LeakyReLU's and GELU's two sides).
+    #[test]
+    fn signed_inputs_match_the_host() {
+        let Some(ctx) = context_or_skip("unary::signed_inputs_match_the_host") else { return };
+        let x: Vec<f32> = values(1000, 4).iter().map(|v| v * 3.0).chain([0.0, -0.0, 8.0, -8.0]).collect();
+        let buffer = ctx.upload(&x).unwrap();
+        let everywhere =
+            UnaryOp::ALL.into_iter().filter(|op| !matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::PowScalar));
+        for op in everywhere {
+            let got = ctx.read::<f32>(&unary(&ctx, op, &buffer, x.len(), 0.1).unwrap(), x.len()).unwrap();
+            let want: Vec<f32> = x.iter().map(|&v| op.apply(v, 0.1)).collect();
+            assert_close(&got, &want, 1e-5);
+        }
+    }
+
+    /// The host erf against f64 values of erf (from the series, exact to f32 here).
+    #[test]
+    fn erf_is_within_its_bound() {
+        let series = |x: f64| {
+            // erf(x) = 2/√π Σ (−1)ⁿ x^(2n+1) / (n! (2n+1)), converging for |x| ≤ 4.
+            let (mut term, mut sum) = (x, x);
+            for n in 1..200 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        // 1.5e-7 from the formula, and a few roundings of f32 near 1 (3.45e-7 at worst here).
+        for x in (-400..=400).map(|i| i as f32 / 100.0) {
+            assert!((erf(x) as f64 - series(x as f64)).abs() < 4e-7, "erf({x})");
         }
     }
 
