@@ -6,7 +6,7 @@ mod common;
 
 use common::{check_op, randn};
 use kiln_autograd::Var;
-use kiln_tensor::{Device, Tensor};
+use kiln_tensor::{Device, Pool2d, Tensor};
 
 /// Σ output · r for fixed random `r` shaped as the output, on the output's device.
 fn weighed(output: Var, seed: u64) -> Var {
@@ -125,6 +125,17 @@ fn bad_joins_are_errors() {
     assert!(Var::stack(&[&a], 3).unwrap_err().to_string().contains("axis 3 is out of range"));
     assert!(Var::cat(&[&a, &b], 1).is_err(), "rows differ");
     assert_eq!(Var::cat(&[&a, &b], 0).unwrap().value().shape(), [5, 3]);
+}
+
+#[test]
+fn average_pooling() {
+    let test = "average_pooling";
+    for pool in [Pool2d::new(2), Pool2d::new(3).stride(2).padding(1)] {
+        check_op(test, &[randn(&[2, 3, 5, 6], 61)], |p, _| weighed(p[0].avg_pool2d(&pool).unwrap(), 62));
+    }
+    for output in [[1, 1], [2, 4], [6, 7]] {
+        check_op(test, &[randn(&[2, 3, 5, 6], 63)], |p, _| weighed(p[0].adaptive_avg_pool2d(output).unwrap(), 64));
+    }
 }
 
 #[test]

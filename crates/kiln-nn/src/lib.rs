@@ -67,7 +67,10 @@ pub use checkpoint::{
     LoadReport, StateDict, load, load_into, load_into_non_strict, load_state_dict, save, save_state_dict, state_dict,
 };
 pub use init::{kaiming_uniform, uniform};
-pub use layers::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Softmax};
+pub use layers::{
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GELU, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh,
+};
 pub use loss::CrossEntropyLoss;
 pub use module::{Module, Sequential};
 pub use seeds::Seeds;

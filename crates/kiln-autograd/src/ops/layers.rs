@@ -111,6 +111,22 @@ impl Var {
         Ok(Var::custom(value, &[self], move |g| Ok(vec![Some(g.max_pool2d_backward(&positions, &shape, &pool)?)])))
     }
 
+    /// 2-D average pooling, the padding counted in each divisor (PyTorch's default).
+    pub fn avg_pool2d(&self, pool: &Pool2d) -> Result<Var> {
+        let (shape, pool) = (self.value().shape().to_vec(), *pool);
+        Ok(Var::custom(self.value().avg_pool2d(&pool)?, &[self], move |g| {
+            Ok(vec![Some(g.avg_pool2d_backward(&shape, &pool)?)])
+        }))
+    }
+
+    /// Adaptive average pooling into `output` ([height, width]) windows.
+    pub fn adaptive_avg_pool2d(&self, output: [usize; 2]) -> Result<Var> {
+        let shape = self.value().shape().to_vec();
+        Ok(Var::custom(self.value().adaptive_avg_pool2d(output)?, &[self], move |g| {
+            Ok(vec![Some(g.adaptive_avg_pool2d_backward(&shape)?)])
+        }))
+    }
+
     /// Batch norm of `[N, C, H, W]`. In training it normalises with the batch's statistics
     /// and updates the running ones; in evaluation it uses the running ones.
     pub fn batch_norm2d(

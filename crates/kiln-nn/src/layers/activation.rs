@@ -57,3 +57,86 @@ impl Module for Softmax {
         Ok(Var::constant(input.value().softmax(-1)?))
     }
 }
+
+/// x where positive, else `negative_slope`·x, as `torch.nn.LeakyReLU` (slope 0.01 by default).
+pub struct LeakyReLU {
+    pub negative_slope: f32,
+}
+
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        Self { negative_slope: 0.01 }
+    }
+}
+
+impl LeakyReLU {
+    pub fn new(negative_slope: f32) -> Self {
+        Self { negative_slope }
+    }
+}
+
+impl Module for LeakyReLU {
+    fn extra_repr(&self) -> String {
+        format!("negative_slope={}", crate::python_float(self.negative_slope))
+    }
+
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.leaky_relu(self.negative_slope)?)
+    }
+}
+
+/// 1 / (1 + e⁻ˣ), as `torch.nn.Sigmoid`.
+pub struct Sigmoid;
+
+impl Module for Sigmoid {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.sigmoid()?)
+    }
+}
+
+/// The hyperbolic tangent, as `torch.nn.Tanh`.
+pub struct Tanh;
+
+impl Module for Tanh {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.tanh()?)
+    }
+}
+
+/// x·Φ(x), as `torch.nn.GELU`: exact by default, or its tanh approximation.
+#[derive(Default)]
+pub struct GELU {
+    pub tanh_approximation: bool,
+}
+
+impl GELU {
+    /// The exact GELU (`approximate='none'`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tanh approximation (`approximate='tanh'`).
+    pub fn tanh() -> Self {
+        Self { tanh_approximation: true }
+    }
+}
+
+impl Module for GELU {
+    fn extra_repr(&self) -> String {
+        format!("approximate='{}'", if self.tanh_approximation { "tanh" } else { "none" })
+    }
+
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.gelu(self.tanh_approximation)?)
+    }
+}
+
+/// Its input, as `torch.nn.Identity`: a placeholder where a layer is taken out (a head
+/// removed for fine-tuning).
+pub struct Identity;
+
+impl Module for Identity {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        Ok(input.clone())
+    }
+}

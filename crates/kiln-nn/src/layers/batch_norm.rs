@@ -92,3 +92,62 @@ impl Module for BatchNorm2d {
         self.training = training;
     }
 }
+
+/// Batch normalisation of `[N, C]` or `[N, C, L]`, as `torch.nn.BatchNorm1d`: a
+/// [`BatchNorm2d`] (in `.0`: the same parameters, running statistics and state-dict names)
+/// over the input seen as `[N, C, L, 1]`.
+pub struct BatchNorm1d(pub BatchNorm2d);
+
+impl BatchNorm1d {
+    pub fn new(channels: usize) -> Result<Self> {
+        Ok(Self(BatchNorm2d::new(channels)?))
+    }
+
+    /// `input` as the 2-D layer sees it, and the shape to give back.
+    fn planes(input: &Var) -> Result<(Var, Vec<usize>)> {
+        let shape = input.value().shape().to_vec();
+        let planar = match shape.as_slice() {
+            &[n, c] => vec![n, c, 1, 1],
+            &[n, c, l] => vec![n, c, l, 1],
+            other => {
+                return Err(NnError::Invalid(format!("BatchNorm1d needs an [N, C] or [N, C, L] input, got {other:?}")));
+            }
+        };
+        Ok((input.reshape(&planar)?, shape))
+    }
+}
+
+impl Module for BatchNorm1d {
+    fn extra_repr(&self) -> String {
+        self.0.extra_repr()
+    }
+
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        let (planar, shape) = Self::planes(input)?;
+        Ok(self.0.forward(&planar)?.reshape(&shape)?)
+    }
+
+    fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
+        let run = |norm: &mut BatchNorm2d| -> Result<Var> {
+            let (planar, shape) = Self::planes(input)?;
+            Ok(norm.normalize(&planar, BatchNormConfig { relu: true, ..norm.config })?.reshape(&shape)?)
+        };
+        Some(run(&mut self.0))
+    }
+
+    fn local_parameters(&self) -> Vec<(String, Var)> {
+        self.0.local_parameters()
+    }
+
+    fn local_buffers(&self) -> Vec<(String, Tensor)> {
+        self.0.local_buffers()
+    }
+
+    fn set_local_buffer(&mut self, name: &str, value: Tensor) -> Result<()> {
+        self.0.set_local_buffer(name, value)
+    }
+
+    fn set_local_training(&mut self, training: bool) {
+        self.0.set_local_training(training);
+    }
+}
