@@ -16,7 +16,7 @@ fn main() -> Result<(), Error> {
     let tutorial = Tutorial::Cifar10Lenet;
     let options = Options::from_args(tutorial)?;
     let (mut model, mut optimizer, train, test) = support::setup(tutorial, &options)?;
-    support::fit(&mut model, optimizer.as_mut(), &train, &test, options.epochs)?;
+    support::fit(&mut model, optimizer.as_mut(), None, &train, &test, options.epochs)?;
 
     let predictions = training::predict(&mut model, test.epoch(0)?)?;
     let classes = kiln::data::CIFAR10_CLASSES;

@@ -12,7 +12,7 @@ fn main() -> Result<(), Error> {
     let tutorial = Tutorial::MnistMlp;
     let options = Options::from_args(tutorial)?;
     let (mut model, mut optimizer, train, test) = support::setup(tutorial, &options)?;
-    let history = support::fit(&mut model, optimizer.as_mut(), &train, &test, options.epochs)?;
+    let history = support::fit(&mut model, optimizer.as_mut(), None, &train, &test, options.epochs)?;
     if let Some(last) = history.valid.last() {
         println!("final test accuracy {:.4}", last.accuracy);
     }

@@ -1,12 +1,16 @@
-//! What the tutorial examples share: their command line and the epoch loop, which prints
-//! loss and accuracy per epoch as the tutorials do.
+//! What the examples share: their command line and the epoch loop, which prints loss and
+//! accuracy per epoch as the tutorials do.
+// Each example includes this module and uses only part of it.
+#![allow(dead_code)]
+
+pub mod fine_tuning;
 
 use std::path::PathBuf;
 
 use kiln::Device;
 use kiln::data::{DataLoader, ImageDataset};
 use kiln::nn::{CrossEntropyLoss, Module, Sequential};
-use kiln::optim::Optimizer;
+use kiln::optim::{LrScheduler, Optimizer};
 use kiln::training::{self, History};
 use kiln::tutorials::Tutorial;
 
@@ -31,6 +35,32 @@ impl std::fmt::Debug for Error {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What an example's command line defaults to.
+#[derive(Clone, Copy)]
+pub struct Defaults {
+    pub name: &'static str,
+    /// The dataset's directory under `$KILN_DATA_DIR`; `None` for that root itself, for an
+    /// example that reads several datasets.
+    pub dataset_dir: Option<&'static str>,
+    pub epochs: usize,
+}
+
+impl From<Tutorial> for Defaults {
+    fn from(tutorial: Tutorial) -> Self {
+        Self { name: tutorial.name(), dataset_dir: Some(tutorial.dataset_dir()), epochs: tutorial.epochs() }
+    }
+}
+
+impl Defaults {
+    /// What `--data` names, for messages.
+    fn data(&self) -> String {
+        match self.dataset_dir {
+            Some(dir) => format!("the directory of the {dir} dataset"),
+            None => "the directory of the datasets' directories".into(),
+        }
+    }
+}
+
 /// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N --augment`.
 pub struct Options {
     pub data: PathBuf,
@@ -49,19 +79,20 @@ impl Options {
     /// `--help` prints the usage and exits.
     /// Call it first thing in `main`: it also quiets a headless machine's Vulkan start
     /// ([`kiln::wgsl::quiet_headless_vulkan`]), before any other thread runs.
-    pub fn from_args(tutorial: Tutorial) -> Result<Options, Error> {
+    pub fn from_args(defaults: impl Into<Defaults>) -> Result<Options, Error> {
         // SAFETY: the examples call this first in main, before any other thread exists.
         unsafe { kiln::wgsl::quiet_headless_vulkan() };
+        let defaults = defaults.into();
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.iter().any(|a| a == "--help" || a == "-h") {
-            println!("{}", usage(tutorial));
+            println!("{}", usage(defaults));
             std::process::exit(0);
         }
-        Self::parse(tutorial, args.into_iter())
+        Self::parse(defaults, args.into_iter())
     }
 
-    pub fn parse(tutorial: Tutorial, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
-        let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, tutorial.epochs(), None, 0, None);
+    pub fn parse(defaults: Defaults, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
+        let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, defaults.epochs, None, 0, None);
         let mut augment = false;
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -85,12 +116,8 @@ impl Options {
         let data = match data {
             Some(dir) => dir,
             None => match std::env::var_os("KILN_DATA_DIR") {
-                Some(root) => PathBuf::from(root).join(tutorial.dataset_dir()),
-                None => {
-                    return Err(
-                        format!("pass --data DIR: the directory of the {} dataset", tutorial.dataset_dir()).into()
-                    );
-                }
+                Some(root) => PathBuf::from(root).join(defaults.dataset_dir.unwrap_or("")),
+                None => return Err(format!("pass --data DIR: {}", defaults.data()).into()),
             },
         };
         Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit, augment })
@@ -98,20 +125,25 @@ impl Options {
 
     /// The tutorial's training and test sets, cut to `--limit`.
     pub fn datasets(&self, tutorial: Tutorial) -> Result<(ImageDataset, ImageDataset), Error> {
-        let (train, test) = tutorial.datasets(&self.data)?;
-        Ok(match self.limit {
+        Ok(self.limited(tutorial.datasets(&self.data)?))
+    }
+
+    /// A training and a test set cut to `--limit`.
+    pub fn limited(&self, (train, test): (ImageDataset, ImageDataset)) -> (ImageDataset, ImageDataset) {
+        match self.limit {
             Some(n) => (train.take(n), test.take(n)),
             None => (train, test),
-        })
+        }
     }
 }
 
-fn usage(tutorial: Tutorial) -> String {
+fn usage(defaults: Defaults) -> String {
     format!(
-        "usage: {tutorial} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
-         DIR holds the {} dataset (default: $KILN_DATA_DIR/{})",
-        tutorial.dataset_dir(),
-        tutorial.dataset_dir()
+        "usage: {} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
+         DIR: {} (default: $KILN_DATA_DIR/{})",
+        defaults.name,
+        defaults.data(),
+        defaults.dataset_dir.unwrap_or("")
     )
 }
 
@@ -119,10 +151,12 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Error> {
     text.parse().map_err(|_| format!("{flag} {text}: not a number").into())
 }
 
-/// Trains for `epochs`, evaluating on `test` after each, and prints a line per epoch.
+/// Trains for `epochs`, evaluating on `test` after each, and prints a line per epoch;
+/// `schedule`, if any, steps once per epoch.
 pub fn fit(
-    model: &mut Sequential,
+    model: &mut dyn Module,
     optimizer: &mut dyn Optimizer,
+    mut schedule: Option<&mut dyn LrScheduler>,
     train: &DataLoader,
     test: &DataLoader,
     epochs: usize,
@@ -131,6 +165,9 @@ pub fn fit(
     let mut history = History::default();
     for epoch in 0..epochs {
         let t = training::train_epoch(model, optimizer, &loss_fn, train.epoch(epoch as u64)?, |_| {})?;
+        if let Some(schedule) = schedule.as_deref_mut() {
+            schedule.step(optimizer);
+        }
         let v = training::evaluate(model, &loss_fn, test.epoch(0)?)?;
         println!(
             "epoch {:>2}/{epochs}  loss {:.4}  accuracy {:.4}  test loss {:.4}  test accuracy {:.4}  {:.1} s ({:.0} samples/s)",

@@ -3,7 +3,10 @@
 
 use kiln_autograd::Var;
 
-use crate::{BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Result, Seeds, Sequential};
+use crate::{
+    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Result, Seeds,
+    Sequential,
+};
 
 /// NVIDIA DLI's American Sign Language MLP: 784 → 512 → 512 → 24 with ReLUs.
 pub fn asl_mlp(seeds: &mut Seeds) -> Result<Sequential> {
@@ -138,4 +141,21 @@ impl Module for BasicBlock {
         let y = self.bn2.forward(&self.conv2.forward(&y)?)?;
         Ok(y.add(&self.shortcut.forward(x)?)?.relu()?)
     }
+}
+
+/// A small ResNet for CIFAR-10: He et al.'s CIFAR ResNet with one [`BasicBlock`] per stage
+/// (ResNet-8). A 3×3 convolution to 16 channels with batch norm and ReLU, blocks of 16, 32
+/// and 64 channels (the last two halving the image), global average pooling, and a linear
+/// layer to 10 classes: 78,042 parameters.
+pub fn cifar10_resnet(seeds: &mut Seeds) -> Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Conv2d::new(3, 16, 3, seeds)?.padding(1).without_bias())
+        .add(BatchNorm2d::new(16)?)
+        .add(ReLU)
+        .add(BasicBlock::new(16, 16, 1, seeds)?)
+        .add(BasicBlock::new(16, 32, 2, seeds)?)
+        .add(BasicBlock::new(32, 64, 2, seeds)?)
+        .add(AdaptiveAvgPool2d::new(1))
+        .add(Flatten::new())
+        .add(Linear::new(64, 10, seeds)?))
 }

@@ -31,6 +31,10 @@ fn torch_state(model: &str) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
+fn resnet() -> kiln_nn::Sequential {
+    kiln_nn::models::cifar10_resnet(&mut Seeds::new(0)).unwrap()
+}
+
 fn block(inputs: usize, outputs: usize, stride: usize, seed: u64) -> BasicBlock {
     BasicBlock::new(inputs, outputs, stride, &mut Seeds::new(seed)).unwrap()
 }
@@ -41,13 +45,19 @@ fn models_print_as_pytorch_prints_them() {
     assert_eq!(common::asl_cnn(0, 1.0).describe(), printed("asl_cnn"));
     assert_eq!(block(16, 32, 2, 0).describe(), printed("block_16_to_32_stride_2"));
     assert_eq!(block(16, 16, 1, 0).describe(), printed("block_16_to_16"), "an empty shortcut: Sequential()");
+    assert_eq!(resnet().describe(), printed("cifar10_resnet"));
 }
 
 #[test]
 fn a_residual_blocks_state_has_pytorchs_names_and_shapes_in_its_order() {
-    for (model, block) in [("block_16_to_32_stride_2", block(16, 32, 2, 0)), ("block_16_to_16", block(16, 16, 1, 0))] {
+    let models: [(&str, Box<dyn Module>); 3] = [
+        ("block_16_to_32_stride_2", Box::new(block(16, 32, 2, 0))),
+        ("block_16_to_16", Box::new(block(16, 16, 1, 0))),
+        ("cifar10_resnet", Box::new(resnet())),
+    ];
+    for (model, block) in models {
         let want = torch_state(model);
-        let state = block.state_dict().unwrap();
+        let state = kiln_nn::state_dict(block.as_ref()).unwrap();
         let got: BTreeMap<String, Vec<usize>> = state.iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect();
         assert_eq!(got, want.iter().cloned().collect::<BTreeMap<_, _>>(), "{model}");
         // Parameters and buffers each in PyTorch's order (an optimizer's state follows it).
