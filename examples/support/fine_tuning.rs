@@ -1,0 +1,167 @@
+//! Fine-tuning as PyTorch's transfer-learning recipe does it: a CNN trained on Fashion-MNIST
+//! and saved; its convolutions loaded, non-strictly, into a model with a new 10-class head;
+//! those convolutions frozen; the head trained on MNIST. Shared by the `fine_tune` example
+//! and the facade's tests/fine_tuning.rs, which includes this file.
+
+use std::path::Path;
+
+use kiln::Device;
+use kiln::autograd::Var;
+use kiln::data::presets::{self, Split};
+use kiln::data::{DataLoader, ImageDataset, Transform};
+use kiln::nn::{Conv2d, CrossEntropyLoss, Flatten, Linear, LoadReport, MaxPool2d, Module, ReLU, Seeds, Sequential};
+use kiln::optim::Adam;
+use kiln::training::{self, EpochMetrics};
+
+/// Images per batch, in both phases.
+pub const BATCH: usize = 64;
+
+/// Two 5×5 convolutions (32 and 64 channels) with ReLU and 2×2 max pooling, flattened:
+/// 1,024 features of a 28×28 image.
+fn features(seeds: &mut Seeds) -> kiln::nn::Result<Sequential> {
+    Ok(Sequential::new()
+        .add(Conv2d::new(1, 32, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(32, 64, 5, seeds)?)
+        .add(ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new()))
+}
+
+/// The model pretrained on Fashion-MNIST: the features, then 1024 → 256 → 10.
+pub struct Pretrained {
+    pub features: Sequential,
+    pub classifier: Sequential,
+}
+
+impl Pretrained {
+    pub fn new(seed: u64) -> kiln::nn::Result<Self> {
+        let seeds = &mut Seeds::new(seed);
+        let features = features(seeds)?;
+        let classifier =
+            Sequential::new().add(Linear::new(1024, 256, seeds)?).add(ReLU).add(Linear::new(256, 10, seeds)?);
+        Ok(Self { features, classifier })
+    }
+}
+
+impl Module for Pretrained {
+    kiln::nn::children!(features, classifier);
+
+    fn forward(&mut self, input: &Var) -> kiln::nn::Result<Var> {
+        self.classifier.forward(&self.features.forward(input)?)
+    }
+}
+
+/// The fine-tuned model: the same features, and a new head (1024 → 10) for the digits.
+pub struct FineTuned {
+    pub features: Sequential,
+    pub head: Linear,
+}
+
+impl FineTuned {
+    pub fn new(seed: u64) -> kiln::nn::Result<Self> {
+        let seeds = &mut Seeds::new(seed);
+        Ok(Self { features: features(seeds)?, head: Linear::new(1024, 10, seeds)? })
+    }
+}
+
+impl Module for FineTuned {
+    kiln::nn::children!(features, head);
+
+    fn forward(&mut self, input: &Var) -> kiln::nn::Result<Var> {
+        self.head.forward(&self.features.forward(input)?)
+    }
+}
+
+/// A training and a test set, each cut to `limit` images when given.
+pub fn datasets(
+    dir: &Path,
+    read: fn(&Path, Split) -> kiln::data::Result<ImageDataset>,
+    limit: Option<usize>,
+) -> kiln::data::Result<(ImageDataset, ImageDataset)> {
+    let (train, test) = (read(dir, Split::Train)?, read(dir, Split::Test)?);
+    Ok(match limit {
+        Some(n) => (train.take(n), test.take(n)),
+        None => (train, test),
+    })
+}
+
+/// Fashion-MNIST and MNIST from a directory holding both (as `$KILN_DATA_DIR` does).
+pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(ImageDataset, ImageDataset); 2]> {
+    Ok([
+        datasets(&root.join("fashion-mnist"), presets::fashion_mnist, limit)?,
+        datasets(&root.join("mnist"), presets::mnist, limit)?,
+    ])
+}
+
+/// Trains `model` for `epochs` (Adam 1e-3 on its trainable parameters), printing each
+/// epoch's figures with `label`, and returns the last test metrics.
+pub fn train(
+    model: &mut dyn Module,
+    data: &(ImageDataset, ImageDataset),
+    device: &Device,
+    seed: u64,
+    epochs: usize,
+    label: &str,
+) -> training::Result<EpochMetrics> {
+    let train = DataLoader::on_device(&data.0, BATCH, device, Transform::to_float())?.shuffle(true).seed(seed);
+    let test = DataLoader::on_device(&data.1, BATCH, device, Transform::to_float())?;
+    // Only what trains, as PyTorch's `filter(lambda p: p.requires_grad, model.parameters())`.
+    let trainable: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).filter(Var::requires_grad).collect();
+    let mut optimizer = Adam::new(trainable, 1e-3);
+    let loss_fn = CrossEntropyLoss::new();
+    let mut last = None;
+    for epoch in 0..epochs {
+        let t = training::train_epoch(model, &mut optimizer, &loss_fn, train.epoch(epoch as u64)?, |_| {})?;
+        let v = training::evaluate(model, &loss_fn, test.epoch(0)?)?;
+        println!(
+            "{label} epoch {}/{epochs}: loss {:.4} accuracy {:.4}, test loss {:.4} accuracy {:.4} ({:.1} s)",
+            epoch + 1,
+            t.loss,
+            t.accuracy,
+            v.loss,
+            v.accuracy,
+            t.seconds
+        );
+        last = Some(v);
+    }
+    match last {
+        Some(metrics) => Ok(metrics),
+        None => training::evaluate(model, &loss_fn, test.epoch(0)?),
+    }
+}
+
+/// A fine-tuning run's outcome.
+pub struct Outcome {
+    pub model: FineTuned,
+    pub test: EpochMetrics,
+    /// What loading the pretrained state left out (`None` when the features were random).
+    pub report: Option<LoadReport>,
+    pub trainable: usize,
+    pub total: usize,
+}
+
+/// A [`FineTuned`] model from `pretrained` features (or random ones, the baseline), its
+/// features frozen, its head trained on `digits`.
+pub fn fine_tune(
+    pretrained: Option<&kiln::nn::StateDict>,
+    digits: &(ImageDataset, ImageDataset),
+    device: &Device,
+    seed: u64,
+    epochs: usize,
+) -> training::Result<Outcome> {
+    let mut model = FineTuned::new(seed)?;
+    let report = pretrained.map(|state| model.load_state_dict_non_strict(state)).transpose()?;
+    model.features.freeze()?;
+    model.to_device(device)?;
+    let count = |only_trainable: bool| {
+        let parameters = model.parameters().into_iter().filter(|(_, p)| !only_trainable || p.requires_grad());
+        parameters.map(|(_, p)| p.value().len()).sum::<usize>()
+    };
+    let (trainable, total) = (count(true), count(false));
+    let label = if pretrained.is_some() { "fine-tuning" } else { "random features" };
+    println!("{label}: training {trainable} of {total} parameters (the head)");
+    let test = train(&mut model, digits, device, seed, epochs, label)?;
+    Ok(Outcome { model, test, report, trainable, total })
+}
