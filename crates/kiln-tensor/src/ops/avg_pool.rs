@@ -1,8 +1,9 @@
 //! 2-D average pooling, NCHW: strided windows (`AvgPool2d`, the padding counted in each
 //! divisor as PyTorch's default `count_include_pad`) or adaptive ones (`AdaptiveAvgPool2d`,
-//! the input cut into the output's number of nearly equal windows), and their backward passes.
+//! the input cut into the output's number of nearly equal windows), and their backward
+//! passes. On the GPU, kiln-wgsl's pool family.
 
-use kiln_wgsl::kernels::avg_pool::{AvgPoolShape, AvgWindows, avg_pool2d, avg_pool2d_backward};
+use kiln_wgsl::kernels::pool::{AvgPoolShape, AvgWindows, avg_pool2d, avg_pool2d_backward};
 use rayon::prelude::*;
 
 use super::rows_per_task;
@@ -10,7 +11,7 @@ use crate::profile;
 use crate::{DType, Device, Pool2d, Result, Tensor, TensorError};
 
 /// Output `o`'s window along an axis of `size` with `count` outputs: the clipped range of
-/// input positions it sums and its factor of the divisor (as avg_pool.wgsl's `window`).
+/// input positions it sums and its factor of the divisor (as pool.wgsl's `window`).
 fn window(windows: &AvgWindows, axis: usize, o: usize, size: usize, count: usize) -> (std::ops::Range<usize>, usize) {
     match *windows {
         AvgWindows::Adaptive => {
@@ -25,7 +26,7 @@ fn window(windows: &AvgWindows, axis: usize, o: usize, size: usize, count: usize
     }
 }
 
-/// The outputs whose windows contain input position `i` (as avg_pool.wgsl's `covering`).
+/// The outputs whose windows contain input position `i` (as pool.wgsl's `covering`).
 fn covering(windows: &AvgWindows, axis: usize, i: usize, size: usize, count: usize) -> std::ops::Range<usize> {
     match *windows {
         AvgWindows::Adaptive => i * count / size..((i + 1) * count).div_ceil(size),

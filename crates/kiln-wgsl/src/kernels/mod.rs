@@ -14,7 +14,6 @@ macro_rules! params_layout {
     };
 }
 
-pub mod avg_pool;
 pub mod batch_norm;
 pub mod binary;
 pub mod channel_sums;
@@ -210,7 +209,6 @@ mod params_tests {
     fn params_match_the_wgsl() {
         use super::*;
         let families = [
-            (&avg_pool::FAMILY, &avg_pool::PARAMS),
             (&batch_norm::FAMILY, &batch_norm::PARAMS),
             (&binary::FAMILY, &binary::PARAMS),
             (&channel_sums::FAMILY, &channel_sums::PARAMS),

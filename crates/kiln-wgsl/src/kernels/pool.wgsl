@@ -1,10 +1,20 @@
-// 2-D max pooling over NCHW planes.
+// 2-D max and average pooling over NCHW planes.
 //
 // max_pool2d: one invocation per output element; the window's first maximum (row-major
 //   order, as PyTorch) and its position h·W + w within the input plane. Padding never wins.
 // max_pool2d_backward: one invocation per input element, summing the output gradients whose
 //   recorded position is this element, over the windows that can contain it: a gather, so
 //   no atomics and the same result every run.
+// avg_pool2d, avg_pool2d_backward: average pooling, with windows of two kinds along each
+//   axis (size n, m outputs, output o):
+//   - strided (ADAPTIVE false): [o·stride − pad, … + kernel), clipped to the input; the
+//     divisor is kernel_h·kernel_w, padding included, as PyTorch's count_include_pad default;
+//   - adaptive (ADAPTIVE true): [⌊o·n/m⌋, ⌈(o+1)·n/m⌉), divided by the window's size, as
+//     AdaptiveAvgPool2d.
+//   The forward sums each window in row-major order; the backward, per input element, sums
+//   over the outputs whose windows contain it (each gradient over its window's divisor).
+
+override ADAPTIVE: bool = false;
 
 struct Params {
     planes: u32,
@@ -91,4 +101,71 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
     }
     grad_in[i] = total;
+}
+
+// Output o's window along an axis of `size` with `count` outputs: [first, end) in the
+// unpadded input (as i32, before clipping), and the divisor's factor for this axis.
+fn window(o: u32, size: u32, count: u32, kernel: u32, stride: u32, pad: u32) -> vec3<i32> {
+    if (ADAPTIVE) {
+        let first = o * size / count;
+        let end = ((o + 1u) * size + count - 1u) / count;
+        return vec3<i32>(i32(first), i32(end), i32(end - first));
+    }
+    let first = i32(o * stride) - i32(pad);
+    return vec3<i32>(first, first + i32(kernel), i32(kernel));
+}
+
+// The outputs whose windows contain input position i along an axis: [first, end).
+fn covering(i: u32, size: u32, count: u32, kernel: u32, stride: u32, pad: u32) -> vec2<u32> {
+    if (ADAPTIVE) {
+        return vec2<u32>(i * count / size, ((i + 1u) * count + size - 1u) / size);
+    }
+    let at = i + pad;
+    let first = select(0u, (at - kernel) / stride + 1u, at >= kernel);
+    return vec2<u32>(first, min(at / stride + 1u, count));
+}
+
+@compute @workgroup_size(256)
+fn avg_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let e = flat_index(wid, nwg, lid, 256u);
+    let out_plane = p.out_height * p.out_width;
+    if (e >= p.planes * out_plane) {
+        return;
+    }
+    let plane = e / out_plane;
+    let rows = window((e % out_plane) / p.out_width, p.height, p.out_height, p.kernel_h, p.stride_h, p.pad_h);
+    let cols = window(e % p.out_width, p.width, p.out_width, p.kernel_w, p.stride_w, p.pad_w);
+    let base = plane * p.height * p.width;
+    var total = 0.0;
+    for (var h = max(rows.x, 0); h < min(rows.y, i32(p.height)); h++) {
+        for (var w = max(cols.x, 0); w < min(cols.y, i32(p.width)); w++) {
+            total += x[base + u32(h) * p.width + u32(w)];
+        }
+    }
+    y[e] = total / f32(rows.z * cols.z);
+}
+
+@compute @workgroup_size(256)
+fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let e = flat_index(wid, nwg, lid, 256u);
+    let in_plane = p.height * p.width;
+    if (e >= p.planes * in_plane) {
+        return;
+    }
+    let plane = e / in_plane;
+    let h = (e % in_plane) / p.width;
+    let w = e % p.width;
+    let oh = covering(h, p.height, p.out_height, p.kernel_h, p.stride_h, p.pad_h);
+    let ow = covering(w, p.width, p.out_width, p.kernel_w, p.stride_w, p.pad_w);
+    var total = 0.0;
+    for (var i = oh.x; i < oh.y; i++) {
+        let rows = window(i, p.height, p.out_height, p.kernel_h, p.stride_h, p.pad_h).z;
+        for (var j = ow.x; j < ow.y; j++) {
+            let cols = window(j, p.width, p.out_width, p.kernel_w, p.stride_w, p.pad_w).z;
+            total += grad_out[(plane * p.out_height + i) * p.out_width + j] / f32(rows * cols);
+        }
+    }
+    grad_in[e] = total;
 }
