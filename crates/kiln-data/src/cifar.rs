@@ -53,6 +53,9 @@ fn parse_records(path: &Path, bytes: &[u8], images: &mut Vec<u8>, labels: &mut V
 pub fn read_cifar10_batch(path: &Path) -> Result<ImageDataset> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     parse_records(path, &source::read_all(path)?, &mut images, &mut labels)?;
+    if labels.is_empty() {
+        return Err(DataError::format(path, "offset 0", "the file holds no records"));
+    }
     ImageDataset::new(images, labels, [3, SIDE, SIDE], class_names())
 }
 
@@ -85,13 +88,26 @@ pub fn read_cifar10(path: &Path, split: Split) -> Result<ImageDataset> {
     } else {
         let mut archive = tar::Archive::new(source::open(path)?);
         let mut batches = BTreeMap::new();
-        for entry in archive.entries().map_err(|e| DataError::io(path, e))? {
-            let mut entry = entry.map_err(|e| DataError::io(path, e))?;
-            let entry_path = entry.path().map_err(|e| DataError::io(path, e))?.into_owned();
+        // The last member begun, for an archive that breaks off between or inside members.
+        let mut reached = String::from("the start");
+        let broken = |reached: &str, e: std::io::Error| {
+            DataError::format(path, format!("at or after member {reached}"), format!("the archive breaks off: {e}"))
+        };
+        for entry in archive.entries().map_err(|e| broken(&reached, e))? {
+            let mut entry = entry.map_err(|e| broken(&reached, e))?;
+            let entry_path = entry.path().map_err(|e| broken(&reached, e))?.into_owned();
+            reached = entry_path.display().to_string();
             let Some(file) = entry_path.file_name().and_then(|f| f.to_str()) else { continue };
             if let Some(order) = names.iter().position(|n| n == file) {
+                let member = path.join(&entry_path);
                 let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes).map_err(|e| DataError::io(path, e))?;
+                entry.read_to_end(&mut bytes).map_err(|e| source::broken_off(&member, bytes.len(), e))?;
+                // A member cut short reads as fewer bytes than its header gives, not as an error.
+                let size = entry.header().size().map_err(|e| broken(&reached, e))?;
+                if (bytes.len() as u64) < size {
+                    let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{size} bytes were due"));
+                    return Err(source::broken_off(&member, bytes.len(), e));
+                }
                 batches.insert(order, (entry_path, bytes));
             }
         }
@@ -101,6 +117,12 @@ pub fn read_cifar10(path: &Path, split: Split) -> Result<ImageDataset> {
         for (entry_path, bytes) in batches.values() {
             parse_records(&path.join(entry_path), bytes, &mut images, &mut labels)?;
         }
+    }
+    if labels.is_empty() {
+        return Err(DataError::Invalid(format!("{}: the {split:?} batches hold no records", path.display())));
+    }
+    if labels.is_empty() {
+        return Err(DataError::Invalid(format!("{}: the {split:?} batches hold no records", path.display())));
     }
     ImageDataset::new(images, labels, [3, SIDE, SIDE], class_names())
 }

@@ -166,7 +166,9 @@ pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDa
                 match fill(path, &mut input, &mut pending) {
                     Ok(end) => at_end = end,
                     Err(e) => {
-                        read_error = Some(e);
+                        // Lines before `line` went out whole; whole ones may wait in `pending`.
+                        let whole = line - 1 + pending.iter().filter(|&&b| b == b'\n').count() as u64;
+                        read_error = Some(e.after_line(whole));
                         break;
                     }
                 }
@@ -207,6 +209,9 @@ pub fn read_csv_images(path: &Path, options: &CsvImageOptions) -> Result<ImageDa
     }
     if let Some((_, e)) = first_error {
         return Err(e);
+    }
+    if raw_labels.is_empty() {
+        return Err(DataError::format(path, "line 2", "no rows after the header: the file holds no images"));
     }
 
     let labels = map_labels(path, &raw_labels, &options.labels)?;

@@ -27,6 +27,19 @@ impl DataError {
     pub(crate) fn format(path: &Path, location: impl Into<String>, what: impl Into<String>) -> Self {
         DataError::Format { path: path.to_path_buf(), location: location.into(), what: what.into() }
     }
+
+    /// A read of a line-based file that failed after its `line`th whole line (a truncated
+    /// or corrupt gzip stream), said so.
+    pub(crate) fn after_line(self, line: u64) -> Self {
+        match self {
+            DataError::Io { path, source } => DataError::Format {
+                path,
+                location: format!("after line {line}, the last whole one"),
+                what: format!("the data breaks off: {source}"),
+            },
+            other => other,
+        }
+    }
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

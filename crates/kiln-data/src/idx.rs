@@ -77,6 +77,9 @@ pub fn read_idx_images(images: &Path, labels: &Path, class_names: Vec<String>) -
             format!("images need 3 dimensions, found {:?}", pictures.dims),
         ));
     };
+    if n == 0 {
+        return Err(DataError::format(images, "offset 4", "the file holds no images (its count is 0)"));
+    }
     let tags = read_idx(labels)?;
     if tags.dims.len() != 1 {
         return Err(DataError::format(labels, "offset 3", format!("labels need 1 dimension, found {:?}", tags.dims)));

@@ -160,6 +160,18 @@ impl DataLoader {
         if self.batch_size == 0 {
             return Err(DataError::Invalid("batch size must be at least 1".into()));
         }
+        // An epoch of no batches would "train" on nothing and report figures of nothing.
+        let samples = self.num_samples();
+        if samples == 0 {
+            return Err(DataError::Invalid("the dataset is empty: an epoch would have no batch".into()));
+        }
+        if self.drop_last && self.batch_size > samples {
+            return Err(DataError::Invalid(format!(
+                "batch size {} exceeds the dataset's {samples} samples and drop_last drops the one partial batch: \
+                 an epoch would have no batch",
+                self.batch_size
+            )));
+        }
         let shape = self.sample_shape();
         self.transform.check(shape[0])?;
         let mut order = self.order(epoch);

@@ -25,11 +25,18 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
     }
 }
 
-/// The whole (decompressed) file.
+/// The whole (decompressed) file. A read that breaks off (a truncated or corrupt gzip
+/// stream) names the byte of the decompressed data it reached.
 pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    open(path)?.read_to_end(&mut bytes).map_err(|e| DataError::io(path, e))?;
+    // On an error read_to_end has kept what it read, so its length is where the data broke.
+    open(path)?.read_to_end(&mut bytes).map_err(|e| broken_off(path, bytes.len(), e))?;
     Ok(bytes)
+}
+
+/// A read of `path` that failed after `offset` bytes of its (decompressed) data.
+pub(crate) fn broken_off(path: &Path, offset: usize, e: std::io::Error) -> DataError {
+    DataError::format(path, format!("byte {offset} of the decompressed data"), format!("the data breaks off: {e}"))
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -47,7 +47,7 @@ fn csv_tables() {
     let gz = write(&dir, "good.csv.gz", &gzip(format!("{HEADER}\n1,0,255,3,4\n0,5,6,7,8\n").as_bytes()));
     assert_eq!(read_csv_images(&gz, &options).unwrap(), data, "gzip and LF read alike");
 
-    let cases: [(&str, String, &[&str]); 7] = [
+    let cases: [(&str, String, &[&str]); 8] = [
         ("ragged.csv", format!("{HEADER}\n1,0,255,3,4\n0,5,6,7\n"), &["line 3", "4 fields", "header has 5"]),
         ("word.csv", format!("{HEADER}\n1,0,x7,3,4\n"), &["line 2", "column 'pixel2'", "'x7' is not a whole number"]),
         ("bright.csv", format!("{HEADER}\n1,0,256,3,4\n"), &["line 2", "column 'pixel2'", "256 is outside 0..255"]),
@@ -58,6 +58,7 @@ fn csv_tables() {
             &["header", "no column named 'label'"],
         ),
         ("empty.csv", String::new(), &["empty"]),
+        ("header-only.csv", format!("{HEADER}\n"), &["line 2", "no rows after the header"]),
         ("notsquare.csv", "label,a,b,c\n1,0,0,0\n".into(), &["3 pixel columns", "not a square"]),
     ];
     for (name, text, parts) in cases {
@@ -75,6 +76,23 @@ fn csv_tables() {
     assert!(read_csv_images(&truncated_gz, &options).is_err(), "a cut gzip stream is an error");
     let missing = dir.join("missing.csv");
     error_of(read_csv_images(&missing, &options), &missing, &[]);
+}
+
+/// A gzipped table cut short deep inside: the error names the last whole line read.
+#[test]
+fn a_cut_gzip_names_the_last_whole_line() {
+    let dir = common::scratch("cut-gz");
+    let row = format!("3,{}\n", vec!["128"; 4].join(","));
+    let text = format!("{HEADER}\n") + &row.repeat(200_000);
+    let zipped = gzip(text.as_bytes());
+    let cut = write(&dir, "cut.csv.gz", &zipped[..zipped.len() / 2]);
+    // What a reader gets from the cut stream before it breaks off: its whole lines.
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&zipped[..zipped.len() / 2]), &mut got);
+    let whole = got.iter().filter(|&&b| b == b'\n').count();
+    assert!(whole > 10_000, "cut deep inside ({whole} lines)");
+    let location = format!("after line {whole}, the last whole one");
+    error_of(read_csv_images(&cut, &CsvImageOptions::default()), &cut, &[&location, "the data breaks off"]);
 }
 
 #[test]
@@ -132,6 +150,11 @@ fn idx_files() {
         &["offset 9", "label 10 is outside the 10 classes"],
     );
     error_of(read_idx_images(&labels, &labels, numbered_classes(2)), &labels, &["images need 3 dimensions"]);
+    let none = write(&dir, "no-images", &idx(8, &[0, 2, 2], &[]));
+    let no_labels = write(&dir, "no-labels", &idx(8, &[0], &[]));
+    error_of(read_idx_images(&none, &no_labels, numbered_classes(2)), &none, &["holds no images"]);
+    let cut = write(&dir, "cut.gz", &gzip(&idx(8, &[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8]))[..20]);
+    error_of(read_idx(&cut), &cut, &["of the decompressed data", "the data breaks off"]);
 }
 
 #[test]
@@ -149,6 +172,24 @@ fn cifar_batches() {
     error_of(read_cifar10_batch(&label), &label, &["record 1 (offset 3073)", "label 10"]);
     let not_tar = write(&dir, "cifar-10-binary.tar.gz", &gzip(b"this is not a tar archive at all"));
     assert!(read_cifar10(&not_tar, Split::Train).is_err());
+    let empty = write(&dir, "empty.bin", &[]);
+    error_of(read_cifar10_batch(&empty), &empty, &["holds no records"]);
+    let cut = write(&dir, "cut.bin.gz", &gzip(&[record(3), record(9)].concat())[..40]);
+    error_of(read_cifar10_batch(&cut), &cut, &["of the decompressed data", "the data breaks off"]);
+
+    // An archive of two batches, cut inside the second: named after the first, whole one.
+    let mut tarball = tar::Builder::new(Vec::new());
+    for name in ["cifar-10-batches-bin/data_batch_1.bin", "cifar-10-batches-bin/data_batch_2.bin"] {
+        let batch = [record(3), record(9)].concat();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(batch.len() as u64);
+        header.set_cksum();
+        tarball.append_data(&mut header, name, &batch[..]).unwrap();
+    }
+    let archive = tarball.into_inner().unwrap();
+    let cut = write(&dir, "cut-cifar-10-binary.tar.gz", &gzip(&archive[..archive.len() / 2 + 3000]));
+    let message = read_cifar10(&cut, Split::Train).unwrap_err().to_string();
+    assert!(message.contains("data_batch_2.bin") && message.contains("the data breaks off"), "{message}");
 }
 
 proptest! {

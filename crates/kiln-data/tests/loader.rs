@@ -51,6 +51,12 @@ fn batching_and_drop_last() {
     assert_eq!(dropping.len(), 2);
     assert_eq!(epoch_indices(&dropping, 0).concat(), (0..8).collect::<Vec<_>>());
     assert!(DataLoader::new(indexed(10), 0).epoch(0).is_err());
+    // Nothing to train on is an error, not an epoch of no batches.
+    let empty = DataLoader::new(indexed(0), 4).epoch(0).err().unwrap().to_string();
+    assert!(empty.contains("the dataset is empty"), "{empty}");
+    let short = DataLoader::new(indexed(3), 4).drop_last(true).epoch(0).err().unwrap().to_string();
+    assert!(short.contains("batch size 4 exceeds the dataset's 3 samples and drop_last"), "{short}");
+    assert_eq!(epoch_indices(&DataLoader::new(indexed(3), 4), 0), [vec![0, 1, 2]], "without drop_last: one batch");
 
     let batch = DataLoader::new(indexed(10), 4).epoch(0).unwrap().next().unwrap().unwrap();
     assert_eq!(batch.images.shape(), &[4, 1, 2, 2]);
