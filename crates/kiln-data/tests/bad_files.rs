@@ -82,7 +82,7 @@ fn csv_tables() {
 #[test]
 fn a_cut_gzip_names_the_last_whole_line() {
     let dir = common::scratch("cut-gz");
-    let row = format!("3,{}\n", vec!["128"; 4].join(","));
+    let row = format!("3,{}\n", ["128"; 4].join(","));
     let text = format!("{HEADER}\n") + &row.repeat(200_000);
     let zipped = gzip(text.as_bytes());
     let cut = write(&dir, "cut.csv.gz", &zipped[..zipped.len() / 2]);
