@@ -76,13 +76,6 @@ fn options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// The process's peak resident set in bytes (Linux).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 const HEADER: &str =
     "tutorial           device                              batch   steps/s  samples/s   peak RSS peak GPU mem";
 
@@ -204,7 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Device::Gpu(ctx) => Some(ctx.stats().peak_buffer_bytes),
                 Device::Cpu => None,
             };
-            let rss = peak_rss();
+            let rss = training::peak_resident_bytes();
             let device_label = match &device {
                 Device::Gpu(ctx) => format!("gpu: {}", ctx.adapter().name),
                 Device::Cpu => format!("cpu ({threads} threads)"),

@@ -57,17 +57,66 @@ impl EpochMetrics {
     }
 }
 
+/// How far an interrupted training epoch got: what a checkpoint keeps so that the epoch
+/// goes on where it stopped ([`train_epoch_from`]) and ends with the figures, and the
+/// weights, of an uninterrupted one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochProgress {
+    /// Batches finished.
+    pub batches: usize,
+    /// The running sums exactly as the device held them: Σ loss × rows, and the correct
+    /// predictions.
+    pub loss_sum: f32,
+    pub correct: f32,
+    pub samples: usize,
+    pub seconds: f64,
+}
+
+/// How a training epoch ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpochEnd {
+    Finished(EpochMetrics),
+    /// Asked to stop after a batch: where it got.
+    Stopped(EpochProgress),
+}
+
 /// Sums kept on the device until the pass ends.
 struct Totals {
     loss: Option<Tensor>,
     correct: Option<Tensor>,
     samples: usize,
     started: Instant,
+    /// Seconds spent before an interruption.
+    carried_seconds: f64,
 }
 
 impl Totals {
     fn new() -> Self {
-        Self { loss: None, correct: None, samples: 0, started: Instant::now() }
+        Self { loss: None, correct: None, samples: 0, started: Instant::now(), carried_seconds: 0.0 }
+    }
+
+    /// Totals that go on from `progress`, held on `device` as they were before.
+    fn resumed(progress: &EpochProgress, device: &Device) -> Result<Self> {
+        Ok(Self {
+            loss: Some(Tensor::scalar(progress.loss_sum, device)?),
+            correct: Some(Tensor::scalar(progress.correct, device)?),
+            samples: progress.samples,
+            started: Instant::now(),
+            carried_seconds: progress.seconds,
+        })
+    }
+
+    /// Where the pass has got, after `batches` batches (reads the sums back).
+    fn progress(&self, batches: usize) -> Result<EpochProgress> {
+        let read =
+            |t: &Option<Tensor>| -> Result<f32> { Ok(t.as_ref().map(|t| t.to_scalar()).transpose()?.unwrap_or(0.0)) };
+        Ok(EpochProgress {
+            batches,
+            loss_sum: read(&self.loss)?,
+            correct: read(&self.correct)?,
+            samples: self.samples,
+            seconds: self.carried_seconds + self.started.elapsed().as_secs_f64(),
+        })
     }
 
     /// Adds a batch: in place once the sums exist, one launch for each.
@@ -92,7 +141,7 @@ impl Totals {
             loss: read(self.loss)? / n,
             accuracy: read(self.correct)? / n,
             samples: self.samples,
-            seconds: self.started.elapsed().as_secs_f64(),
+            seconds: self.carried_seconds + self.started.elapsed().as_secs_f64(),
         })
     }
 }
@@ -104,10 +153,33 @@ pub fn train_epoch(
     optimizer: &mut dyn Optimizer,
     loss_fn: &CrossEntropyLoss,
     batches: impl Iterator<Item = kiln_data::Result<Batch>>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<EpochMetrics> {
+    match train_epoch_from(model, optimizer, loss_fn, batches, progress, None, || false)? {
+        EpochEnd::Finished(metrics) => Ok(metrics),
+        EpochEnd::Stopped(_) => unreachable!("never asked to stop"),
+    }
+}
+
+/// [`train_epoch`] going on from `from`, where an interrupted epoch got (`batches` then
+/// being its remaining batches: `DataLoader::epoch_from`), and stopping after any batch
+/// once `stop` says so, with the progress a checkpoint needs to go on from there.
+pub fn train_epoch_from(
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+    loss_fn: &CrossEntropyLoss,
+    batches: impl Iterator<Item = kiln_data::Result<Batch>>,
+    mut progress: impl FnMut(usize),
+    from: Option<EpochProgress>,
+    stop: impl Fn() -> bool,
+) -> Result<EpochEnd> {
     model.train();
-    let mut totals = Totals::new();
+    let device = model.parameters().first().map_or(Device::Cpu, |(_, p)| p.value().device());
+    let mut totals = match &from {
+        Some(progress) => Totals::resumed(progress, &device)?,
+        None => Totals::new(),
+    };
+    let mut done = from.map_or(0, |p| p.batches);
     // The phases `cargo xtask bench --train --profile` reports (free when not profiling).
     profile::set_phase("data");
     for batch in batches {
@@ -124,6 +196,10 @@ pub fn train_epoch(
         profile::set_phase("metrics");
         totals.add(&loss.value(), &logits.value(), &batch.labels)?;
         progress(totals.samples);
+        done += 1;
+        if stop() {
+            return Ok(EpochEnd::Stopped(totals.progress(done)?));
+        }
         profile::set_phase("data");
     }
     profile::set_phase("metrics");
@@ -131,7 +207,7 @@ pub fn train_epoch(
     if !metrics.loss.is_finite() {
         return Err(TrainError::NonFinite(metrics.loss));
     }
-    Ok(metrics)
+    Ok(EpochEnd::Finished(metrics))
 }
 
 /// One pass in evaluation mode without recording gradients.
@@ -187,11 +263,42 @@ pub fn predict(model: &mut dyn Module, batches: impl Iterator<Item = kiln_data::
     Ok(predictions)
 }
 
-/// Per-epoch metrics of a run so far.
+/// Memory held at the end of an epoch, to see that a long run stays flat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// The process's peak resident set so far (Linux's VmHWM; 0 where it cannot be read).
+    pub peak_resident_bytes: u64,
+    /// On a GPU, the most device memory its pooled buffers have held so far; 0 on the CPU.
+    pub peak_device_bytes: u64,
+}
+
+impl MemoryUse {
+    /// What `device` and this process hold now.
+    pub fn now(device: &Device) -> Self {
+        let peak_device_bytes = match device {
+            Device::Gpu(ctx) => ctx.stats().peak_buffer_bytes,
+            Device::Cpu => 0,
+        };
+        Self { peak_resident_bytes: peak_resident_bytes().unwrap_or(0), peak_device_bytes }
+    }
+}
+
+/// The process's peak resident set in bytes, where the system tells it (Linux).
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Per-epoch metrics of a run so far, and how far an interrupted epoch after them got.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     pub train: Vec<EpochMetrics>,
     pub valid: Vec<EpochMetrics>,
+    /// Memory at the end of each epoch, where the run recorded it (one per epoch, or none).
+    pub memory: Vec<MemoryUse>,
+    /// The epoch in progress (number `epochs()`) when the run was interrupted inside it.
+    pub partial: Option<EpochProgress>,
 }
 
 impl History {
@@ -199,13 +306,20 @@ impl History {
         self.train.len()
     }
 
-    /// The metrics as CSV, one row per epoch.
+    /// The metrics as CSV, one row per epoch; with the memory in MiB where it was recorded.
     pub fn to_csv(&self) -> String {
-        let mut csv =
-            String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,samples_per_second\n");
+        let mut csv = String::from(
+            "epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,samples_per_second,\
+             peak_resident_mib,peak_device_mib\n",
+        );
+        let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1 << 20) as f64);
         for (i, (t, v)) in self.train.iter().zip(&self.valid).enumerate() {
+            let memory = self
+                .memory
+                .get(i)
+                .map_or(",".to_string(), |m| format!("{},{}", mib(m.peak_resident_bytes), mib(m.peak_device_bytes)));
             csv.push_str(&format!(
-                "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+                "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1},{memory}\n",
                 i + 1,
                 t.loss,
                 t.accuracy,
@@ -247,7 +361,8 @@ fn history_columns(history: &History) -> [Vec<f32>; 8] {
 
 /// Saves, in one atomically written safetensors file, the model's state ("model." keys, as
 /// PyTorch names them), the optimizer's ("optimizer."), the positions of the model's random
-/// streams ("random.") and the metrics so far ("history.").
+/// streams ("random."), the metrics so far ("history.") and an interrupted epoch's progress
+/// ("progress.").
 pub fn save_checkpoint(path: &Path, model: &dyn Module, optimizer: &dyn Optimizer, history: &History) -> Result<()> {
     let mut state = StateDict::new();
     for (name, t) in kiln_nn::state_dict(model)? {
@@ -264,6 +379,26 @@ pub fn save_checkpoint(path: &Path, model: &dyn Module, optimizer: &dyn Optimize
     let epochs = history.epochs();
     for (field, values) in HISTORY_FIELDS.iter().zip(history_columns(history)) {
         state.insert(format!("history.{field}"), Tensor::from_vec(values, &[epochs], &Device::Cpu)?);
+    }
+    // KiB as i32: exact up to 2 TiB, where f32 would round past 16 MiB.
+    let kib = |bytes: u64| i32::try_from(bytes / 1024).unwrap_or(i32::MAX);
+    let memory = &history.memory;
+    let resident = memory.iter().map(|m| kib(m.peak_resident_bytes)).collect();
+    let device = memory.iter().map(|m| kib(m.peak_device_bytes)).collect();
+    for (field, values) in [("peak_resident_kib", resident), ("peak_device_kib", device)] {
+        state.insert(format!("history.{field}"), Tensor::from_vec_i32(values, &[memory.len()], &Device::Cpu)?);
+    }
+    if let Some(p) = &history.partial {
+        let count = |name: &str, n: usize| -> Result<i32> {
+            i32::try_from(n).map_err(|_| TrainError::Checkpoint(format!("progress.{name} {n} too large")))
+        };
+        let ints = [("batches", count("batches", p.batches)?), ("samples", count("samples", p.samples)?)];
+        for (name, value) in ints {
+            state.insert(format!("progress.{name}"), Tensor::from_vec_i32(vec![value], &[], &Device::Cpu)?);
+        }
+        for (name, value) in [("loss_sum", p.loss_sum), ("correct", p.correct), ("seconds", p.seconds as f32)] {
+            state.insert(format!("progress.{name}"), Tensor::scalar(value, &Device::Cpu)?);
+        }
     }
     Ok(kiln_nn::save_state_dict(&state, path)?)
 }
@@ -301,5 +436,32 @@ pub fn load_checkpoint(path: &Path, model: &mut dyn Module, optimizer: &mut dyn 
             })
             .collect()
     };
-    Ok(History { train: rebuild(tl?, ta?, ts?, tt?), valid: rebuild(vl?, va?, vs?, vt?) })
+    // Checkpoints from before memory was recorded have none.
+    let kib = |field: &str| -> Result<Vec<u64>> {
+        history
+            .get(field)
+            .map_or(Ok(Vec::new()), |t| Ok(t.to_vec_i32()?.into_iter().map(|k| k.max(0) as u64 * 1024).collect()))
+    };
+    let memory = kib("peak_resident_kib")?
+        .into_iter()
+        .zip(kib("peak_device_kib")?)
+        .map(|(peak_resident_bytes, peak_device_bytes)| MemoryUse { peak_resident_bytes, peak_device_bytes })
+        .collect();
+    let progress = part("progress.");
+    let partial = if progress.is_empty() {
+        None
+    } else {
+        let value = |name: &str| -> Result<&Tensor> {
+            progress.get(name).ok_or_else(|| TrainError::Checkpoint(format!("{}: no progress.{name}", path.display())))
+        };
+        let count = |name: &str| -> Result<usize> { Ok(value(name)?.to_vec_i32()?[0].max(0) as usize) };
+        Some(EpochProgress {
+            batches: count("batches")?,
+            samples: count("samples")?,
+            loss_sum: value("loss_sum")?.to_scalar()?,
+            correct: value("correct")?.to_scalar()?,
+            seconds: value("seconds")?.to_scalar()? as f64,
+        })
+    };
+    Ok(History { train: rebuild(tl?, ta?, ts?, tt?), valid: rebuild(vl?, va?, vs?, vt?), memory, partial })
 }

@@ -113,6 +113,13 @@ impl Options {
                 other => return Err(format!("unknown option {other} (try --help)").into()),
             }
         }
+        // A run of nothing would report figures of nothing.
+        if epochs == 0 {
+            return Err("--epochs 0: a run needs at least one epoch".into());
+        }
+        if limit == Some(0) {
+            return Err("--limit 0: no samples to train on".into());
+        }
         let data = match data {
             Some(dir) => dir,
             None => match std::env::var_os("KILN_DATA_DIR") {

@@ -4,7 +4,11 @@
 
 pub mod plots;
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kiln::autograd::{Var, no_grad};
 use kiln::data::presets::{ASL_LETTERS, sign_language_mnist_dir};
@@ -12,7 +16,7 @@ use kiln::data::{DataLoader, ImageDataset};
 use kiln::metrics::ConfusionMatrix;
 use kiln::nn::{CrossEntropyLoss, Module, Sequential};
 use kiln::optim::Adam;
-use kiln::training::{self, EpochMetrics, History, TrainError};
+use kiln::training::{self, EpochEnd, EpochMetrics, History, MemoryUse, TrainError};
 use kiln::tutorials::Tutorial;
 use kiln::{Device, Tensor};
 
@@ -46,9 +50,15 @@ pub struct TrainConfig {
     /// (Kaggle's labels) or `sign_mnist_valid.csv[.gz]` (DLI's, already contiguous).
     pub data: PathBuf,
     pub out: PathBuf,
+    /// Continue the run whose checkpoint is in `out`.
     pub resume: bool,
+    /// Clear another run's files from `out` first, rather than refuse it.
+    pub overwrite: bool,
     /// Train and validate on the first this many samples only (quick runs, tests).
     pub limit: Option<usize>,
+    /// Set (by a Ctrl-C handler, say) to stop after the current batch, with a checkpoint
+    /// that `resume` goes on from.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// The data bundled with the app.
@@ -63,6 +73,13 @@ pub enum AppError {
 
     #[error("{0}")]
     Setup(String),
+
+    #[error(
+        "interrupted in epoch {epoch} after batch {batches}; its checkpoint is in {}: \
+         run the same command with --resume to go on",
+        out.display()
+    )]
+    Interrupted { out: PathBuf, epoch: usize, batches: usize },
 }
 
 impl From<kiln::data::DataError> for AppError {
@@ -132,6 +149,8 @@ impl Observer for Quiet {}
 
 /// Files a run writes in its output directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Held (an OS file lock) by the process training into the directory.
+pub const LOCK: &str = "run.lock";
 pub const MODEL: &str = "model.safetensors";
 /// The model of the epoch with the best validation accuracy so far (Keras's
 /// `ModelCheckpoint(save_best_only=True)`): the CNN's accuracy swings from epoch to epoch.
@@ -140,6 +159,89 @@ pub const METRICS: &str = "metrics.csv";
 pub const CURVES: &str = "curves.png";
 pub const PREDICTIONS: &str = "predictions.png";
 pub const CONFUSION: &str = "confusion.png";
+/// Every file of a run's, which a new run refuses to mix with its own.
+pub const RUN_FILES: [&str; 7] = [CHECKPOINT, MODEL, BEST_MODEL, METRICS, CURVES, PREDICTIONS, CONFUSION];
+
+/// A run directory held for one run: its lock, taken while this lives. The OS releases a
+/// file lock when its process ends, however it ends, so the lock of a killed run is
+/// simply taken over.
+struct RunDir {
+    _lock: File,
+}
+
+impl RunDir {
+    /// Takes `config.out` for this run: refuses it while another process trains into it,
+    /// and refuses another run's files there unless told to resume or overwrite them.
+    fn take(config: &TrainConfig) -> Result<Self, AppError> {
+        let out = &config.out;
+        let setup = |what: &dyn std::fmt::Display| AppError::Setup(format!("{}: {what}", out.display()));
+        std::fs::create_dir_all(out).map_err(|e| setup(&e))?;
+        let lock_path = out.join(LOCK);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| setup(&e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = lock.read_to_string(&mut holder);
+                return Err(setup(&format!(
+                    "another asl-app (process {}) is training into this directory; wait for it, or choose another --out",
+                    holder.trim()
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(setup(&e)),
+        }
+        // Ours now: say whose, for the message another process would give.
+        lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id())).map_err(|e| setup(&e))?;
+        // Half-written files of a run that was killed mid-write (`.NAME.tmp-PID`): no one
+        // else writes here while we hold the lock.
+        for entry in std::fs::read_dir(out).map_err(|e| setup(&e))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.')
+                && entry.file_name().to_string_lossy().contains(".tmp-")
+            {
+                std::fs::remove_file(entry.path()).map_err(|e| setup(&e))?;
+            }
+        }
+
+        if config.resume && config.overwrite {
+            return Err(AppError::Setup("--resume continues a run and --overwrite replaces it: pass one".into()));
+        }
+        let present: Vec<&str> = RUN_FILES.iter().copied().filter(|file| out.join(file).exists()).collect();
+        if !config.resume && !present.is_empty() {
+            if !config.overwrite {
+                return Err(setup(&format!(
+                    "holds another run ({}): pass --resume to continue it, --overwrite to replace it, \
+                     or choose another --out",
+                    present.join(", ")
+                )));
+            }
+            for file in present {
+                std::fs::remove_file(out.join(file)).map_err(|e| setup(&e))?;
+            }
+        }
+        Ok(Self { _lock: lock })
+    }
+}
+
+/// Refuses settings that would train on nothing, naming the option.
+fn check_settings(config: &TrainConfig) -> Result<(), AppError> {
+    let refuse = |why: &str| Err(AppError::Setup(why.into()));
+    if config.epochs == 0 {
+        return refuse("--epochs 0: a run needs at least one epoch");
+    }
+    if config.batch_size == 0 {
+        return refuse("--batch-size 0: a batch needs at least one sample");
+    }
+    if config.limit == Some(0) {
+        return refuse("--limit 0: no samples to train on");
+    }
+    Ok(())
+}
 
 /// Trains, writing after every epoch (each atomically) the resumable checkpoint, the model
 /// alone (loadable in PyTorch), the best epoch's model when this one is the best so far,
@@ -154,8 +256,9 @@ pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer)
 }
 
 fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
+    check_settings(config)?;
     let (train_set, valid_set) = load_data(&config.data, config.limit)?;
-    std::fs::create_dir_all(&config.out).map_err(|e| AppError::Setup(format!("{}: {e}", config.out.display())))?;
+    let _run_dir = RunDir::take(config)?;
     let mut model = build_model(config.model, config.seed)?;
     model.to_device(device)?;
     let parameters = model.parameters().into_iter().map(|(_, p)| p).collect();
@@ -169,6 +272,14 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
     } else {
         History::default()
     };
+    if history.epochs() >= config.epochs {
+        return Err(AppError::Setup(format!(
+            "{} holds a run of {} epochs already: --epochs {} leaves nothing to train (raise it to go on)",
+            config.out.display(),
+            history.epochs(),
+            config.epochs
+        )));
+    }
 
     let tutorial = config.model.tutorial();
     let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
@@ -177,16 +288,33 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
     let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
 
     let loss_fn = CrossEntropyLoss::new();
+    let stop = || config.stop.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
     for epoch in history.epochs()..config.epochs {
         observer.epoch_started(epoch, train_loader.num_samples());
+        // An epoch a Ctrl-C stopped goes on from its next batch.
+        let from = history.partial.take();
+        let batches = train_loader.epoch_from(epoch as u64, from.map_or(0, |p| p.batches))?;
+        let progress = |done| observer.progress(done);
         let train =
-            training::train_epoch(&mut model, &mut optimizer, &loss_fn, train_loader.epoch(epoch as u64)?, |done| {
-                observer.progress(done)
-            })?;
+            match training::train_epoch_from(&mut model, &mut optimizer, &loss_fn, batches, progress, from, stop)? {
+                EpochEnd::Finished(train) => train,
+                EpochEnd::Stopped(progress) => {
+                    history.partial = Some(progress);
+                    training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
+                    return Err(AppError::Interrupted {
+                        out: config.out.clone(),
+                        epoch: epoch + 1,
+                        batches: progress.batches,
+                    });
+                }
+            };
         let valid = training::evaluate(&mut model, &loss_fn, valid_loader.epoch(0)?)?;
         let best_so_far = history.valid.iter().all(|earlier| valid.accuracy > earlier.accuracy);
         history.train.push(train);
         history.valid.push(valid);
+        // In step with the epochs even after a checkpoint that recorded no memory.
+        history.memory.resize(history.epochs() - 1, MemoryUse::default());
+        history.memory.push(MemoryUse::now(device));
         training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
         kiln::nn::save(&model, &config.out.join(MODEL))?;
         if best_so_far {

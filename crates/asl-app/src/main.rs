@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use asl_app::{AppError, DeviceChoice, ModelKind, Observer, TrainConfig};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +83,10 @@ struct TrainArgs {
     /// Continue the run whose checkpoint is in --out.
     #[arg(long)]
     resume: bool,
+    /// Clear the files of another run in --out first (without it, such a directory is
+    /// refused).
+    #[arg(long)]
+    overwrite: bool,
     /// Use only the first N training and validation samples.
     #[arg(long)]
     limit: Option<usize>,
@@ -179,7 +185,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("asl-app: {e}");
-            ExitCode::FAILURE
+            // 130: a run stopped by Ctrl-C, as shells report one.
+            if matches!(e, AppError::Interrupted { .. }) { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -202,7 +209,9 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
             PathBuf::from(format!("runs/asl-{}", if model == ModelKind::Cnn { "cnn" } else { "mlp" }))
         }),
         resume: args.resume,
+        overwrite: args.overwrite,
         limit: args.limit,
+        stop: Some(stop_on_ctrl_c()?),
     };
     let device = asl_app::pick_device(config.device)?;
     println!("device: {device}");
@@ -234,6 +243,21 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         config.out.display()
     );
     Ok(())
+}
+
+/// A flag Ctrl-C sets: the run stops after the current batch with a checkpoint. A second
+/// Ctrl-C stops at once (the last epoch's checkpoint stays).
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, AppError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this batch with a checkpoint (Ctrl-C again to stop at once)");
+    })
+    .map_err(|e| AppError::Setup(format!("cannot catch Ctrl-C: {e}")))?;
+    Ok(stop)
 }
 
 fn eval(args: EvalArgs) -> Result<(), AppError> {

@@ -5,27 +5,12 @@
 
 use std::path::PathBuf;
 
-use asl_app::{DeviceChoice, ModelKind, Quiet, TrainConfig};
+mod common;
+
+use asl_app::{ModelKind, Quiet, TrainConfig};
+use common::config;
 use kiln::Device;
 use kiln_wgsl::testing::context_or_skip;
-
-fn config(name: &str, model: ModelKind, epochs: usize, limit: usize) -> TrainConfig {
-    let out = std::env::temp_dir().join(format!("asl-app-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    TrainConfig {
-        model,
-        epochs,
-        batch_size: 32,
-        lr: 1e-3,
-        seed: 7,
-        device: DeviceChoice::Cpu,
-        augment: false,
-        data: asl_app::bundled_data(),
-        out,
-        resume: false,
-        limit: Some(limit),
-    }
-}
 
 fn learns(config: &TrainConfig, device: &Device) {
     let history = asl_app::train(config, device, &mut Quiet).unwrap();
@@ -206,11 +191,16 @@ fn bad_models_and_images_are_clear_errors() {
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let good = config("diverging", ModelKind::Mlp, 1, 512);
     asl_app::train(&good, &Device::Cpu, &mut Quiet).unwrap();
-    let saved = std::fs::read(good.out.join(asl_app::CHECKPOINT)).unwrap();
-    let diverging = TrainConfig { lr: 1e30, ..good.clone() };
+    // Resumed at a rate that diverges at once: the checkpoint's own rate, raised.
+    let path = good.out.join(asl_app::CHECKPOINT);
+    let mut state = kiln::nn::load_state_dict(&path).unwrap();
+    state.insert("optimizer.lr".into(), kiln::Tensor::scalar(1e30, &Device::Cpu).unwrap());
+    kiln::nn::save_state_dict(&state, &path).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    let diverging = TrainConfig { epochs: 2, resume: true, ..good.clone() };
     let message = asl_app::train(&diverging, &Device::Cpu, &mut Quiet).unwrap_err().to_string();
     assert!(message.contains("the training loss became") && message.contains("learning rate"), "{message}");
-    assert!(std::fs::read(good.out.join(asl_app::CHECKPOINT)).unwrap() == saved, "the good checkpoint was replaced");
+    assert!(std::fs::read(&path).unwrap() == saved, "the good checkpoint was replaced");
 }
 
 /// On a machine without a desktop (no XDG_RUNTIME_DIR), starting Vulkan printed two

@@ -157,6 +157,13 @@ impl DataLoader {
 
     /// The batches of epoch `epoch` (0, 1, …): shuffled and augmented by the seed and epoch.
     pub fn epoch(&self, epoch: u64) -> Result<Batches> {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of epoch `epoch` from batch `first` on: the rest of an interrupted epoch,
+    /// each batch as [`DataLoader::epoch`] gives it (augmentation follows the sample, not
+    /// its place), without making the batches before it.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> Result<Batches> {
         if self.batch_size == 0 {
             return Err(DataError::Invalid("batch size must be at least 1".into()));
         }
@@ -174,8 +181,12 @@ impl DataLoader {
         }
         let shape = self.sample_shape();
         self.transform.check(shape[0])?;
+        if first > self.len() {
+            return Err(DataError::Invalid(format!("batch {first} is past the epoch's {} batches", self.len())));
+        }
         let mut order = self.order(epoch);
         order.truncate(self.len() * self.batch_size);
+        order.drain(..(first * self.batch_size).min(order.len()));
         let batch_shape = |b: usize| [b, shape[0], shape[1], shape[2]];
         let epoch_seed = random::derive(self.seed ^ 0xA55A, epoch);
         match &self.source {
@@ -204,7 +215,7 @@ impl DataLoader {
                 let device = self.device.clone();
                 Ok(Batches {
                     inner: Inner::Host { receiver, worker: Some(worker), device, shape: batch_shape(1) },
-                    remaining: self.len(),
+                    remaining: self.len() - first,
                 })
             }
             Source::Resident { images, labels, shape } => {
@@ -234,7 +245,7 @@ impl DataLoader {
                         scale: self.transform.scale,
                         normalize,
                     })),
-                    remaining: self.len(),
+                    remaining: self.len() - first,
                 })
             }
         }

@@ -63,6 +63,24 @@ fn batching_and_drop_last() {
     assert_eq!(batch.labels.to_vec_i32().unwrap(), vec![0, 1, 2, 0]);
 }
 
+/// An interrupted epoch goes on from its next batch with the same batches, augmented alike.
+#[test]
+fn an_epoch_resumes_from_a_batch() {
+    let images = |loader: &DataLoader, first| -> Vec<Vec<f32>> {
+        loader.epoch_from(2, first).unwrap().map(|b| b.unwrap().images.to_vec().unwrap()).collect()
+    };
+    for augmented in [false, true] {
+        let transform = if augmented { Transform::to_float().horizontal_flip(true) } else { Transform::to_float() };
+        let loader = DataLoader::new(indexed(10), 4).shuffle(true).seed(3).transform(transform);
+        let whole = images(&loader, 0);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(images(&loader, 1), whole[1..], "augmented: {augmented}");
+        assert!(images(&loader, 3).is_empty(), "past the last batch: nothing");
+        assert_eq!(loader.epoch_from(2, 1).unwrap().size_hint(), (2, Some(2)));
+    }
+    assert!(DataLoader::new(indexed(10), 4).epoch_from(0, 4).is_err(), "batch 4 of 3");
+}
+
 #[test]
 fn transforms_apply_per_sample_and_reproducibly() {
     let scaled = DataLoader::new(indexed(3), 3).transform(Transform::to_float().normalize(&[0.5], &[0.25]));

@@ -45,11 +45,18 @@ pub fn save_state_dict(state: &StateDict, path: &Path) -> Result<()> {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().ok_or_else(|| checkpoint_error(path, "not a file path"))?;
     let temporary: PathBuf = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let written = (|| {
+    let written = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        std::fs::rename(&temporary, path)?;
+        // The rename itself lasts only once the directory is on disk (a power cut, not just
+        // a killed process). Directories open for syncing only on Unix.
+        #[cfg(unix)]
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
