@@ -120,10 +120,15 @@ impl ImageDataset {
     }
 
     /// A seeded random split into (train, validation) with `validation` samples in the
-    /// second part, as `torch.utils.data.random_split`.
+    /// second part, as `torch.utils.data.random_split`. Both parts must hold samples: a
+    /// split that leaves one empty would train, or validate, on nothing.
     pub fn split(&self, validation: usize, seed: u64) -> Result<(ImageDataset, ImageDataset)> {
-        if validation > self.len() {
-            return Err(DataError::Invalid(format!("cannot hold out {validation} of {} samples", self.len())));
+        if validation == 0 || validation >= self.len() {
+            return Err(DataError::Invalid(format!(
+                "holding out {validation} of {} samples leaves {} empty",
+                self.len(),
+                if validation == 0 { "the validation part" } else { "nothing to train on" }
+            )));
         }
         let order = random::permutation(self.len(), seed);
         let (val, train) = order.split_at(validation);
@@ -173,6 +178,10 @@ mod tests {
         assert_eq!(data.split(3, 7).unwrap(), (train, val.clone()));
         assert_ne!(data.split(3, 8).unwrap().1, val);
         assert!(data.split(11, 7).is_err());
+        // Neither part may be empty.
+        let empty = |held: usize| data.split(held, 7).unwrap_err().to_string();
+        assert!(empty(0).contains("holding out 0 of 10 samples leaves the validation part empty"), "{}", empty(0));
+        assert!(empty(10).contains("leaves nothing to train on"), "{}", empty(10));
     }
 
     #[test]
