@@ -11,6 +11,7 @@ pub use kiln_data as data;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
 pub mod metrics;
+pub mod onnx;
 pub mod training;
 pub mod tutorials;
 

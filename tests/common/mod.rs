@@ -1,4 +1,6 @@
 //! What the facade's tests share.
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -17,4 +19,21 @@ pub fn data_root(test: &str) -> Option<PathBuf> {
     }
     eprintln!("SKIPPED {test}: no dataset directory at {} (set KILN_DATA_DIR)", dir.display());
     None
+}
+
+/// Whether python3 can import every one of `modules` (the real tools a test checks Kiln's
+/// files with: ONNX Runtime, TensorBoard). When it cannot, the test skips, saying so, unless
+/// `KILN_REQUIRE_PYTHON=1` (CI, which installs them) makes that a failure.
+pub fn python_has(test: &str, modules: &[&str]) -> bool {
+    let imports = modules.iter().map(|m| format!("import {m}")).collect::<Vec<_>>().join("; ");
+    let found = std::process::Command::new("python3").args(["-c", &imports]).output().is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    let install = format!("pip install {}", modules.join(" "));
+    if std::env::var("KILN_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+        panic!("{test}: KILN_REQUIRE_PYTHON=1 but python3 cannot import {modules:?} ({install})");
+    }
+    eprintln!("SKIPPED {test}: python3 cannot import {modules:?} ({install})");
+    false
 }

@@ -360,6 +360,15 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Sequential, ModelKind
     Ok((model, kind))
 }
 
+/// Writes a saved model (see [`load_model`]) as an ONNX file for ONNX Runtime and other
+/// runtimes: input "input" `[batch, 1, 28, 28]` (pixels scaled to [0, 1]), output "output",
+/// the 24 letters' logits. Returns which model it was.
+pub fn export_onnx(checkpoint: &Path, out: &Path) -> Result<ModelKind, AppError> {
+    let (mut model, kind) = load_model(checkpoint, &Device::Cpu)?;
+    kiln::onnx::export(&mut model, &[1, 28, 28], out).map_err(|e| AppError::Setup(e.to_string()))?;
+    Ok(kind)
+}
+
 /// The validation set's predictions by a saved model, as a confusion matrix over the
 /// letters (see [`load_model`] for `checkpoint` and [`load_data`] for `data`).
 pub fn evaluate_checkpoint(

@@ -52,6 +52,8 @@ enum Command {
     Eval(EvalArgs),
     /// The letter shown in each image file (PNG or JPEG; greyscale 28×28, or converted).
     Predict(PredictArgs),
+    /// Write a saved model as an ONNX file, for ONNX Runtime and other runtimes.
+    Export(ExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -122,6 +124,16 @@ struct PredictArgs {
     images: Vec<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// A model file (model.safetensors, or a PyTorch state dict of the same model), a
+    /// resumable checkpoint, or a run's directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The ONNX file to write.
+    out: PathBuf,
+}
+
 struct Progress {
     bar: Option<ProgressBar>,
     epochs: usize,
@@ -180,6 +192,7 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => train(args),
         Some(Command::Eval(args)) => eval(args),
         Some(Command::Predict(args)) => predict(args),
+        Some(Command::Export(args)) => export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -293,6 +306,16 @@ fn eval(args: EvalArgs) -> Result<(), AppError> {
         std::fs::write(&csv, matrix.to_csv(names)).map_err(|e| AppError::Setup(format!("{}: {e}", csv.display())))?;
         println!("wrote {} and {}", out.join(asl_app::CONFUSION).display(), csv.display());
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<(), AppError> {
+    let kind = asl_app::export_onnx(&args.checkpoint, &args.out)?;
+    let model = if kind == ModelKind::Cnn { "CNN" } else { "MLP" };
+    println!(
+        "wrote {} (the ASL {model}; input \"input\" [batch, 1, 28, 28] in [0, 1], output \"output\": 24 logits)",
+        args.out.display()
+    );
     Ok(())
 }
 

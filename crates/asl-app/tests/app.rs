@@ -10,6 +10,7 @@ mod common;
 use asl_app::{ModelKind, Quiet, TrainConfig};
 use common::config;
 use kiln::Device;
+use kiln::nn::Module;
 use kiln_wgsl::testing::context_or_skip;
 
 fn learns(config: &TrainConfig, device: &Device) {
@@ -224,4 +225,53 @@ fn a_headless_start_is_quiet() {
     assert!(run.status.success(), "asl-app failed: {stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "a noisy start: {stderr}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The facade tests' helpers: `python_has` (ONNX Runtime present, or required in CI).
+#[path = "../../../tests/common/mod.rs"]
+mod facade;
+
+#[test]
+fn an_exported_model_gives_its_logits_in_onnx_runtime() {
+    const TEST: &str = "an_exported_model_gives_its_logits_in_onnx_runtime";
+    if !facade::python_has(TEST, &["onnx", "onnxruntime", "numpy"]) {
+        return;
+    }
+    let (_, valid) = asl_app::load_data(&asl_app::bundled_data(), Some(16)).unwrap();
+    let pixels: Vec<f32> = valid.images().iter().map(|&p| p as f32 / 255.0).collect();
+    for (name, model) in [("export-mlp", ModelKind::Mlp), ("export-cnn", ModelKind::Cnn)] {
+        let run = config(name, model, 1, 256);
+        asl_app::train(&run, &Device::Cpu, &mut Quiet).unwrap();
+        let file = run.out.with_extension("onnx");
+        let export = std::process::Command::new(env!("CARGO_BIN_EXE_asl-app"))
+            .args(["export", "--checkpoint"])
+            .arg(&run.out)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+
+        let (mut loaded, _) = asl_app::load_model(&run.out, &Device::Cpu).unwrap();
+        let images = kiln::Tensor::from_vec(pixels.clone(), &[16, 1, 28, 28], &Device::Cpu).unwrap();
+        let logits = kiln::autograd::no_grad(|| loaded.forward(&kiln::autograd::Var::constant(images)));
+        let kiln = logits.unwrap().value().to_vec().unwrap();
+        let (input, output) = (run.out.with_extension("in.f32"), run.out.with_extension("out.f32"));
+        std::fs::write(&input, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/onnx_check.py");
+        let check = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&file)
+            .arg(&input)
+            .arg("16,1,28,28")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        let runtime: Vec<f32> =
+            std::fs::read(&output).unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(runtime.len(), 16 * 24);
+        for (k, r) in kiln.iter().zip(&runtime) {
+            assert!((k - r).abs() <= 1e-4 * k.abs().max(1.0), "{name}: Kiln {k}, ONNX Runtime {r}");
+        }
+    }
 }

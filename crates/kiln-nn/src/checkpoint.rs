@@ -39,11 +39,14 @@ pub fn save_state_dict(state: &StateDict, path: &Path) -> Result<()> {
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| checkpoint_error(path, e))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| checkpoint_error(path, e))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &bytes).map_err(|e| checkpoint_error(path, e))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| checkpoint_error(path, "not a file path"))?;
+/// Replaces `path` with `bytes` so that it is never half-written: through a temporary file
+/// beside it that is synced and renamed, the directory synced after (Unix). A write that
+/// fails leaves the previous file as it was.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file path"))?;
     let temporary: PathBuf = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let written = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
@@ -58,9 +61,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         Ok(())
     })();
-    written.map_err(|e| {
+    written.inspect_err(|_| {
         let _ = std::fs::remove_file(&temporary);
-        checkpoint_error(path, e)
     })
 }
 

@@ -56,6 +56,7 @@
 //! ```
 
 mod checkpoint;
+pub mod export;
 mod init;
 mod layers;
 mod loss;
@@ -65,6 +66,7 @@ mod seeds;
 
 pub use checkpoint::{
     LoadReport, StateDict, load, load_into, load_into_non_strict, load_state_dict, save, save_state_dict, state_dict,
+    write_atomically,
 };
 pub use init::{kaiming_uniform, uniform};
 pub use layers::{

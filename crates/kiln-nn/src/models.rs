@@ -3,6 +3,7 @@
 
 use kiln_autograd::Var;
 
+use crate::export::{GraphBuilder, export_child};
 use crate::{
     AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Result, Seeds,
     Sequential,
@@ -140,6 +141,18 @@ impl Module for BasicBlock {
         let y = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
         let y = self.bn2.forward(&self.conv2.forward(&y)?)?;
         Ok(y.add(&self.shortcut.forward(x)?)?.relu()?)
+    }
+
+    /// The forward pass, written as operators.
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let y = export_child(graph, "conv1", &self.conv1, x)?;
+        let y = export_child(graph, "bn1", &self.bn1, &y)?;
+        let y = graph.node("Relu", &[&y], &[]);
+        let y = export_child(graph, "conv2", &self.conv2, &y)?;
+        let y = export_child(graph, "bn2", &self.bn2, &y)?;
+        let shortcut = export_child(graph, "shortcut", &self.shortcut, x)?;
+        let sum = graph.node("Add", &[&y, &shortcut], &[]);
+        Ok(graph.node("Relu", &[&sum], &[]))
     }
 }
 

@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Pool2d, Tensor};
 
+use crate::export::{GraphBuilder, export_child};
 use crate::{LoadReport, NnError, Result, StateDict};
 
 /// A layer or a model, as `torch.nn.Module`.
@@ -169,6 +170,17 @@ pub trait Module: Send {
             child.to_device(device)?;
         }
         Ok(())
+    }
+
+    /// This module as standard operators (ONNX's) computing its evaluation-mode output from
+    /// the graph value `x`: the name of its output. Layers and containers implement it; a
+    /// module of your own writes its forward pass the same way (with
+    /// [`crate::export::export_child`] for its children). By default, a clear refusal
+    /// naming the module.
+    fn export(&self, _graph: &mut dyn GraphBuilder, _x: &str) -> Result<String> {
+        let printed = self.describe();
+        let name = printed.lines().next().unwrap_or_default();
+        Err(NnError::Invalid(format!("{name} cannot be exported: it does not implement Module::export")))
     }
 
     /// Parameters and buffers by their PyTorch names, on the CPU, as `model.state_dict()`.
@@ -354,6 +366,15 @@ impl Module for Sequential {
 
     fn children(&self) -> Vec<(String, &dyn Module)> {
         self.layers.iter().enumerate().map(|(i, layer)| (i.to_string(), layer.as_ref())).collect()
+    }
+
+    /// Each layer in turn (fused or not, the same operators).
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let mut x = x.to_string();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = export_child(graph, &i.to_string(), layer.as_ref(), &x)?;
+        }
+        Ok(x)
     }
 
     fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {

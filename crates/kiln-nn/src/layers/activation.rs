@@ -2,7 +2,15 @@
 
 use kiln_autograd::Var;
 
+use kiln_tensor::{Device, Tensor};
+
+use crate::export::{Attribute, GraphBuilder};
 use crate::{Module, NnError, Result};
+
+/// A layer that is one ONNX operator of its input, without attributes.
+fn single(graph: &mut dyn GraphBuilder, op: &str, x: &str) -> Result<String> {
+    Ok(graph.node(op, &[x], &[]))
+}
 
 /// max(x, 0), as `torch.nn.ReLU`.
 pub struct ReLU;
@@ -10,6 +18,10 @@ pub struct ReLU;
 impl Module for ReLU {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.relu()?)
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        single(graph, "Relu", x)
     }
 
     fn is_relu(&self) -> bool {
@@ -35,6 +47,10 @@ impl Module for Flatten {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.flatten(1)?)
     }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        Ok(graph.node("Flatten", &[x], &[("axis", Attribute::Int(1))]))
+    }
 }
 
 /// softmax over the last axis, as `torch.nn.Softmax(dim=-1)`, for turning logits into
@@ -55,6 +71,10 @@ impl Module for Softmax {
             ));
         }
         Ok(Var::constant(input.value().softmax(-1)?))
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        Ok(graph.node("Softmax", &[x], &[("axis", Attribute::Int(-1))]))
     }
 }
 
@@ -83,6 +103,10 @@ impl Module for LeakyReLU {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.leaky_relu(self.negative_slope)?)
     }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        Ok(graph.node("LeakyRelu", &[x], &[("alpha", Attribute::Float(self.negative_slope))]))
+    }
 }
 
 /// 1 / (1 + e⁻ˣ), as `torch.nn.Sigmoid`.
@@ -92,6 +116,10 @@ impl Module for Sigmoid {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.sigmoid()?)
     }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        single(graph, "Sigmoid", x)
+    }
 }
 
 /// The hyperbolic tangent, as `torch.nn.Tanh`.
@@ -100,6 +128,10 @@ pub struct Tanh;
 impl Module for Tanh {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.tanh()?)
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        single(graph, "Tanh", x)
     }
 }
 
@@ -129,6 +161,28 @@ impl Module for GELU {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.gelu(self.tanh_approximation)?)
     }
+
+    /// Opset 17 has no Gelu: ½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let mut scalar = |name: &str, value: f32| graph.constant(name, &Tensor::scalar(value, &Device::Cpu)?);
+        let (half, one) = (scalar("half", 0.5)?, scalar("one", 1.0)?);
+        let inner = if self.tanh_approximation {
+            let (cubic, scale) = (scalar("cubic", 0.044715)?, scalar("scale", (2.0 / std::f32::consts::PI).sqrt())?);
+            let square = graph.node("Mul", &[x, x], &[]);
+            let cube = graph.node("Mul", &[&square, x], &[]);
+            let term = graph.node("Mul", &[&cube, &cubic], &[]);
+            let sum = graph.node("Add", &[x, &term], &[]);
+            let scaled = graph.node("Mul", &[&sum, &scale], &[]);
+            graph.node("Tanh", &[&scaled], &[])
+        } else {
+            let inv_sqrt2 = scalar("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2)?;
+            let scaled = graph.node("Mul", &[x, &inv_sqrt2], &[]);
+            graph.node("Erf", &[&scaled], &[])
+        };
+        let plus_one = graph.node("Add", &[&inner, &one], &[]);
+        let times_x = graph.node("Mul", &[x, &plus_one], &[]);
+        Ok(graph.node("Mul", &[&times_x, &half], &[]))
+    }
 }
 
 /// Its input, as `torch.nn.Identity`: a placeholder where a layer is taken out (a head
@@ -138,5 +192,9 @@ pub struct Identity;
 impl Module for Identity {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.clone())
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        single(graph, "Identity", x)
     }
 }

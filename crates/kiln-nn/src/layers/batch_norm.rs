@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{BatchNormConfig, Device, Tensor};
 
+use crate::export::{Attribute, GraphBuilder};
 use crate::{Module, NnError, Result};
 
 /// Batch normalisation over channels, as `torch.nn.BatchNorm2d`: scale (`weight`, ones) and
@@ -61,6 +62,16 @@ impl Module for BatchNorm2d {
 
     fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
         Some(self.normalize(input, BatchNormConfig { relu: true, ..self.config }))
+    }
+
+    /// BatchNormalization with the running statistics (evaluation mode).
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let scale = graph.constant("weight", &self.weight.value())?;
+        let shift = graph.constant("bias", &self.bias.value())?;
+        let mean = graph.constant("running_mean", &self.running_mean)?;
+        let var = graph.constant("running_var", &self.running_var)?;
+        let epsilon = Attribute::Float(self.config.eps);
+        Ok(graph.node("BatchNormalization", &[x, &scale, &shift, &mean, &var], &[("epsilon", epsilon)]))
     }
 
     fn local_parameters(&self) -> Vec<(String, Var)> {
@@ -133,6 +144,11 @@ impl Module for BatchNorm1d {
             Ok(norm.normalize(&planar, BatchNormConfig { relu: true, ..norm.config })?.reshape(&shape)?)
         };
         Some(run(&mut self.0))
+    }
+
+    /// ONNX's BatchNormalization takes `[N, C]` and `[N, C, L]` as they are.
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        self.0.export(graph, x)
     }
 
     fn local_parameters(&self) -> Vec<(String, Var)> {

@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Conv2d as Geometry, Device, Pool2d, Tensor};
 
+use crate::export::{GraphBuilder, pads, pair};
 use crate::{Module, Result, Seeds, init};
 
 /// 2-D convolution, as `torch.nn.Conv2d` (groups = 1): weight `[out, in, k, k]` and bias
@@ -81,6 +82,24 @@ impl Module for Conv2d {
     fn forward_relu_max_pool(&mut self, input: &Var, pool: &Pool2d) -> Option<Result<Var>> {
         let (bias, geometry) = (self.bias.as_ref(), &self.geometry);
         Some(input.conv2d_relu_max_pool2d(&self.weight, bias, geometry, pool).map_err(Into::into))
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let weight = self.weight.value();
+        let mut inputs = vec![x.to_string(), graph.constant("weight", &weight)?];
+        if let Some(b) = &self.bias {
+            inputs.push(graph.constant("bias", &b.value())?);
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let g = &self.geometry;
+        let kernel = [weight.shape()[2], weight.shape()[3]];
+        let attributes = [
+            ("kernel_shape", pair(kernel)),
+            ("strides", pair(g.stride)),
+            ("pads", pads(g.padding)),
+            ("dilations", pair(g.dilation)),
+        ];
+        Ok(graph.node("Conv", &inputs, &attributes))
     }
 
     fn local_parameters(&self) -> Vec<(String, Var)> {

@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::random;
 
+use crate::export::GraphBuilder;
 use crate::{Module, NnError, Result, Seeds};
 
 /// Inverted dropout, as `torch.nn.Dropout`: in training mode each call draws its mask from
@@ -29,6 +30,11 @@ impl Module for Dropout {
         }
         self.calls += 1;
         Ok(input.dropout(self.p, random::derive(self.seed, self.calls), true)?)
+    }
+
+    /// Evaluation mode: the identity.
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        Ok(graph.node("Identity", &[x], &[]))
     }
 
     fn local_random_state(&self) -> Vec<(String, u64)> {

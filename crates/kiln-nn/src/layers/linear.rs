@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Tensor};
 
+use crate::export::{Attribute, GraphBuilder};
 use crate::{Module, Result, Seeds, init};
 
 /// y = x·Wᵀ + b, as `torch.nn.Linear`: weight `[out, in]`, bias `[out]`, both initialised
@@ -45,6 +46,16 @@ impl Module for Linear {
 
     fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
         Some(input.linear_relu(&self.weight, self.bias.as_ref()).map_err(Into::into))
+    }
+
+    /// Gemm: x · Wᵀ + b.
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let mut inputs = vec![x.to_string(), graph.constant("weight", &self.weight.value())?];
+        if let Some(b) = &self.bias {
+            inputs.push(graph.constant("bias", &b.value())?);
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(graph.node("Gemm", &inputs, &[("transB", Attribute::Int(1))]))
     }
 
     fn local_parameters(&self) -> Vec<(String, Var)> {

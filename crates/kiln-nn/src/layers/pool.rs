@@ -1,6 +1,7 @@
 use kiln_autograd::Var;
 use kiln_tensor::Pool2d;
 
+use crate::export::{Attribute, GraphBuilder, cannot_export, pads, pair};
 use crate::{Module, Result};
 
 /// 2-D max pooling, as `torch.nn.MaxPool2d` (stride defaults to the kernel size).
@@ -37,6 +38,15 @@ impl Module for MaxPool2d {
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.max_pool2d(&self.pool)?)
+    }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let p = &self.pool;
+        Ok(graph.node(
+            "MaxPool",
+            &[x],
+            &[("kernel_shape", pair(p.kernel)), ("strides", pair(p.stride)), ("pads", pads(p.padding))],
+        ))
     }
 
     fn max_pool(&self) -> Option<Pool2d> {
@@ -85,6 +95,17 @@ impl Module for AvgPool2d {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.avg_pool2d(&self.pool)?)
     }
+
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        let p = &self.pool;
+        let attributes = [
+            ("kernel_shape", pair(p.kernel)),
+            ("strides", pair(p.stride)),
+            ("pads", pads(p.padding)),
+            ("count_include_pad", Attribute::Int(1)),
+        ];
+        Ok(graph.node("AveragePool", &[x], &attributes))
+    }
 }
 
 /// Average pooling into a fixed output size whatever the input's, as
@@ -112,5 +133,13 @@ impl Module for AdaptiveAvgPool2d {
 
     fn forward(&mut self, input: &Var) -> Result<Var> {
         Ok(input.adaptive_avg_pool2d(self.output)?)
+    }
+
+    /// GlobalAveragePool for an output of 1×1; ONNX has no operator for other sizes.
+    fn export(&self, graph: &mut dyn GraphBuilder, x: &str) -> Result<String> {
+        if self.output != [1, 1] {
+            return Err(cannot_export(self, "ONNX pools adaptively only to 1×1 (GlobalAveragePool)"));
+        }
+        Ok(graph.node("GlobalAveragePool", &[x], &[]))
     }
 }
