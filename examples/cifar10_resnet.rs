@@ -18,7 +18,7 @@ use kiln::data::{DataLoader, Transform, read_cifar10};
 use kiln::nn::{Module, Seeds, models};
 use kiln::optim::{Adam, CosineAnnealingLr};
 use kiln::training;
-use support::{Defaults, Error, Options};
+use support::{Data, Defaults, Error, Options};
 
 const DEFAULTS: Defaults = Defaults { name: "cifar10_resnet", dataset_dir: Some("cifar-10"), epochs: 15 };
 const BATCH: usize = 128;
@@ -49,9 +49,10 @@ fn main() -> Result<(), Error> {
     let test_loader = DataLoader::on_device(&test, BATCH, &options.device, plain)?;
     let mut optimizer = Adam::new(model.parameters().into_iter().map(|(_, p)| p).collect(), 1e-3);
     let mut schedule = CosineAnnealingLr::new(&optimizer, options.epochs as u64, 0.0);
-    support::fit(&mut model, &mut optimizer, Some(&mut schedule), &train_loader, &test_loader, options.epochs)?;
+    let data = Data { train: train_loader, test: test_loader, test_set: test };
+    support::fit(&mut model, &mut optimizer, Some(&mut schedule), &data.run(&options))?;
 
-    let matrix = training::predict(&mut model, test_loader.epoch(0)?)?.confusion_matrix(10)?;
+    let matrix = training::predict(&mut model, data.test.epoch(0)?)?.confusion_matrix(10)?;
     println!("test accuracy {:.4} on {} images", matrix.accuracy(), matrix.total());
     for (class, name) in kiln::data::CIFAR10_CLASSES.iter().enumerate() {
         println!("  {name:5} {:.3}", matrix.recall(class));

@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release --example fine_tune -- --data DIR` (see `--help`): DIR holds the
 //! `fashion-mnist` and `mnist` directories (as `../shared/data` does); `--epochs` is each
-//! phase's. The pretrained model is saved as `runs/fine-tune/fashion_cnn.safetensors`.
+//! phase's; with `--tensorboard DIR` each phase is logged in its own directory under DIR.
+//! The pretrained model is saved as `runs/fine-tune/fashion_cnn.safetensors`.
 
 mod support;
 
@@ -32,18 +33,21 @@ fn main() -> Result<(), Error> {
     let mut pretrained = Pretrained::new(options.seed)?;
     println!("{}", pretrained.describe());
     pretrained.to_device(&options.device)?;
-    fine_tuning::train(&mut pretrained, &fashion, &options.device, options.seed, options.epochs, "pretraining")?;
+    // With --tensorboard DIR, each phase is its own run under DIR, side by side in TensorBoard.
+    let log = |phase: &str| options.tensorboard.as_ref().map(|dir| dir.join(phase));
+    let (device, seed, epochs) = (&options.device, options.seed, options.epochs);
+    fine_tuning::train(&mut pretrained, &fashion, device, seed, epochs, "pretraining", log("pretraining").as_deref())?;
     let saved = Path::new("runs/fine-tune/fashion_cnn.safetensors");
     std::fs::create_dir_all(saved.parent().expect("a directory"))?;
     kiln::nn::save(&pretrained, saved)?;
     println!("saved {}", saved.display());
 
     let state = kiln::nn::load_state_dict(saved)?;
-    let tuned = fine_tuning::fine_tune(Some(&state), &digits, &options.device, options.seed + 1, options.epochs)?;
+    let tuned = fine_tuning::fine_tune(Some(&state), &digits, device, seed + 1, epochs, log("fine-tuning").as_deref())?;
     let report = tuned.report.as_ref().expect("loaded from the pretrained state");
     println!("loaded non-strictly: missing {:?}, unexpected {:?}", report.missing_keys, report.unexpected_keys);
     println!("{}", tuned.model.describe());
-    let baseline = fine_tuning::fine_tune(None, &digits, &options.device, options.seed + 1, options.epochs)?;
+    let baseline = fine_tuning::fine_tune(None, &digits, device, seed + 1, epochs, log("random-features").as_deref())?;
     println!(
         "MNIST test accuracy: {:.4} from Fashion-MNIST features, {:.4} from random ones (heads alone trained)",
         tuned.test.accuracy, baseline.test.accuracy

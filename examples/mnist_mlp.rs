@@ -11,8 +11,8 @@ use support::{Error, Options};
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::MnistMlp;
     let options = Options::from_args(tutorial)?;
-    let (mut model, mut optimizer, train, test) = support::setup(tutorial, &options)?;
-    let history = support::fit(&mut model, optimizer.as_mut(), None, &train, &test, options.epochs)?;
+    let (mut model, mut optimizer, data) = support::setup(tutorial, &options)?;
+    let history = support::fit(&mut model, optimizer.as_mut(), None, &data.run(&options))?;
     if let Some(last) = history.valid.last() {
         println!("final test accuracy {:.4}", last.accuracy);
     }

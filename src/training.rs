@@ -72,6 +72,15 @@ pub struct EpochProgress {
     pub seconds: f64,
 }
 
+/// A batch done, as a training epoch reports it: the samples and batches so far in the
+/// epoch, and the batch's mean loss (a rank-0 tensor on the model's device: reading it
+/// waits for the device, so a caller reads it only when it logs it).
+pub struct Step<'a> {
+    pub samples: usize,
+    pub batches: usize,
+    pub loss: &'a Tensor,
+}
+
 /// How a training epoch ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EpochEnd {
@@ -146,14 +155,14 @@ impl Totals {
     }
 }
 
-/// One epoch of training in training mode. `progress` hears the samples done after each
-/// batch. A loss that is not finite at the end of the epoch stops the run.
+/// One epoch of training in training mode. `progress` hears of each batch done ([`Step`]).
+/// A loss that is not finite at the end of the epoch stops the run.
 pub fn train_epoch(
     model: &mut dyn Module,
     optimizer: &mut dyn Optimizer,
     loss_fn: &CrossEntropyLoss,
     batches: impl Iterator<Item = kiln_data::Result<Batch>>,
-    progress: impl FnMut(usize),
+    progress: impl FnMut(&Step),
 ) -> Result<EpochMetrics> {
     match train_epoch_from(model, optimizer, loss_fn, batches, progress, None, || false)? {
         EpochEnd::Finished(metrics) => Ok(metrics),
@@ -169,7 +178,7 @@ pub fn train_epoch_from(
     optimizer: &mut dyn Optimizer,
     loss_fn: &CrossEntropyLoss,
     batches: impl Iterator<Item = kiln_data::Result<Batch>>,
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(&Step),
     from: Option<EpochProgress>,
     stop: impl Fn() -> bool,
 ) -> Result<EpochEnd> {
@@ -194,9 +203,10 @@ pub fn train_epoch_from(
         profile::set_phase("optimizer");
         optimizer.step()?;
         profile::set_phase("metrics");
-        totals.add(&loss.value(), &logits.value(), &batch.labels)?;
-        progress(totals.samples);
+        let batch_loss = loss.value();
+        totals.add(&batch_loss, &logits.value(), &batch.labels)?;
         done += 1;
+        progress(&Step { samples: totals.samples, batches: done, loss: &batch_loss });
         if stop() {
             return Ok(EpochEnd::Stopped(totals.progress(done)?));
         }

@@ -13,6 +13,8 @@ use kiln::nn::{Conv2d, CrossEntropyLoss, Flatten, Linear, LoadReport, MaxPool2d,
 use kiln::optim::Adam;
 use kiln::training::{self, EpochMetrics};
 
+use super::fitting::{self, Run};
+
 /// Images per batch, in both phases.
 pub const BATCH: usize = 64;
 
@@ -96,7 +98,8 @@ pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(
 }
 
 /// Trains `model` for `epochs` (Adam 1e-3 on its trainable parameters), printing each
-/// epoch's figures with `label`, and returns the last test metrics.
+/// epoch's figures with `label` (and logging them in `tensorboard`, if given), and returns
+/// the last test metrics.
 pub fn train(
     model: &mut dyn Module,
     data: &(ImageDataset, ImageDataset),
@@ -104,31 +107,19 @@ pub fn train(
     seed: u64,
     epochs: usize,
     label: &str,
-) -> training::Result<EpochMetrics> {
+    tensorboard: Option<&Path>,
+) -> Result<EpochMetrics, Box<dyn std::error::Error>> {
     let train = DataLoader::on_device(&data.0, BATCH, device, Transform::to_float())?.shuffle(true).seed(seed);
     let test = DataLoader::on_device(&data.1, BATCH, device, Transform::to_float())?;
     // Only what trains, as PyTorch's `filter(lambda p: p.requires_grad, model.parameters())`.
     let trainable: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).filter(Var::requires_grad).collect();
     let mut optimizer = Adam::new(trainable, 1e-3);
-    let loss_fn = CrossEntropyLoss::new();
-    let mut last = None;
-    for epoch in 0..epochs {
-        let t = training::train_epoch(model, &mut optimizer, &loss_fn, train.epoch(epoch as u64)?, |_| {})?;
-        let v = training::evaluate(model, &loss_fn, test.epoch(0)?)?;
-        println!(
-            "{label} epoch {}/{epochs}: loss {:.4} accuracy {:.4}, test loss {:.4} accuracy {:.4} ({:.1} s)",
-            epoch + 1,
-            t.loss,
-            t.accuracy,
-            v.loss,
-            v.accuracy,
-            t.seconds
-        );
-        last = Some(v);
-    }
-    match last {
-        Some(metrics) => Ok(metrics),
-        None => training::evaluate(model, &loss_fn, test.epoch(0)?),
+    let label = format!("{label} ");
+    let run = Run { train: &train, test: &test, test_set: &data.1, epochs, label: &label, tensorboard };
+    let history = fitting::fit(model, &mut optimizer, None, &run)?;
+    match history.valid.last() {
+        Some(metrics) => Ok(*metrics),
+        None => Ok(training::evaluate(model, &CrossEntropyLoss::new(), test.epoch(0)?)?),
     }
 }
 
@@ -150,7 +141,8 @@ pub fn fine_tune(
     device: &Device,
     seed: u64,
     epochs: usize,
-) -> training::Result<Outcome> {
+    tensorboard: Option<&Path>,
+) -> Result<Outcome, Box<dyn std::error::Error>> {
     let mut model = FineTuned::new(seed)?;
     let report = pretrained.map(|state| model.load_state_dict_non_strict(state)).transpose()?;
     model.features.freeze()?;
@@ -162,6 +154,6 @@ pub fn fine_tune(
     let (trainable, total) = (count(true), count(false));
     let label = if pretrained.is_some() { "fine-tuning" } else { "random features" };
     println!("{label}: training {trainable} of {total} parameters (the head)");
-    let test = train(&mut model, digits, device, seed, epochs, label)?;
+    let test = train(&mut model, digits, device, seed, epochs, label, tensorboard)?;
     Ok(Outcome { model, test, report, trainable, total })
 }

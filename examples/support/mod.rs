@@ -4,14 +4,17 @@
 #![allow(dead_code)]
 
 pub mod fine_tuning;
+pub mod fitting;
+
+#[allow(unused_imports)] // fine_tune uses neither.
+pub use fitting::{Run, fit};
 
 use std::path::PathBuf;
 
 use kiln::Device;
 use kiln::data::{DataLoader, ImageDataset};
-use kiln::nn::{CrossEntropyLoss, Module, Sequential};
-use kiln::optim::{LrScheduler, Optimizer};
-use kiln::training::{self, History};
+use kiln::nn::{Module, Sequential};
+use kiln::optim::Optimizer;
 use kiln::tutorials::Tutorial;
 
 /// Any error, shown by its message when `main` returns it (rather than `Debug`'s quoted form).
@@ -61,7 +64,7 @@ impl Defaults {
     }
 }
 
-/// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N --augment`.
+/// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N --augment --tensorboard DIR`.
 pub struct Options {
     pub data: PathBuf,
     pub epochs: usize,
@@ -71,6 +74,8 @@ pub struct Options {
     pub limit: Option<usize>,
     /// Train on randomly augmented images ([`Tutorial::augmented_transform`]).
     pub augment: bool,
+    /// Also log the run for TensorBoard here.
+    pub tensorboard: Option<PathBuf>,
 }
 
 impl Options {
@@ -93,7 +98,7 @@ impl Options {
 
     pub fn parse(defaults: Defaults, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
         let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, defaults.epochs, None, 0, None);
-        let mut augment = false;
+        let (mut augment, mut tensorboard) = (false, None);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
@@ -102,6 +107,7 @@ impl Options {
                 "--seed" => seed = number(&flag, &value()?)?,
                 "--limit" => limit = Some(number(&flag, &value()?)?),
                 "--augment" => augment = true,
+                "--tensorboard" => tensorboard = Some(PathBuf::from(value()?)),
                 "--device" => {
                     device = Some(match value()?.as_str() {
                         "auto" => Device::best(),
@@ -127,7 +133,7 @@ impl Options {
                 None => return Err(format!("pass --data DIR: {}", defaults.data()).into()),
             },
         };
-        Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit, augment })
+        Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit, augment, tensorboard })
     }
 
     /// The tutorial's training and test sets, cut to `--limit`.
@@ -146,7 +152,8 @@ impl Options {
 
 fn usage(defaults: Defaults) -> String {
     format!(
-        "usage: {} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment]\n\
+        "usage: {} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment] \
+         [--tensorboard DIR]\n\
          DIR: {} (default: $KILN_DATA_DIR/{})",
         defaults.name,
         defaults.data(),
@@ -158,46 +165,30 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Error> {
     text.parse().map_err(|_| format!("{flag} {text}: not a number").into())
 }
 
-/// Trains for `epochs`, evaluating on `test` after each, and prints a line per epoch;
-/// `schedule`, if any, steps once per epoch.
-pub fn fit(
-    model: &mut dyn Module,
-    optimizer: &mut dyn Optimizer,
-    mut schedule: Option<&mut dyn LrScheduler>,
-    train: &DataLoader,
-    test: &DataLoader,
-    epochs: usize,
-) -> Result<History, Error> {
-    let loss_fn = CrossEntropyLoss::new();
-    let mut history = History::default();
-    for epoch in 0..epochs {
-        let t = training::train_epoch(model, optimizer, &loss_fn, train.epoch(epoch as u64)?, |_| {})?;
-        if let Some(schedule) = schedule.as_deref_mut() {
-            schedule.step(optimizer);
+/// An example's data: the two loaders and the test images (for the logged figures).
+pub struct Data {
+    pub train: DataLoader,
+    pub test: DataLoader,
+    pub test_set: ImageDataset,
+}
+
+impl Data {
+    /// The run [`fit`] makes of this data under `options`.
+    pub fn run<'a>(&'a self, options: &'a Options) -> Run<'a> {
+        Run {
+            train: &self.train,
+            test: &self.test,
+            test_set: &self.test_set,
+            epochs: options.epochs,
+            label: "",
+            tensorboard: options.tensorboard.as_deref(),
         }
-        let v = training::evaluate(model, &loss_fn, test.epoch(0)?)?;
-        println!(
-            "epoch {:>2}/{epochs}  loss {:.4}  accuracy {:.4}  test loss {:.4}  test accuracy {:.4}  {:.1} s ({:.0} samples/s)",
-            epoch + 1,
-            t.loss,
-            t.accuracy,
-            v.loss,
-            v.accuracy,
-            t.seconds,
-            t.samples_per_second()
-        );
-        history.train.push(t);
-        history.valid.push(v);
     }
-    Ok(history)
 }
 
 /// The usual opening of every example: the datasets, the model on the device, its
-/// optimizer and the two loaders.
-pub fn setup(
-    tutorial: Tutorial,
-    options: &Options,
-) -> Result<(Sequential, Box<dyn Optimizer>, DataLoader, DataLoader), Error> {
+/// optimizer and the data.
+pub fn setup(tutorial: Tutorial, options: &Options) -> Result<(Sequential, Box<dyn Optimizer>, Data), Error> {
     let (train, test) = options.datasets(tutorial)?;
     println!(
         "{tutorial}: {} training and {} test images of {:?} from {}, on {}{}",
@@ -214,5 +205,5 @@ pub fn setup(
     let optimizer = tutorial.optimizer(&model, tutorial.lr());
     let (train_loader, test_loader) =
         tutorial.loaders(&train, &test, &options.device, options.seed, options.augment)?;
-    Ok((model, optimizer, train_loader, test_loader))
+    Ok((model, optimizer, Data { train: train_loader, test: test_loader, test_set: test }))
 }

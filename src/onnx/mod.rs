@@ -12,7 +12,7 @@
 //! # }
 //! ```
 
-#[allow(clippy::all, clippy::pedantic)]
+#[allow(clippy::all, clippy::pedantic, dead_code)]
 mod proto;
 
 use std::path::{Path, PathBuf};

@@ -37,3 +37,49 @@ pub fn python_has(test: &str, modules: &[&str]) -> bool {
     eprintln!("SKIPPED {test}: python3 cannot import {modules:?} ({install})");
     false
 }
+
+/// A TensorBoard log directory as TensorBoard itself reads it (tests/tensorboard_read.py,
+/// through the `tensorboard` package).
+#[derive(Debug)]
+pub struct TensorBoardLog {
+    /// Each scalar tag's (step, value) points (values are logged as f32).
+    pub scalars: std::collections::BTreeMap<String, Vec<(u64, f32)>>,
+    /// Each image tag's (step, [width, height]) entries.
+    pub images: std::collections::BTreeMap<String, Vec<(u64, [u32; 2])>>,
+}
+
+impl TensorBoardLog {
+    pub fn read(dir: &std::path::Path) -> Self {
+        // The facade's tests/, from the facade or from a crate that includes this module.
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("tests/tensorboard_read.py"))
+            .find(|script| script.is_file())
+            .expect("tests/tensorboard_read.py in the workspace");
+        let run = std::process::Command::new("python3").arg(script).arg(dir).output().unwrap();
+        assert!(run.status.success(), "tensorboard_read.py: {}", String::from_utf8_lossy(&run.stderr));
+        let log: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let entries = |kind: &str| {
+            let tags = log[kind].as_object().unwrap_or_else(|| panic!("no {kind} in {log}"));
+            tags.iter().map(|(tag, entries)| (tag.clone(), entries.as_array().unwrap().clone())).collect::<Vec<_>>()
+        };
+        let number = |v: &serde_json::Value| v.as_f64().unwrap();
+        let scalars = entries("scalars")
+            .into_iter()
+            .map(|(tag, points)| (tag, points.iter().map(|p| (number(&p[0]) as u64, number(&p[1]) as f32)).collect()))
+            .collect();
+        let images = entries("images")
+            .into_iter()
+            .map(|(tag, images)| {
+                let sized = images.iter().map(|i| (number(&i[0]) as u64, [number(&i[1]) as u32, number(&i[2]) as u32]));
+                (tag, sized.collect())
+            })
+            .collect();
+        Self { scalars, images }
+    }
+
+    /// The points of scalar `tag` (none if it is missing).
+    pub fn scalar(&self, tag: &str) -> &[(u64, f32)] {
+        self.scalars.get(tag).map_or(&[], Vec::as_slice)
+    }
+}

@@ -2,8 +2,6 @@
 //! model, the epoch loop with checkpoints and resumption. The binary only parses arguments
 //! and draws progress; everything here is callable (and tested) as a library.
 
-pub mod plots;
-
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,9 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kiln::autograd::{Var, no_grad};
 use kiln::data::presets::{ASL_LETTERS, sign_language_mnist_dir};
 use kiln::data::{DataLoader, ImageDataset};
+use kiln::figures;
 use kiln::metrics::ConfusionMatrix;
 use kiln::nn::{CrossEntropyLoss, Module, Sequential};
 use kiln::optim::Adam;
+use kiln::optim::Optimizer;
+use kiln::tensorboard::RunLog;
 use kiln::training::{self, EpochEnd, EpochMetrics, History, MemoryUse, TrainError};
 use kiln::tutorials::Tutorial;
 use kiln::{Device, Tensor};
@@ -59,7 +60,12 @@ pub struct TrainConfig {
     /// Set (by a Ctrl-C handler, say) to stop after the current batch, with a checkpoint
     /// that `resume` goes on from.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Also log the run for TensorBoard in this directory (`kiln::tensorboard::RunLog`).
+    pub tensorboard: Option<PathBuf>,
 }
+
+/// Batches between the training-loss points a TensorBoard log gets.
+pub const LOG_EVERY: usize = 20;
 
 /// The data bundled with the app.
 pub fn bundled_data() -> PathBuf {
@@ -288,13 +294,27 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
     let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
 
     let loss_fn = CrossEntropyLoss::new();
+    let log_error = |dir: &Path, e: std::io::Error| AppError::Setup(format!("--tensorboard {}: {e}", dir.display()));
+    let mut log = match &config.tensorboard {
+        Some(dir) => {
+            let done = history.epochs() * train_loader.len() + history.partial.map_or(0, |p| p.batches);
+            Some(RunLog::new(dir, LOG_EVERY, train_loader.len(), done).map_err(|e| log_error(dir, e))?)
+        }
+        None => None,
+    };
     let stop = || config.stop.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
     for epoch in history.epochs()..config.epochs {
         observer.epoch_started(epoch, train_loader.num_samples());
         // An epoch a Ctrl-C stopped goes on from its next batch.
         let from = history.partial.take();
         let batches = train_loader.epoch_from(epoch as u64, from.map_or(0, |p| p.batches))?;
-        let progress = |done| observer.progress(done);
+        let lr = optimizer.lr();
+        let progress = |step: &training::Step| {
+            observer.progress(step.samples);
+            if let Some(log) = log.as_mut() {
+                log.step(epoch, step);
+            }
+        };
         let train =
             match training::train_epoch_from(&mut model, &mut optimizer, &loss_fn, batches, progress, from, stop)? {
                 EpochEnd::Finished(train) => train,
@@ -321,15 +341,25 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
             kiln::nn::save(&model, &config.out.join(BEST_MODEL))?;
         }
         write_text(&config.out.join(METRICS), &history.to_csv())?;
-        plots::curves(&history, &config.out.join(CURVES)).map_err(AppError::Setup)?;
+        save_figure(&figures::curves(&history), &config.out.join(CURVES))?;
+        if let (Some(log), Some(dir)) = (log.as_mut(), &config.tensorboard) {
+            log.epoch(&history, lr).map_err(|e| log_error(dir, e))?;
+        }
         observer.epoch_finished(epoch, &train, &valid);
     }
     let predictions = training::predict(&mut model, valid_loader.epoch(0)?)?;
     let matrix = predictions.confusion_matrix(valid_set.num_classes())?;
-    plots::prediction_grid(&valid_set, &predictions.predicted, &config.out.join(PREDICTIONS))
-        .map_err(AppError::Setup)?;
-    plots::confusion(&matrix, valid_set.class_names(), &config.out.join(CONFUSION)).map_err(AppError::Setup)?;
+    save_figure(&figures::prediction_grid(&valid_set, &predictions.predicted), &config.out.join(PREDICTIONS))?;
+    save_figure(&figures::confusion(&matrix, valid_set.class_names()), &config.out.join(CONFUSION))?;
+    if let (Some(log), Some(dir)) = (log.as_mut(), &config.tensorboard) {
+        log.predictions(&valid_set, &predictions, config.epochs).map_err(|e| log_error(dir, e))?;
+    }
     Ok(history)
+}
+
+/// Writes a figure of the run as a PNG (the path is in the error).
+pub fn save_figure(figure: &figures::Figure, path: &Path) -> Result<(), AppError> {
+    figure.save(path).map_err(|e| AppError::Setup(e.to_string()))
 }
 
 /// A trained ASL model read from a file written by [`train`]: the model alone

@@ -92,6 +92,10 @@ struct TrainArgs {
     /// Use only the first N training and validation samples.
     #[arg(long)]
     limit: Option<usize>,
+    /// Also log the run for TensorBoard here: the training loss every 20 batches, each
+    /// epoch's losses, accuracies and learning rate, and the figures.
+    #[arg(long)]
+    tensorboard: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -225,6 +229,7 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         overwrite: args.overwrite,
         limit: args.limit,
         stop: Some(stop_on_ctrl_c()?),
+        tensorboard: args.tensorboard,
     };
     let device = asl_app::pick_device(config.device)?;
     println!("device: {device}");
@@ -255,6 +260,9 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         asl_app::CONFUSION,
         config.out.display()
     );
+    if let Some(dir) = &config.tensorboard {
+        println!("TensorBoard log in {0}: tensorboard --logdir {0}", dir.display());
+    }
     Ok(())
 }
 
@@ -301,7 +309,7 @@ fn eval(args: EvalArgs) -> Result<(), AppError> {
     }
     if let Some(out) = args.out {
         std::fs::create_dir_all(&out).map_err(|e| AppError::Setup(format!("{}: {e}", out.display())))?;
-        asl_app::plots::confusion(&matrix, names, &out.join(asl_app::CONFUSION)).map_err(AppError::Setup)?;
+        asl_app::save_figure(&kiln::figures::confusion(&matrix, names), &out.join(asl_app::CONFUSION))?;
         let csv = out.join("confusion.csv");
         std::fs::write(&csv, matrix.to_csv(names)).map_err(|e| AppError::Setup(format!("{}: {e}", csv.display())))?;
         println!("wrote {} and {}", out.join(asl_app::CONFUSION).display(), csv.display());

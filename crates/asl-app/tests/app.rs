@@ -227,7 +227,8 @@ fn a_headless_start_is_quiet() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// The facade tests' helpers: `python_has` (ONNX Runtime present, or required in CI).
+/// The facade tests' helpers: `python_has` (ONNX Runtime or TensorBoard present, or required in
+/// CI) and `TensorBoardLog`.
 #[path = "../../../tests/common/mod.rs"]
 mod facade;
 
@@ -274,4 +275,71 @@ fn an_exported_model_gives_its_logits_in_onnx_runtime() {
             assert!((k - r).abs() <= 1e-4 * k.abs().max(1.0), "{name}: Kiln {k}, ONNX Runtime {r}");
         }
     }
+}
+
+#[test]
+fn a_tensorboard_log_holds_the_run_through_its_resumptions() {
+    const TEST: &str = "a_tensorboard_log_holds_the_run_through_its_resumptions";
+    if !facade::python_has(TEST, &["tensorboard"]) {
+        return;
+    }
+    // 700 images in batches of 32: 22 batches an epoch, a training-loss point every 20.
+    let mut run = config("tensorboard", ModelKind::Mlp, 1, 700);
+    let dir = run.out.with_extension("tb");
+    let _ = std::fs::remove_dir_all(&dir);
+    run.tensorboard = Some(dir.clone());
+    let first = asl_app::train(&run, &Device::Cpu, &mut Quiet).unwrap();
+    // What a run killed in its second epoch would have logged past its checkpoint.
+    let mut killed = kiln::tensorboard::SummaryWriter::new(&dir).unwrap();
+    killed.add_scalar("loss/train_step", 99.0, 40).unwrap();
+    drop(killed);
+    run.epochs = 2;
+    run.resume = true;
+    let history = asl_app::train(&run, &Device::Cpu, &mut Quiet).unwrap();
+    let kept = |h: &kiln::training::History| (h.train[0].loss, h.valid[0].loss, h.valid[0].accuracy);
+    assert_eq!(kept(&history), kept(&first), "the resumed run keeps the first epoch");
+
+    let log = facade::TensorBoardLog::read(&dir);
+    let per_epoch = |metrics: &[kiln::training::EpochMetrics], value: fn(&kiln::training::EpochMetrics) -> f32| {
+        metrics.iter().enumerate().map(|(i, m)| (i as u64 + 1, value(m))).collect::<Vec<_>>()
+    };
+    assert_eq!(log.scalar("loss/train"), per_epoch(&history.train, |m| m.loss));
+    assert_eq!(log.scalar("accuracy/train"), per_epoch(&history.train, |m| m.accuracy));
+    assert_eq!(log.scalar("loss/valid"), per_epoch(&history.valid, |m| m.loss));
+    assert_eq!(log.scalar("accuracy/valid"), per_epoch(&history.valid, |m| m.accuracy));
+    assert_eq!(log.scalar("learning_rate"), [(1, 1e-3), (2, 1e-3)]);
+    let steps = log.scalar("loss/train_step");
+    assert_eq!(steps.iter().map(|p| p.0).collect::<Vec<_>>(), [20, 40], "{steps:?}");
+    assert!(steps.iter().all(|&(_, loss)| loss > 0.0 && loss < 10.0), "the killed run's point is gone: {steps:?}");
+    // The figures as the run directory has them: the curves after each epoch, the
+    // predictions and the confusion matrix at the end of each of the two runs.
+    let size = |file: &str| {
+        let (width, height) = image::image_dimensions(run.out.join(file)).unwrap();
+        [width, height]
+    };
+    assert_eq!(log.images["figures/curves"], [(1, size(asl_app::CURVES)), (2, size(asl_app::CURVES))]);
+    for (tag, file) in [("figures/predictions", asl_app::PREDICTIONS), ("figures/confusion", asl_app::CONFUSION)] {
+        assert_eq!(log.images[tag], [(1, size(file)), (2, size(file))], "{tag}");
+    }
+
+    // The command line's --tensorboard, for a third epoch.
+    let third = std::process::Command::new(env!("CARGO_BIN_EXE_asl-app"))
+        .args(["train", "--model", "mlp", "--device", "cpu", "--seed", "7", "--limit", "700", "--epochs", "3"])
+        .arg("--resume")
+        .arg("--out")
+        .arg(&run.out)
+        .arg("--tensorboard")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    let log = facade::TensorBoardLog::read(&dir);
+    let losses = log.scalar("loss/train");
+    assert_eq!(losses[..2], per_epoch(&history.train, |m| m.loss)[..]);
+    let csv = std::fs::read_to_string(run.out.join(asl_app::METRICS)).unwrap();
+    let third_loss: f32 = csv.lines().nth(3).unwrap().split(',').nth(1).unwrap().parse().unwrap();
+    assert_eq!(losses.len(), 3);
+    assert!((losses[2].1 - third_loss).abs() < 1e-6, "{losses:?} against metrics.csv's {third_loss}");
+    assert_eq!(log.scalar("loss/train_step").iter().map(|p| p.0).collect::<Vec<_>>(), [20, 40, 60]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

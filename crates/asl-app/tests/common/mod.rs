@@ -23,5 +23,6 @@ pub fn config(name: &str, model: ModelKind, epochs: usize, limit: usize) -> Trai
         overwrite: false,
         limit: Some(limit),
         stop: None,
+        tensorboard: None,
     }
 }

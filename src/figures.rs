@@ -1,5 +1,7 @@
-//! The PNG figures a run leaves behind: loss and accuracy curves, a grid of validation
-//! images captioned with predicted and true letters, and the confusion matrix.
+//! The figures a training run is judged by: loss and accuracy curves, a grid of test
+//! images captioned with the predicted and true classes, and the confusion matrix. Each is
+//! a [`Figure`] that is saved as a PNG (asl-app's run directory) or logged as an image
+//! ([`crate::tensorboard::RunLog`]).
 //!
 //! They are drawn on a small RGB canvas with a built-in 5×7 pixel font rather than through
 //! a plotting library: three fixed layouts do not justify a font-rendering dependency, and
@@ -7,9 +9,10 @@
 
 use std::path::Path;
 
-use kiln::data::ImageDataset;
-use kiln::metrics::ConfusionMatrix;
-use kiln::training::History;
+use kiln_data::ImageDataset;
+
+use crate::metrics::ConfusionMatrix;
+use crate::training::{EpochMetrics, History};
 
 type Rgb = [u8; 3];
 
@@ -78,16 +81,43 @@ impl Canvas {
         self.text(x - text_width(text, scale) / 2, y, text, scale, color);
     }
 
-    /// Writes the canvas as a PNG, through a temporary file so `path` is never half-written.
-    fn save(&self, path: &Path) -> Result<(), String> {
-        let image = image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
-            .expect("the canvas holds width × height RGB pixels");
-        let temporary = path.with_extension("png.tmp");
-        image
-            .save_with_format(&temporary, image::ImageFormat::Png)
-            .map_err(|e| e.to_string())
-            .and_then(|_| std::fs::rename(&temporary, path).map_err(|e| e.to_string()))
-            .map_err(|e| format!("{}: {e}", path.display()))
+    fn finish(self) -> Figure {
+        Figure { width: self.width as u32, height: self.height as u32, pixels: self.pixels }
+    }
+}
+
+/// A drawn figure: RGB pixels, row by row.
+pub struct Figure {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+impl Figure {
+    /// [width, height] in pixels.
+    pub fn size(&self) -> [u32; 2] {
+        [self.width, self.height]
+    }
+
+    /// The figure encoded as a PNG file's bytes.
+    pub fn png(&self) -> std::io::Result<Vec<u8>> {
+        let mut png = Vec::new();
+        let encoder = image::codecs::png::PngEncoder::new(&mut png);
+        image::ImageEncoder::write_image(
+            encoder,
+            &self.pixels,
+            self.width,
+            self.height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(std::io::Error::other)?;
+        Ok(png)
+    }
+
+    /// Writes the figure as a PNG at `path`, which is never left half-written.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        kiln_nn::write_atomically(path, &self.png()?)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 }
 
@@ -183,11 +213,9 @@ fn panel(canvas: &mut Canvas, left: i64, title: &str, series: [(&str, Rgb, Vec<f
 }
 
 /// Training and validation loss (left) and accuracy (right) per epoch.
-pub fn curves(history: &History, path: &Path) -> Result<(), String> {
+pub fn curves(history: &History) -> Figure {
     let mut canvas = Canvas::new(1000, 430);
-    let column = |metrics: &[kiln::training::EpochMetrics], f: fn(&kiln::training::EpochMetrics) -> f32| {
-        metrics.iter().map(f).collect::<Vec<_>>()
-    };
+    let column = |metrics: &[EpochMetrics], f: fn(&EpochMetrics) -> f32| metrics.iter().map(f).collect::<Vec<_>>();
     let (train_loss, valid_loss) = (column(&history.train, |m| m.loss), column(&history.valid, |m| m.loss));
     let loss_max = train_loss.iter().chain(&valid_loss).fold(0.0f32, |a, &b| a.max(b)).max(1e-3) * 1.05;
     let loss = [("TRAIN", BLUE, train_loss), ("VALID", ORANGE, valid_loss)];
@@ -197,58 +225,71 @@ pub fn curves(history: &History, path: &Path) -> Result<(), String> {
         ("VALID", ORANGE, column(&history.valid, |m| m.accuracy)),
     ];
     panel(&mut canvas, 580, "ACCURACY", accuracy, 1.0);
-    canvas.save(path)
+    canvas.finish()
 }
 
 /// The first images of `dataset` (up to 6×6), each captioned "predicted/true": green when
-/// they agree, red when not.
-pub fn prediction_grid(dataset: &ImageDataset, predicted: &[i32], path: &Path) -> Result<(), String> {
-    let [_, height, width] = dataset.shape();
+/// they agree, red when not. Colour images (three channels) are drawn in colour, others
+/// by their first channel; captions too long for large type get small type.
+pub fn prediction_grid(dataset: &ImageDataset, predicted: &[i32]) -> Figure {
+    let [channels, height, width] = dataset.shape();
     let (columns, zoom) = (6usize, 3usize);
     let shown = dataset.len().min(predicted.len()).min(columns * columns);
-    let (cell_w, cell_h) = (width * zoom + 20, height * zoom + 30);
+    let names = dataset.class_names();
+    let name = |c: i32| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+    let captions: Vec<String> =
+        (0..shown).map(|i| format!("{}/{}", name(predicted[i]), name(dataset.label(i)))).collect();
+    let widest = |scale| captions.iter().map(|c| text_width(c, scale)).max().unwrap_or(0) as usize;
+    let scale = if widest(2) <= width * zoom + 10 { 2 } else { 1 };
+    let (cell_w, cell_h) = ((width * zoom).max(widest(scale)) + 20, height * zoom + 30);
     let rows = shown.div_ceil(columns).max(1);
     let mut canvas = Canvas::new(columns * cell_w + 10, rows * cell_h + 40);
     canvas.text(10, 10, "PREDICTED/TRUE", 2, BLACK);
-    let names = dataset.class_names();
-    for (i, &guess) in predicted.iter().enumerate().take(shown) {
+    let plane = height * width;
+    for (i, caption) in captions.iter().enumerate() {
         let (x0, y0) = ((i % columns * cell_w + 10) as i64, (i / columns * cell_h + 40) as i64);
         let image = dataset.image(i);
         for y in 0..height * zoom {
             for x in 0..width * zoom {
-                // The first channel: these datasets are greyscale.
-                let v = image[(y / zoom) * width + x / zoom];
-                canvas.set(x0 + x as i64, y0 + y as i64, [v, v, v]);
+                let at = (y / zoom) * width + x / zoom;
+                let color = match channels {
+                    3 => [image[at], image[plane + at], image[2 * plane + at]],
+                    _ => [image[at]; 3],
+                };
+                canvas.set(x0 + x as i64, y0 + y as i64, color);
             }
         }
-        let truth = dataset.label(i);
-        let name = |c: i32| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-        let color = if guess == truth { GREEN } else { RED };
-        canvas.text(x0, y0 + (height * zoom) as i64 + 6, &format!("{}/{}", name(guess), name(truth)), 2, color);
+        let color = if predicted[i] == dataset.label(i) { GREEN } else { RED };
+        canvas.text(x0, y0 + (height * zoom) as i64 + 6, caption, scale, color);
     }
-    canvas.save(path)
+    canvas.finish()
 }
 
 /// The confusion matrix as a heat map: each row (a true class) shaded by the share of its
-/// samples predicted as each class, with the counts written in the cells.
-pub fn confusion(matrix: &ConfusionMatrix, names: &[String], path: &Path) -> Result<(), String> {
+/// samples predicted as each class, with the counts written in the cells. Names too wide
+/// for a column head the columns by class number, and the rows by number and name.
+pub fn confusion(matrix: &ConfusionMatrix, names: &[String]) -> Figure {
     let classes = matrix.classes() as i64;
-    let (cell, margin) = (34i64, 70i64);
-    let mut canvas = Canvas::new((margin + classes * cell + 20) as usize, (margin + classes * cell + 20) as usize);
-    canvas.text(margin, 8, "PREDICTED", 2, BLACK);
-    canvas.text(4, 8, "TRUE", 1, BLACK);
+    let (cell, top) = (34i64, 70i64);
     let name = |c: i64| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+    let numbered = (0..classes).any(|c| text_width(&name(c), 2) > cell - 4);
+    let head = |c: i64| if numbered { c.to_string() } else { name(c) };
+    let row_label = |c: i64| if numbered { format!("{c} {}", name(c)) } else { name(c) };
+    let left = (0..classes).map(|c| text_width(&row_label(c), 2) + 16).max().unwrap_or(0).max(70);
+    let mut canvas = Canvas::new((left + classes * cell + 20) as usize, (top + classes * cell + 20) as usize);
+    canvas.text(left, 8, "PREDICTED", 2, BLACK);
+    canvas.text(4, 8, "TRUE", 1, BLACK);
     for t in 0..classes {
-        let label = name(t);
-        canvas.text(margin - 8 - text_width(&label, 2), margin + t * cell + cell / 2 - 7, &label, 2, BLACK);
-        canvas.text_centred(margin + t * cell + cell / 2, margin - 22, &label, 2, BLACK);
+        let label = row_label(t);
+        canvas.text(left - 8 - text_width(&label, 2), top + t * cell + cell / 2 - 7, &label, 2, BLACK);
+        canvas.text_centred(left + t * cell + cell / 2, top - 22, &head(t), 2, BLACK);
         let support = matrix.support(t as usize).max(1) as f64;
         for p in 0..classes {
             let count = matrix.count(t as usize, p as usize);
             let share = count as f64 / support;
             let shade = (255.0 * (1.0 - share)).round() as u8;
             let color = if t == p { [shade, shade, 255] } else { [255, shade, shade] };
-            let (x, y) = (margin + p * cell, margin + t * cell);
+            let (x, y) = (left + p * cell, top + t * cell);
             canvas.fill(x, y, cell - 1, cell - 1, color);
             if count > 0 {
                 let ink = if share > 0.5 { WHITE } else { BLACK };
@@ -256,7 +297,7 @@ pub fn confusion(matrix: &ConfusionMatrix, names: &[String], path: &Path) -> Res
             }
         }
     }
-    canvas.save(path)
+    canvas.finish()
 }
 
 #[cfg(test)]
@@ -273,6 +314,52 @@ mod tests {
         assert!(!black(2, 1) && !black(0, 0));
         canvas.text(18, 8, "WW", 3, RED); // mostly off the canvas: no panic
         assert_eq!(text_width("AB", 2), 22);
+    }
+
+    #[test]
+    fn a_figure_encodes_as_the_png_of_its_pixels() {
+        let mut canvas = Canvas::new(7, 3);
+        canvas.set(6, 2, RED);
+        let figure = canvas.finish();
+        assert_eq!(figure.size(), [7, 3]);
+        let decoded = image::load_from_memory(&figure.png().unwrap()).unwrap().to_rgb8();
+        assert_eq!((decoded.width(), decoded.height()), (7, 3));
+        assert_eq!(decoded.into_raw(), figure.pixels);
+    }
+
+    /// The pixel of `figure` at (x, y).
+    fn pixel(figure: &Figure, x: usize, y: usize) -> Rgb {
+        let at = (y * figure.width as usize + x) * 3;
+        figure.pixels[at..at + 3].try_into().unwrap()
+    }
+
+    #[test]
+    fn colour_images_are_drawn_in_colour_and_long_captions_in_small_type() {
+        // Two 2×2 images, every pixel (10, 20, 30) in CHW order; class names as CIFAR-10's.
+        let image = [[10u8; 4], [20; 4], [30; 4]].concat();
+        let names: Vec<String> = ["automobile", "airplane"].map(String::from).into();
+        let dataset = ImageDataset::new([image.clone(), image].concat(), vec![0, 1], [3, 2, 2], names).unwrap();
+        let figure = prediction_grid(&dataset, &[0, 0]);
+        // The first image's top-left pixel sits at (10, 40), zoomed 3×.
+        assert_eq!(pixel(&figure, 10, 40), [10, 20, 30]);
+        assert_eq!(pixel(&figure, 15, 45), [10, 20, 30]);
+        // "automobile/automobile" is 21 characters: 125 pixels in small type, which sets the cell.
+        assert_eq!(figure.size()[0], 6 * (125 + 20) + 10);
+        let green = (0..figure.width as usize).any(|x| (46..56).any(|y| pixel(&figure, x, y) == GREEN));
+        let red = (0..figure.width as usize).any(|x| (46..56).any(|y| pixel(&figure, x, y) == RED));
+        assert!(green && red, "the first caption right, the second wrong");
+    }
+
+    #[test]
+    fn a_confusion_matrix_with_long_names_numbers_its_columns() {
+        let matrix = ConfusionMatrix::from_predictions(2, &[0, 1, 1], &[0, 1, 0]).unwrap();
+        let short = confusion(&matrix, &["A".into(), "B".into()]);
+        assert_eq!(short.size(), [70 + 2 * 34 + 20, 70 + 2 * 34 + 20]);
+        let long = confusion(&matrix, &["automobile".into(), "airplane".into()]);
+        // Rows are labelled "0 automobile": 12 characters at 12 pixels each, less one gap.
+        assert_eq!(long.size(), [(12 * 12 - 2 + 16) + 2 * 34 + 20, 70 + 2 * 34 + 20]);
+        // The diagonal cell of class 0 (every sample right) is full blue.
+        assert_eq!(pixel(&long, 158 + 2, 70 + 2), [0, 0, 255]);
     }
 
     #[test]
