@@ -120,17 +120,16 @@ impl Tutorial {
         }
     }
 
-    /// The training and test (validation) sets from the dataset's own directory: the
-    /// Sign Language MNIST CSVs, the four (Fashion-)MNIST IDX files, or CIFAR-10's batch
-    /// files or archive.
-    pub fn datasets(self, dir: &Path) -> Result<(ImageDataset, ImageDataset)> {
+    /// The training and test (validation) sets from the dataset's files in whichever layout
+    /// the user has them: the Sign Language MNIST CSVs; the (Fashion-)MNIST IDX files, also
+    /// in torchvision's `raw` folders, Keras's `mnist.npz` or Kaggle's Fashion-MNIST CSVs;
+    /// CIFAR-10's binary or Python batches, unpacked or in their official archives.
+    pub fn datasets(self, path: &Path) -> Result<(ImageDataset, ImageDataset)> {
         Ok(match self {
-            Tutorial::AslCnn | Tutorial::AslMlp => presets::sign_language_mnist_dir(dir)?,
-            Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp => {
-                (presets::fashion_mnist(dir, Split::Train)?, presets::fashion_mnist(dir, Split::Test)?)
-            }
-            Tutorial::MnistMlp => (presets::mnist(dir, Split::Train)?, presets::mnist(dir, Split::Test)?),
-            Tutorial::Cifar10Lenet => (read_cifar10(dir, Split::Train)?, read_cifar10(dir, Split::Test)?),
+            Tutorial::AslCnn | Tutorial::AslMlp => presets::sign_language_mnist_dir(path)?,
+            Tutorial::FashionMnistCnn | Tutorial::FashionMnistMlp => presets::fashion_mnist_from(path)?,
+            Tutorial::MnistMlp => presets::mnist_from(path)?,
+            Tutorial::Cifar10Lenet => (read_cifar10(path, Split::Train)?, read_cifar10(path, Split::Test)?),
         })
     }
 

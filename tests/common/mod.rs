@@ -83,3 +83,11 @@ impl TensorBoardLog {
         self.scalars.get(tag).map_or(&[], Vec::as_slice)
     }
 }
+
+/// A fresh, empty directory for one test's files, under the system's temporary directory.
+pub fn scratch(prefix: &str, test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-{prefix}-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}

@@ -3,7 +3,9 @@
 //!
 //! - [`read_csv_images`]: CSV image tables (Sign Language MNIST, Fashion-MNIST on Kaggle);
 //! - [`read_idx`], [`read_idx_images`]: IDX files (MNIST, Fashion-MNIST);
-//! - [`read_cifar10`], [`read_cifar10_batch`]: CIFAR-10 binary batches or the official tarball;
+//! - [`read_cifar10`], [`read_cifar10_batch`]: CIFAR-10 batches, binary or pickled by Python, or
+//!   either official tarball;
+//! - [`read_npz`]: NumPy `.npz` archives (Keras's `mnist.npz`);
 //! - [`presets`]: the datasets by name, with their class names.
 //!
 //! Files may be plain or gzipped, from any path. Malformed input is a [`DataError`] naming
@@ -28,6 +30,8 @@ mod dataset;
 mod error;
 mod idx;
 mod loader;
+mod numpy;
+mod pickle;
 pub mod presets;
 mod source;
 mod transform;
@@ -38,5 +42,6 @@ pub use dataset::{Dataset, ImageDataset, numbered_classes};
 pub use error::{DataError, Result};
 pub use idx::{IdxArray, read_idx, read_idx_images};
 pub use loader::{Batch, Batches, DataLoader};
+pub use numpy::{NumpyArray, read_npz};
 pub use presets::Split;
 pub use transform::Transform;
