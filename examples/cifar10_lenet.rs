@@ -15,10 +15,10 @@ use support::{Error, Options};
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::Cifar10Lenet;
     let options = Options::from_args(tutorial)?;
-    let (mut model, mut optimizer, data) = support::setup(tutorial, &options)?;
-    support::fit(&mut model, optimizer.as_mut(), None, &data.run(&options))?;
+    let mut job = support::setup(tutorial, &options)?;
+    job.fit(&options)?;
 
-    let predictions = training::predict(&mut model, data.test.epoch(0)?)?;
+    let predictions = training::predict(&mut job.model, job.data.test.epoch(0)?)?;
     let classes = kiln::data::CIFAR10_CLASSES;
     let matrix = predictions.confusion_matrix(classes.len())?;
     println!("Accuracy of the network on the {} test images: {:.0} %", matrix.total(), 100.0 * matrix.accuracy());

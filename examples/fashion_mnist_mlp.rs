@@ -11,8 +11,7 @@ use support::{Error, Options};
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::FashionMnistMlp;
     let options = Options::from_args(tutorial)?;
-    let (mut model, mut optimizer, data) = support::setup(tutorial, &options)?;
-    let history = support::fit(&mut model, optimizer.as_mut(), None, &data.run(&options))?;
+    let history = support::setup(tutorial, &options)?.fit(&options)?;
     if let Some(last) = history.valid.last() {
         println!("final test accuracy {:.4}", last.accuracy);
     }

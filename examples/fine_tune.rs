@@ -6,18 +6,18 @@
 //!
 //! `cargo run --release --example fine_tune -- --data DIR` (see `--help`): DIR holds the
 //! `fashion-mnist` and `mnist` directories (as `../shared/data` does); `--epochs` is each
-//! phase's; with `--tensorboard DIR` each phase is logged in its own directory under DIR.
-//! The pretrained model is saved as `runs/fine-tune/fashion_cnn.safetensors`.
+//! phase's; with `--tensorboard DIR` each phase is logged in its own directory under DIR;
+//! `--lr`, `--weight-decay` and `--scheduler` set each phase's Adam and schedule. The
+//! pretrained model is saved as `fashion_cnn.safetensors` in `--out` (default
+//! `runs/fine_tune`); `--load` starts from a saved one instead of pretraining.
 
 mod support;
 
-use std::path::Path;
-
 use kiln::nn::Module;
-use support::fine_tuning::{self, Pretrained};
+use support::fine_tuning::{self, Pretrained, Training};
 use support::{Defaults, Error, Options};
 
-const DEFAULTS: Defaults = Defaults { name: "fine_tune", dataset_dir: None, epochs: 2 };
+const DEFAULTS: Defaults = Defaults { name: "fine_tune", dataset_dir: None, epochs: 2, scheduler: None };
 
 fn main() -> Result<(), Error> {
     let options = Options::from_args(DEFAULTS)?;
@@ -31,23 +31,44 @@ fn main() -> Result<(), Error> {
     );
 
     let mut pretrained = Pretrained::new(options.seed)?;
+    options.init.unwrap_or_default().apply(&pretrained, &mut kiln::nn::Seeds::new(options.seed))?;
     println!("{}", pretrained.describe());
-    pretrained.to_device(&options.device)?;
     // With --tensorboard DIR, each phase is its own run under DIR, side by side in TensorBoard.
     let log = |phase: &str| options.tensorboard.as_ref().map(|dir| dir.join(phase));
     let (device, seed, epochs) = (&options.device, options.seed, options.epochs);
-    fine_tuning::train(&mut pretrained, &fashion, device, seed, epochs, "pretraining", log("pretraining").as_deref())?;
-    let saved = Path::new("runs/fine-tune/fashion_cnn.safetensors");
-    std::fs::create_dir_all(saved.parent().expect("a directory"))?;
-    kiln::nn::save(&pretrained, saved)?;
-    println!("saved {}", saved.display());
+    let training =
+        Training { lr: options.lr.unwrap_or(1e-3), weight_decay: options.weight_decay, scheduler: options.scheduler };
+    let saved = match &options.load {
+        Some(path) => path.clone(),
+        None => {
+            pretrained.to_device(device)?;
+            let pretraining = log("pretraining");
+            fine_tuning::train(
+                &mut pretrained,
+                &fashion,
+                device,
+                seed,
+                epochs,
+                &training,
+                "pretraining",
+                pretraining.as_deref(),
+            )?;
+            let saved = options.out.join("fashion_cnn.safetensors");
+            std::fs::create_dir_all(&options.out)?;
+            kiln::nn::save(&pretrained, &saved)?;
+            println!("saved {}", saved.display());
+            saved
+        }
+    };
 
-    let state = kiln::nn::load_state_dict(saved)?;
-    let tuned = fine_tuning::fine_tune(Some(&state), &digits, device, seed + 1, epochs, log("fine-tuning").as_deref())?;
+    let state = kiln::training::read_weights(&saved)?;
+    let tuning = log("fine-tuning");
+    let tuned = fine_tuning::fine_tune(Some(&state), &digits, device, seed + 1, epochs, &training, tuning.as_deref())?;
     let report = tuned.report.as_ref().expect("loaded from the pretrained state");
     println!("loaded non-strictly: missing {:?}, unexpected {:?}", report.missing_keys, report.unexpected_keys);
     println!("{}", tuned.model.describe());
-    let baseline = fine_tuning::fine_tune(None, &digits, device, seed + 1, epochs, log("random-features").as_deref())?;
+    let random = log("random-features");
+    let baseline = fine_tuning::fine_tune(None, &digits, device, seed + 1, epochs, &training, random.as_deref())?;
     println!(
         "MNIST test accuracy: {:.4} from Fashion-MNIST features, {:.4} from random ones (heads alone trained)",
         tuned.test.accuracy, baseline.test.accuracy

@@ -36,14 +36,21 @@ pub enum TrainError {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
 
+    /// Weights that do not fit the model they were loaded into.
+    #[error("{}: {source}", path.display())]
+    Weights { path: std::path::PathBuf, source: kiln_nn::NnError },
+
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 /// The mean loss and the accuracy of one pass over a dataset.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpochMetrics {
     pub loss: f32,
     pub accuracy: f32,
@@ -411,6 +418,23 @@ pub fn save_checkpoint(path: &Path, model: &dyn Module, optimizer: &dyn Optimize
         }
     }
     Ok(kiln_nn::save_state_dict(&state, path)?)
+}
+
+/// A model's weights, by PyTorch's names, from a file: a model saved with `kiln::nn::save`
+/// (or a PyTorch `state_dict` saved with safetensors), or the model part of a
+/// [`save_checkpoint`] file.
+pub fn read_weights(path: &Path) -> Result<StateDict> {
+    let state = kiln_nn::load_state_dict(path)?;
+    if !state.keys().any(|k| k.starts_with("model.")) {
+        return Ok(state);
+    }
+    Ok(state.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("model.")?.to_string(), v))).collect())
+}
+
+/// Loads [`read_weights`] into `model`, which must have the same parameters and buffers.
+pub fn load_weights(path: &Path, model: &mut dyn Module) -> Result<()> {
+    let state = read_weights(path)?;
+    kiln_nn::load_into(model, &state).map_err(|source| TrainError::Weights { path: path.to_path_buf(), source })
 }
 
 /// Restores a checkpoint from [`save_checkpoint`] into `model` and `optimizer` (built the

@@ -8,7 +8,7 @@ use std::path::Path;
 use kiln_autograd::Var;
 use kiln_data::presets::{self, Split};
 use kiln_data::{DataLoader, ImageDataset, Transform, read_cifar10};
-use kiln_nn::{Module, Seeds, Sequential, models};
+use kiln_nn::{Init, Module, Seeds, Sequential, models};
 use kiln_optim::{Adam, Optimizer, Sgd};
 use kiln_tensor::Device;
 
@@ -20,7 +20,7 @@ pub enum Tutorial {
     AslCnn,
     /// NVIDIA DLI's American Sign Language MLP: Adam 1e-3, batch 32, 20 epochs.
     AslMlp,
-    /// The Keras Fashion-MNIST CNN: Adam 1e-3, batch 256, 20 epochs.
+    /// The PyTorch Fashion-MNIST CNN (an `nn.Module`): Adam 1e-3, batch 256, 20 epochs.
     FashionMnistCnn,
     /// PyTorch's quickstart on Fashion-MNIST: SGD 1e-3, batch 64, 5 epochs, unshuffled
     /// (its `DataLoader` is built without `shuffle=True`).
@@ -84,17 +84,33 @@ impl Tutorial {
         self != Tutorial::FashionMnistMlp
     }
 
-    /// The tutorial's model, initialised from `seed`.
+    /// How the tutorial's framework starts its layers: Keras's for TensorFlow's MNIST
+    /// quickstart, PyTorch's defaults for the others.
+    pub fn init(self) -> Init {
+        match self {
+            Tutorial::MnistMlp => Init::Keras,
+            _ => Init::PyTorch,
+        }
+    }
+
+    /// The tutorial's model, initialised from `seed` as its framework does.
     pub fn model(self, seed: u64) -> Result<Sequential> {
+        self.model_with(seed, self.init())
+    }
+
+    /// The tutorial's model, initialised from `seed` as `init` says.
+    pub fn model_with(self, seed: u64, init: Init) -> Result<Sequential> {
         let seeds = &mut Seeds::new(seed);
-        Ok(match self {
+        let model = match self {
             Tutorial::AslCnn => models::asl_cnn(seeds, 1.0)?,
             Tutorial::AslMlp => models::asl_mlp(seeds)?,
             Tutorial::FashionMnistCnn => models::fashion_mnist_cnn(seeds)?,
             Tutorial::FashionMnistMlp => models::fashion_mnist_mlp(seeds)?,
             Tutorial::MnistMlp => models::mnist_mlp(seeds)?,
             Tutorial::Cifar10Lenet => models::cifar10_lenet(seeds)?,
-        })
+        };
+        init.apply(&model, seeds)?;
+        Ok(model)
     }
 
     /// The tutorial's learning rate.
@@ -104,11 +120,17 @@ impl Tutorial {
 
     /// The tutorial's optimizer over `model`'s parameters, with learning rate `lr`.
     pub fn optimizer(self, model: &dyn Module, lr: f32) -> Box<dyn Optimizer> {
+        self.optimizer_with(model, lr, 0.0)
+    }
+
+    /// [`Tutorial::optimizer`] with weight decay (an L2 term added to the gradients, as
+    /// `weight_decay` in torch.optim's SGD and Adam).
+    pub fn optimizer_with(self, model: &dyn Module, lr: f32, weight_decay: f32) -> Box<dyn Optimizer> {
         let parameters: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).collect();
         match self {
-            Tutorial::FashionMnistMlp => Box::new(Sgd::new(parameters, lr)),
-            Tutorial::Cifar10Lenet => Box::new(Sgd::new(parameters, lr).momentum(0.9)),
-            _ => Box::new(Adam::new(parameters, lr)),
+            Tutorial::FashionMnistMlp => Box::new(Sgd::new(parameters, lr).weight_decay(weight_decay)),
+            Tutorial::Cifar10Lenet => Box::new(Sgd::new(parameters, lr).momentum(0.9).weight_decay(weight_decay)),
+            _ => Box::new(Adam::new(parameters, lr).weight_decay(weight_decay)),
         }
     }
 

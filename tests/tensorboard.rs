@@ -13,6 +13,7 @@ use common::{TensorBoardLog, data_root, python_has};
 use kiln::Device;
 use kiln::figures;
 use kiln::optim::StepLr;
+use kiln::schedules::Schedule;
 use kiln::tensorboard::SummaryWriter;
 use kiln::training::{EpochMetrics, History};
 use kiln::tutorials::Tutorial;
@@ -93,12 +94,19 @@ fn the_examples_epoch_loop_logs_every_tag_at_its_steps() {
     let mut model = tutorial.model(3).unwrap();
     let mut optimizer = tutorial.optimizer(&model, 1e-3);
     // Halved each epoch, so each epoch's point shows the rate that epoch trained with.
-    let mut schedule = StepLr::new(optimizer.as_ref(), 1, 0.5);
+    let mut schedule = Schedule::PerEpoch(Box::new(StepLr::new(optimizer.as_ref(), 1, 0.5)));
     let (train, test) = tutorial.loaders(&train_set, &test_set, &Device::Cpu, 3, false).unwrap();
     assert_eq!(train.len(), 32, "1000 images in batches of 32");
     let dir = log_dir("fit");
-    let run =
-        fitting::Run { train: &train, test: &test, test_set: &test_set, epochs: 2, label: "", tensorboard: Some(&dir) };
+    let run = fitting::Run {
+        train: &train,
+        test: &test,
+        test_set: &test_set,
+        epochs: 2,
+        label: "",
+        tensorboard: Some(&dir),
+        out: None,
+    };
     let history = fitting::fit(&mut model, optimizer.as_mut(), Some(&mut schedule), &run).unwrap();
 
     let log = TensorBoardLog::read(&dir);

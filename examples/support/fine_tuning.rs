@@ -11,12 +11,26 @@ use kiln::data::presets::{self, Split};
 use kiln::data::{DataLoader, ImageDataset, Transform};
 use kiln::nn::{Conv2d, CrossEntropyLoss, Flatten, Linear, LoadReport, MaxPool2d, Module, ReLU, Seeds, Sequential};
 use kiln::optim::Adam;
+use kiln::schedules::{Schedule, ScheduleKind};
 use kiln::training::{self, EpochMetrics};
 
 use super::fitting::{self, Run};
 
 /// Images per batch, in both phases.
 pub const BATCH: usize = 64;
+
+/// How each phase trains: Adam at `lr` with `weight_decay`, on `scheduler`'s schedule.
+pub struct Training {
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub scheduler: Option<ScheduleKind>,
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Self { lr: 1e-3, weight_decay: 0.0, scheduler: None }
+    }
+}
 
 /// Two 5×5 convolutions (32 and 64 channels) with ReLU and 2×2 max pooling, flattened:
 /// 1,024 features of a 28×28 image.
@@ -97,15 +111,17 @@ pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(
     ])
 }
 
-/// Trains `model` for `epochs` (Adam 1e-3 on its trainable parameters), printing each
-/// epoch's figures with `label` (and logging them in `tensorboard`, if given), and returns
-/// the last test metrics.
+/// Trains `model` for `epochs` (Adam on its trainable parameters, as `training` says),
+/// printing each epoch's figures with `label` (and logging them in `tensorboard`, if
+/// given), and returns the last test metrics.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut dyn Module,
     data: &(ImageDataset, ImageDataset),
     device: &Device,
     seed: u64,
     epochs: usize,
+    training: &Training,
     label: &str,
     tensorboard: Option<&Path>,
 ) -> Result<EpochMetrics, Box<dyn std::error::Error>> {
@@ -113,10 +129,11 @@ pub fn train(
     let test = DataLoader::on_device(&data.1, BATCH, device, Transform::to_float())?;
     // Only what trains, as PyTorch's `filter(lambda p: p.requires_grad, model.parameters())`.
     let trainable: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).filter(Var::requires_grad).collect();
-    let mut optimizer = Adam::new(trainable, 1e-3);
+    let mut optimizer = Adam::new(trainable, training.lr).weight_decay(training.weight_decay);
+    let mut schedule = training.scheduler.map(|kind| Schedule::new(kind, &mut optimizer, epochs, train.len()));
     let label = format!("{label} ");
-    let run = Run { train: &train, test: &test, test_set: &data.1, epochs, label: &label, tensorboard };
-    let history = fitting::fit(model, &mut optimizer, None, &run)?;
+    let run = Run { train: &train, test: &test, test_set: &data.1, epochs, label: &label, tensorboard, out: None };
+    let history = fitting::fit(model, &mut optimizer, schedule.as_mut(), &run)?;
     match history.valid.last() {
         Some(metrics) => Ok(*metrics),
         None => Ok(training::evaluate(model, &CrossEntropyLoss::new(), test.epoch(0)?)?),
@@ -141,6 +158,7 @@ pub fn fine_tune(
     device: &Device,
     seed: u64,
     epochs: usize,
+    training: &Training,
     tensorboard: Option<&Path>,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let mut model = FineTuned::new(seed)?;
@@ -154,6 +172,6 @@ pub fn fine_tune(
     let (trainable, total) = (count(true), count(false));
     let label = if pretrained.is_some() { "fine-tuning" } else { "random features" };
     println!("{label}: training {trainable} of {total} parameters (the head)");
-    let test = train(&mut model, digits, device, seed, epochs, label, tensorboard)?;
+    let test = train(&mut model, digits, device, seed, epochs, training, label, tensorboard)?;
     Ok(Outcome { model, test, report, trainable, total })
 }

@@ -13,8 +13,10 @@ use std::path::PathBuf;
 
 use kiln::Device;
 use kiln::data::{DataLoader, ImageDataset};
-use kiln::nn::{Module, Sequential};
+use kiln::nn::{Init, Module, Sequential};
 use kiln::optim::Optimizer;
+use kiln::schedules::{Schedule, ScheduleKind};
+use kiln::training::{self, History};
 use kiln::tutorials::Tutorial;
 
 /// Any error, shown by its message when `main` returns it (rather than `Debug`'s quoted form).
@@ -46,11 +48,18 @@ pub struct Defaults {
     /// example that reads several datasets.
     pub dataset_dir: Option<&'static str>,
     pub epochs: usize,
+    /// The schedule without `--scheduler`.
+    pub scheduler: Option<ScheduleKind>,
 }
 
 impl From<Tutorial> for Defaults {
     fn from(tutorial: Tutorial) -> Self {
-        Self { name: tutorial.name(), dataset_dir: Some(tutorial.dataset_dir()), epochs: tutorial.epochs() }
+        Self {
+            name: tutorial.name(),
+            dataset_dir: Some(tutorial.dataset_dir()),
+            epochs: tutorial.epochs(),
+            scheduler: None,
+        }
     }
 }
 
@@ -64,7 +73,7 @@ impl Defaults {
     }
 }
 
-/// `--data DIR --epochs N --device auto|cpu|gpu --seed S --limit N --augment --tensorboard DIR`.
+/// The examples' command line (`--help` lists it).
 pub struct Options {
     pub data: PathBuf,
     pub epochs: usize,
@@ -76,6 +85,16 @@ pub struct Options {
     pub augment: bool,
     /// Also log the run for TensorBoard here.
     pub tensorboard: Option<PathBuf>,
+    /// The learning rate (the tutorial's without `--lr`).
+    pub lr: Option<f32>,
+    pub weight_decay: f32,
+    pub scheduler: Option<ScheduleKind>,
+    /// How the model starts (the tutorial framework's way without `--init`).
+    pub init: Option<Init>,
+    /// Start from this saved model (a model file, a PyTorch state dict or a checkpoint).
+    pub load: Option<PathBuf>,
+    /// Where the model, its figures and its report go.
+    pub out: PathBuf,
 }
 
 impl Options {
@@ -98,7 +117,8 @@ impl Options {
 
     pub fn parse(defaults: Defaults, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
         let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, defaults.epochs, None, 0, None);
-        let (mut augment, mut tensorboard) = (false, None);
+        let (mut augment, mut tensorboard, mut lr, mut weight_decay) = (false, None, None, 0.0);
+        let (mut scheduler, mut init, mut load, mut out) = (defaults.scheduler, None, None, None);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
@@ -108,6 +128,17 @@ impl Options {
                 "--limit" => limit = Some(number(&flag, &value()?)?),
                 "--augment" => augment = true,
                 "--tensorboard" => tensorboard = Some(PathBuf::from(value()?)),
+                "--lr" => lr = Some(positive(&flag, &value()?)?),
+                "--weight-decay" => weight_decay = number(&flag, &value()?)?,
+                "--scheduler" => {
+                    scheduler = match value()?.as_str() {
+                        "none" => None,
+                        name => Some(name.parse().map_err(|e| format!("--scheduler: {e} or none"))?),
+                    }
+                }
+                "--init" => init = Some(value()?.parse().map_err(|e| format!("--init: {e}"))?),
+                "--load" => load = Some(PathBuf::from(value()?)),
+                "--out" => out = Some(PathBuf::from(value()?)),
                 "--device" => {
                     device = Some(match value()?.as_str() {
                         "auto" => Device::best(),
@@ -126,6 +157,9 @@ impl Options {
         if limit == Some(0) {
             return Err("--limit 0: no samples to train on".into());
         }
+        if !(weight_decay >= 0.0 && f32::is_finite(weight_decay)) {
+            return Err(format!("--weight-decay {weight_decay}: expected a finite number ≥ 0").into());
+        }
         let data = match data {
             Some(dir) => dir,
             None => match std::env::var_os("KILN_DATA_DIR") {
@@ -133,7 +167,21 @@ impl Options {
                 None => return Err(format!("pass --data DIR: {}", defaults.data()).into()),
             },
         };
-        Ok(Options { data, epochs, device: device.unwrap_or_else(Device::best), seed, limit, augment, tensorboard })
+        Ok(Options {
+            data,
+            epochs,
+            device: device.unwrap_or_else(Device::best),
+            seed,
+            limit,
+            augment,
+            tensorboard,
+            lr,
+            weight_decay,
+            scheduler,
+            init,
+            load,
+            out: out.unwrap_or_else(|| PathBuf::from("runs").join(defaults.name)),
+        })
     }
 
     /// The tutorial's training and test sets, cut to `--limit`.
@@ -148,16 +196,37 @@ impl Options {
             None => (train, test),
         }
     }
+
+    /// `--load`'s weights into `model`, when given (said so).
+    pub fn load_into(&self, model: &mut dyn Module) -> Result<(), Error> {
+        if let Some(path) = &self.load {
+            training::load_weights(path, model)?;
+            println!("started from {}", path.display());
+        }
+        Ok(())
+    }
+
+    /// `--scheduler`'s schedule for `optimizer` over `batches_per_epoch`, if any.
+    pub fn schedule(&self, optimizer: &mut dyn Optimizer, batches_per_epoch: usize) -> Option<Schedule> {
+        self.scheduler.map(|kind| Schedule::new(kind, optimizer, self.epochs, batches_per_epoch))
+    }
 }
 
 fn usage(defaults: Defaults) -> String {
+    let scheduler = defaults.scheduler.map_or("none".to_string(), |kind| format!("{kind:?}").to_lowercase());
     format!(
         "usage: {} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment] \
-         [--tensorboard DIR]\n\
-         DIR: {} (default: $KILN_DATA_DIR/{})",
+         [--tensorboard DIR] [--lr LR] [--weight-decay W] [--scheduler none|{}] [--init pytorch|keras] \
+         [--load MODEL] [--out DIR]\n\
+         DIR: {} (default: $KILN_DATA_DIR/{}), in any layout the tutorials' frameworks leave\n\
+         --scheduler: default {scheduler}; --init: default the tutorial framework's;\n\
+         --load: a saved model (model.safetensors, a PyTorch state dict in safetensors, a checkpoint)\n\
+         --out: where the model, curves.png, predictions.png and confusion.png go (default runs/{})",
         defaults.name,
+        ScheduleKind::NAMES.join("|"),
         defaults.data(),
-        defaults.dataset_dir.unwrap_or("")
+        defaults.dataset_dir.unwrap_or(""),
+        defaults.name
     )
 }
 
@@ -165,7 +234,16 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Error> {
     text.parse().map_err(|_| format!("{flag} {text}: not a number").into())
 }
 
-/// An example's data: the two loaders and the test images (for the logged figures).
+fn positive(flag: &str, text: &str) -> Result<f32, Error> {
+    let value: f32 = number(flag, text)?;
+    if value > 0.0 && value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{flag} {text}: expected a number > 0").into())
+    }
+}
+
+/// An example's data: the two loaders and the test images (for the figures).
 pub struct Data {
     pub train: DataLoader,
     pub test: DataLoader,
@@ -182,13 +260,30 @@ impl Data {
             epochs: options.epochs,
             label: "",
             tensorboard: options.tensorboard.as_deref(),
+            out: Some(&options.out),
         }
     }
 }
 
-/// The usual opening of every example: the datasets, the model on the device, its
-/// optimizer and the data.
-pub fn setup(tutorial: Tutorial, options: &Options) -> Result<(Sequential, Box<dyn Optimizer>, Data), Error> {
+/// An example set up to train: the model on its device, its optimizer and schedule, the data.
+pub struct Job {
+    pub model: Sequential,
+    pub optimizer: Box<dyn Optimizer>,
+    pub schedule: Option<Schedule>,
+    pub data: Data,
+}
+
+impl Job {
+    /// Trains and tests as [`fit`] does, under `options`.
+    pub fn fit(&mut self, options: &Options) -> Result<History, Error> {
+        let run = self.data.run(options);
+        Ok(fit(&mut self.model, self.optimizer.as_mut(), self.schedule.as_mut(), &run)?)
+    }
+}
+
+/// The usual opening of every example: the datasets, the model (started as `--init` and
+/// `--load` say) on the device, its optimizer and schedule, and the data.
+pub fn setup(tutorial: Tutorial, options: &Options) -> Result<Job, Error> {
     let (train, test) = options.datasets(tutorial)?;
     println!(
         "{tutorial}: {} training and {} test images of {:?} from {}, on {}{}",
@@ -199,11 +294,13 @@ pub fn setup(tutorial: Tutorial, options: &Options) -> Result<(Sequential, Box<d
         options.device,
         if options.augment { ", augmented" } else { "" }
     );
-    let mut model = tutorial.model(options.seed)?;
+    let mut model = tutorial.model_with(options.seed, options.init.unwrap_or(tutorial.init()))?;
     println!("{model}");
+    options.load_into(&mut model)?;
     model.to_device(&options.device)?;
-    let optimizer = tutorial.optimizer(&model, tutorial.lr());
+    let mut optimizer = tutorial.optimizer_with(&model, options.lr.unwrap_or(tutorial.lr()), options.weight_decay);
     let (train_loader, test_loader) =
         tutorial.loaders(&train, &test, &options.device, options.seed, options.augment)?;
-    Ok((model, optimizer, Data { train: train_loader, test: test_loader, test_set: test }))
+    let schedule = options.schedule(optimizer.as_mut(), train_loader.len());
+    Ok(Job { model, optimizer, schedule, data: Data { train: train_loader, test: test_loader, test_set: test } })
 }

@@ -16,6 +16,8 @@ use kiln::metrics::ConfusionMatrix;
 use kiln::nn::{CrossEntropyLoss, Module, Sequential};
 use kiln::optim::Adam;
 use kiln::optim::Optimizer;
+use kiln::schedules::Schedule;
+pub use kiln::schedules::ScheduleKind;
 use kiln::tensorboard::RunLog;
 use kiln::training::{self, EpochEnd, EpochMetrics, History, MemoryUse, TrainError};
 use kiln::tutorials::Tutorial;
@@ -44,6 +46,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f32,
+    /// Adam's weight decay (an L2 term, as torch.optim.Adam's `weight_decay`).
+    pub weight_decay: f32,
+    /// The learning-rate schedule, if any; a resumed run goes on with it where it was.
+    pub scheduler: Option<ScheduleKind>,
     pub seed: u64,
     pub device: DeviceChoice,
     pub augment: bool,
@@ -246,6 +252,12 @@ fn check_settings(config: &TrainConfig) -> Result<(), AppError> {
     if config.limit == Some(0) {
         return refuse("--limit 0: no samples to train on");
     }
+    if !(config.lr > 0.0 && config.lr.is_finite()) {
+        return refuse(&format!("--lr {}: expected a number > 0", config.lr));
+    }
+    if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
+        return refuse(&format!("--weight-decay {}: expected a finite number ≥ 0", config.weight_decay));
+    }
     Ok(())
 }
 
@@ -267,8 +279,17 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
     let _run_dir = RunDir::take(config)?;
     let mut model = build_model(config.model, config.seed)?;
     model.to_device(device)?;
+    let tutorial = config.model.tutorial();
+    let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
+    let train_loader =
+        DataLoader::on_device(&train_set, config.batch_size, device, transform)?.shuffle(true).seed(config.seed);
+    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
+
     let parameters = model.parameters().into_iter().map(|(_, p)| p).collect();
-    let mut optimizer = Adam::new(parameters, config.lr);
+    let mut optimizer = Adam::new(parameters, config.lr).weight_decay(config.weight_decay);
+    // Made from the run's first rate, before a checkpoint sets the optimizer's current one.
+    let mut schedule =
+        config.scheduler.map(|kind| Schedule::new(kind, &mut optimizer, config.epochs, train_loader.len()));
     let checkpoint = config.out.join(CHECKPOINT);
     let mut history = if config.resume {
         if !checkpoint.is_file() {
@@ -286,12 +307,9 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
             config.epochs
         )));
     }
-
-    let tutorial = config.model.tutorial();
-    let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
-    let train_loader =
-        DataLoader::on_device(&train_set, config.batch_size, device, transform)?.shuffle(true).seed(config.seed);
-    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
+    if let Some(schedule) = schedule.as_mut() {
+        schedule.replay(&mut optimizer, &history, train_loader.len());
+    }
 
     let loss_fn = CrossEntropyLoss::new();
     let log_error = |dir: &Path, e: std::io::Error| AppError::Setup(format!("--tensorboard {}: {e}", dir.display()));
@@ -315,20 +333,27 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
                 log.step(epoch, step);
             }
         };
-        let train =
-            match training::train_epoch_from(&mut model, &mut optimizer, &loss_fn, batches, progress, from, stop)? {
-                EpochEnd::Finished(train) => train,
-                EpochEnd::Stopped(progress) => {
-                    history.partial = Some(progress);
-                    training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
-                    return Err(AppError::Interrupted {
-                        out: config.out.clone(),
-                        epoch: epoch + 1,
-                        batches: progress.batches,
-                    });
-                }
-            };
+        let mut scheduled = schedule.as_mut().map(|schedule| schedule.per_batch(&mut optimizer));
+        let stepped: &mut dyn Optimizer = match scheduled.as_mut() {
+            Some(scheduled) => scheduled,
+            None => &mut optimizer,
+        };
+        let train = match training::train_epoch_from(&mut model, stepped, &loss_fn, batches, progress, from, stop)? {
+            EpochEnd::Finished(train) => train,
+            EpochEnd::Stopped(progress) => {
+                history.partial = Some(progress);
+                training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
+                return Err(AppError::Interrupted {
+                    out: config.out.clone(),
+                    epoch: epoch + 1,
+                    batches: progress.batches,
+                });
+            }
+        };
         let valid = training::evaluate(&mut model, &loss_fn, valid_loader.epoch(0)?)?;
+        if let Some(schedule) = schedule.as_mut() {
+            schedule.after_epoch(&mut optimizer, valid.loss);
+        }
         let best_so_far = history.valid.iter().all(|earlier| valid.accuracy > earlier.accuracy);
         history.train.push(train);
         history.valid.push(valid);
@@ -368,10 +393,7 @@ pub fn save_figure(figure: &figures::Figure, path: &Path) -> Result<(), AppError
 /// is (CNN or MLP) is read from its tensors.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Sequential, ModelKind), AppError> {
     let file = if path.is_dir() { path.join(MODEL) } else { path.to_path_buf() };
-    let mut state = kiln::nn::load_state_dict(&file)?;
-    if state.keys().any(|k| k.starts_with("model.")) {
-        state = state.into_iter().filter_map(|(k, v)| Some((k.strip_prefix("model.")?.to_string(), v))).collect();
-    }
+    let state = training::read_weights(&file)?;
     let kind = match (state.get("0.weight"), state.get("1.weight")) {
         (Some(w), _) if w.rank() == 4 => ModelKind::Cnn,
         (_, Some(w)) if w.rank() == 2 => ModelKind::Mlp,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use asl_app::{AppError, DeviceChoice, ModelKind, Observer, TrainConfig};
+use asl_app::{AppError, DeviceChoice, ModelKind, Observer, ScheduleKind, TrainConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::training::EpochMetrics;
@@ -65,9 +65,17 @@ struct TrainArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Adam's learning rate.
+    /// Adam's learning rate (a schedule's starting or, for onecycle, peak rate).
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
+    /// Adam's weight decay (an L2 term, as PyTorch's `weight_decay`).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// The learning-rate schedule: step (× 0.1 after each third of the epochs), cosine (down
+    /// to 0 over the run), onecycle (up over 30% of the batches, then down) or plateau
+    /// (× 0.1 after 2 epochs without a lower validation loss).
+    #[arg(long, value_parser = parse_schedule)]
+    scheduler: Option<ScheduleKind>,
     /// Drives initialisation, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -179,6 +187,10 @@ impl Observer for Progress {
     }
 }
 
+fn parse_schedule(name: &str) -> Result<ScheduleKind, String> {
+    name.parse()
+}
+
 fn device_choice(arg: DeviceArg) -> DeviceChoice {
     match arg {
         DeviceArg::Auto => DeviceChoice::Auto,
@@ -218,6 +230,8 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
+        weight_decay: args.weight_decay,
+        scheduler: args.scheduler,
         seed: args.seed,
         device: device_choice(args.device),
         augment: args.augment,

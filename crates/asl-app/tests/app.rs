@@ -4,10 +4,12 @@
 //! training saw them, and bad input is a clear error.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod common;
 
-use asl_app::{ModelKind, Quiet, TrainConfig};
+use asl_app::{ModelKind, Quiet, ScheduleKind, TrainConfig};
 use common::config;
 use kiln::Device;
 use kiln::nn::Module;
@@ -59,6 +61,53 @@ fn a_resumed_run_ends_with_the_uninterrupted_weights() {
     assert_eq!(history.epochs(), 2);
     let weights = |c: &TrainConfig| std::fs::read(c.out.join(asl_app::MODEL)).unwrap();
     assert!(weights(&straight) == weights(&interrupted), "resumed weights differ from the uninterrupted run's");
+}
+
+/// Stops a run (through its stop flag, as Ctrl-C does) once it is `after` samples into its
+/// second epoch.
+struct StopInSecondEpoch {
+    flag: Arc<AtomicBool>,
+    epoch: usize,
+    after: usize,
+}
+
+impl asl_app::Observer for StopInSecondEpoch {
+    fn epoch_started(&mut self, epoch: usize, _samples: usize) {
+        self.epoch = epoch;
+    }
+
+    fn progress(&mut self, done: usize) {
+        if self.epoch == 1 && done >= self.after {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn a_scheduled_run_resumes_on_its_schedule() {
+    let plain = TrainConfig { weight_decay: 1e-4, ..config("unscheduled", ModelKind::Mlp, 3, 512) };
+    asl_app::train(&plain, &Device::Cpu, &mut Quiet).unwrap();
+    let weights = |c: &TrainConfig| std::fs::read(c.out.join(asl_app::MODEL)).unwrap();
+    for kind in [ScheduleKind::Step, ScheduleKind::Cosine, ScheduleKind::OneCycle, ScheduleKind::Plateau] {
+        let name = format!("{kind:?}");
+        let out = config(&name, ModelKind::Mlp, 3, 512).out;
+        let straight = TrainConfig { scheduler: Some(kind), out, ..plain.clone() };
+        asl_app::train(&straight, &Device::Cpu, &mut Quiet).unwrap();
+        // Stopped halfway through the second epoch (a per-batch schedule's middle), resumed.
+        let flag = Arc::new(AtomicBool::new(false));
+        let out = config(&format!("{name}-stopped"), ModelKind::Mlp, 3, 512).out;
+        let stopped = TrainConfig { stop: Some(flag.clone()), out, ..straight.clone() };
+        let mut observer = StopInSecondEpoch { flag, epoch: 0, after: 256 };
+        let error = asl_app::train(&stopped, &Device::Cpu, &mut observer).unwrap_err();
+        assert!(error.to_string().contains("interrupted in epoch 2"), "{name}: {error}");
+        let resumed = TrainConfig { stop: None, resume: true, ..stopped };
+        asl_app::train(&resumed, &Device::Cpu, &mut Quiet).unwrap();
+        assert!(weights(&resumed) == weights(&straight), "{name}: resumed weights differ from the uninterrupted run's");
+        // Three epochs are too few for a plateau of two epochs to cut the rate.
+        if kind != ScheduleKind::Plateau {
+            assert!(weights(&straight) != weights(&plain), "{name}: the schedule changed nothing");
+        }
+    }
 }
 
 #[test]

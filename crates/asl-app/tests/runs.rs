@@ -60,6 +60,8 @@ fn nothing_trains_on_nothing() {
         (TrainConfig { epochs: 0, ..base.clone() }, "--epochs 0"),
         (TrainConfig { limit: Some(0), ..base.clone() }, "--limit 0"),
         (TrainConfig { batch_size: 0, ..base.clone() }, "--batch-size 0"),
+        (TrainConfig { weight_decay: -1.0, ..base.clone() }, "--weight-decay -1"),
+        (TrainConfig { lr: 0.0, ..base.clone() }, "--lr 0"),
     ] {
         let message = error_of(&change);
         assert!(message.contains(what), "{message}");
@@ -85,10 +87,18 @@ fn the_examples_refuse_to_train_on_nothing() {
     // cargo builds the examples for the tests, beside the test binaries' directory.
     let examples = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples");
     let mnist = examples.join(format!("mnist_mlp{}", std::env::consts::EXE_SUFFIX));
-    for (option, value) in [("--epochs", "0"), ("--limit", "0")] {
+    let refusals = [
+        ("--epochs", "0", "--epochs 0"),
+        ("--limit", "0", "--limit 0"),
+        ("--lr", "0", "--lr 0: expected a number > 0"),
+        ("--weight-decay", "-1", "--weight-decay -1: expected a finite number ≥ 0"),
+        ("--scheduler", "fast", "--scheduler: \"fast\" is not a schedule"),
+        ("--init", "glorot", "--init: \"glorot\" is not an initialisation"),
+    ];
+    for (option, value, said) in refusals {
         let run = Command::new(&mnist).args(["--data", "/unused", option, value]).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(!run.status.success() && stderr.contains(&format!("{option} 0")), "{stderr}");
+        assert!(!run.status.success() && stderr.contains(said), "{stderr}");
     }
 }
 

@@ -68,7 +68,7 @@ pub use checkpoint::{
     LoadReport, StateDict, load, load_into, load_into_non_strict, load_state_dict, save, save_state_dict, state_dict,
     write_atomically,
 };
-pub use init::{kaiming_uniform, uniform};
+pub use init::{Init, fans, glorot_uniform, kaiming_uniform, uniform};
 pub use layers::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GELU, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh,

@@ -52,22 +52,22 @@ pub fn asl_cnn(seeds: &mut Seeds, dropout: f32) -> Result<Sequential> {
         .add(Linear::new(512, 24, seeds)?))
 }
 
-/// The Fashion-MNIST CNN of the Keras tutorial: 5×5 convolutions with 32 and 64 channels
-/// (no padding), each followed by ReLU and 2×2 max pooling, dropout 0.3, then
-/// 1024 → 512 → 10; initialised as Keras does (Glorot-uniform weights, zero biases).
+/// The Fashion-MNIST CNN of the PyTorch tutorial's `nn.Module`: 5×5 convolutions with 32
+/// and 64 channels (no padding), each followed by ReLU and 2×2 max pooling, dropout 0.3,
+/// then 1024 → 512 → 10; PyTorch's default initialisation (for Keras's, [`crate::Init`]).
 pub fn fashion_mnist_cnn(seeds: &mut Seeds) -> Result<Sequential> {
     Ok(Sequential::new()
-        .add(Conv2d::keras(1, 32, 5, seeds)?)
+        .add(Conv2d::new(1, 32, 5, seeds)?)
         .add(ReLU)
         .add(MaxPool2d::new(2))
-        .add(Conv2d::keras(32, 64, 5, seeds)?)
+        .add(Conv2d::new(32, 64, 5, seeds)?)
         .add(ReLU)
         .add(MaxPool2d::new(2))
         .add(Dropout::new(0.3, seeds))
         .add(Flatten::new())
-        .add(Linear::keras(1024, 512, seeds)?)
+        .add(Linear::new(1024, 512, seeds)?)
         .add(ReLU)
-        .add(Linear::keras(512, 10, seeds)?))
+        .add(Linear::new(512, 10, seeds)?))
 }
 
 /// The MLP of PyTorch's quickstart on Fashion-MNIST: 784 → 512 → 512 → 10 with ReLUs.

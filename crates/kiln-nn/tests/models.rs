@@ -165,6 +165,37 @@ fn keras_layers_start_as_keras_does() {
     }
 }
 
+#[test]
+fn keras_initialisation_of_a_whole_model() {
+    let build = || models::asl_cnn(&mut Seeds::new(9), 1.0).unwrap();
+    let pytorch = build();
+    let unchanged = build();
+    kiln_nn::Init::PyTorch.apply(&unchanged, &mut Seeds::new(1)).unwrap();
+    let keras = build();
+    kiln_nn::Init::Keras.apply(&keras, &mut Seeds::new(1)).unwrap();
+    let again = build();
+    kiln_nn::Init::Keras.apply(&again, &mut Seeds::new(1)).unwrap();
+    let values = |model: &Sequential| -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let params = model.parameters().into_iter();
+        params.map(|(name, p)| (name, p.value().shape().to_vec(), p.value().to_vec().unwrap())).collect()
+    };
+    assert_eq!(values(&unchanged), values(&pytorch), "PyTorch's is how the layers start");
+    assert_eq!(values(&again), values(&keras), "the same seeds start the same");
+    for ((name, shape, start), (_, _, before)) in values(&keras).into_iter().zip(values(&pytorch)) {
+        if shape.len() >= 2 {
+            let (fan_in, fan_out) = kiln_nn::fans(&shape);
+            let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+            assert!(start.iter().all(|w| w.abs() <= limit), "{name}: Glorot's limit");
+            let spread = start.iter().map(|w| w * w).sum::<f32>() / start.len() as f32;
+            assert!((spread - limit * limit / 3.0).abs() < 0.1 * limit * limit, "{name}: uniform on ±limit");
+        } else if name.ends_with("bias") {
+            assert!(start.iter().all(|&b| b == 0.0), "{name}: zero");
+        } else {
+            assert_eq!(start, before, "{name}: batch norm's γ is left alone");
+        }
+    }
+}
+
 /// A ReLU that `Sequential` does not recognise, so the layer before it runs unfused.
 struct SeparateRelu;
 

@@ -14,6 +14,8 @@ pub fn config(name: &str, model: ModelKind, epochs: usize, limit: usize) -> Trai
         epochs,
         batch_size: 32,
         lr: 1e-3,
+        weight_decay: 0.0,
+        scheduler: None,
         seed: 7,
         device: DeviceChoice::Cpu,
         augment: false,

@@ -24,8 +24,8 @@ impl Conv2d {
 
     /// As Keras initialises `Conv2D`: Glorot-uniform weights (fan-out O·k·k), zero bias.
     pub fn keras(inputs: usize, outputs: usize, kernel: usize, seeds: &mut Seeds) -> Result<Self> {
-        let (fan_in, fan_out) = (inputs * kernel * kernel, outputs * kernel * kernel);
         let shape = [outputs, inputs, kernel, kernel];
+        let (fan_in, fan_out) = init::fans(&shape);
         let weight = init::glorot_uniform(&shape, fan_in, fan_out, seeds.next_seed(), &Device::Cpu)?;
         let bias = Tensor::zeros(&[outputs], &Device::Cpu)?;
         Ok(Self { weight: Var::parameter(weight), bias: Some(Var::parameter(bias)), geometry: Geometry::default() })
