@@ -9,7 +9,7 @@ files beside the training set).
                                       [--init torch|keras] [--augment]
 
 --init keras starts from Keras's defaults (Glorot-uniform weights, zero biases), as Kiln's
-Fashion-MNIST CNN does. --augment trains on augmented images as Kiln's examples do with
+examples do with --init keras (and its MNIST MLP, the Keras tutorial's, by default). --augment trains on augmented images as Kiln's examples do with
 --augment (`Tutorial::augmented_transform`): clothes mirrored at random, digits shifted by up
 to two whole pixels (zero fill).
 """

@@ -3,13 +3,16 @@
 //! a [`Figure`] that is saved as a PNG (asl-app's run directory) or logged as an image
 //! ([`crate::tensorboard::RunLog`]).
 //!
-//! They are drawn on a small RGB canvas with a built-in 5×7 pixel font rather than through
-//! a plotting library: three fixed layouts do not justify a font-rendering dependency, and
-//! the output must not depend on the fonts a machine happens to have.
+//! The curves are drawn with plotters (axes with ticks, gridlines, a legend); the image grid
+//! and the heat map are laid out on an RGB canvas. All text is in DejaVu Sans, bundled
+//! (assets/fonts), so a figure looks the same on every machine, whatever fonts it has.
 
 use std::path::Path;
+use std::sync::Once;
 
 use kiln_data::ImageDataset;
+use plotters::prelude::*;
+use plotters::style::{FontDesc, FontFamily, FontStyle, register_font};
 
 use crate::metrics::ConfusionMatrix;
 use crate::training::{EpochMetrics, History};
@@ -18,7 +21,6 @@ type Rgb = [u8; 3];
 
 const WHITE: Rgb = [255, 255, 255];
 const BLACK: Rgb = [0, 0, 0];
-const GREY: Rgb = [200, 200, 200];
 const BLUE: Rgb = [31, 119, 180];
 const ORANGE: Rgb = [255, 127, 14];
 const GREEN: Rgb = [0, 140, 0];
@@ -51,34 +53,18 @@ impl Canvas {
         }
     }
 
-    /// A line `thickness` pixels wide, stepped along its longer axis.
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), thickness: i64, color: Rgb) {
-        let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
-        for i in 0..=steps {
-            let t = i as f64 / steps as f64;
-            let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-            self.fill(x.round() as i64 - thickness / 2, y.round() as i64 - thickness / 2, thickness, thickness, color);
-        }
-    }
-
-    /// `text` with its top-left corner at (x, y), each font pixel drawn `scale`×`scale`.
-    fn text(&mut self, x: i64, y: i64, text: &str, scale: i64, color: Rgb) {
-        for (i, c) in text.chars().enumerate() {
-            let rows = glyph(c);
-            let left = x + i as i64 * 6 * scale;
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0b10000 >> col) != 0 {
-                        self.fill(left + col * scale, y + r as i64 * scale, scale, scale, color);
-                    }
-                }
-            }
-        }
+    /// `text` with its top-left corner at (x, y), `size` pixels high, clipped at the edges.
+    fn text(&mut self, x: i64, y: i64, text: &str, size: f64, color: Rgb) {
+        let ink = RGBColor(color[0], color[1], color[2]);
+        let style = TextStyle::from(sans_serif(size)).color(&ink);
+        let mut backend = BitMapBackend::with_buffer(&mut self.pixels, (self.width as u32, self.height as u32));
+        // Only out-of-range glyph pixels can fail, and those are skipped: text is clipped.
+        let _ = backend.draw_text(text, &style, (x as i32, y as i32));
     }
 
     /// `text` centred horizontally on `x`.
-    fn text_centred(&mut self, x: i64, y: i64, text: &str, scale: i64, color: Rgb) {
-        self.text(x - text_width(text, scale) / 2, y, text, scale, color);
+    fn text_centred(&mut self, x: i64, y: i64, text: &str, size: f64, color: Rgb) {
+        self.text(x - text_width(text, size) / 2, y, text, size, color);
     }
 
     fn finish(self) -> Figure {
@@ -121,111 +107,95 @@ impl Figure {
     }
 }
 
-fn text_width(text: &str, scale: i64) -> i64 {
-    (text.chars().count() as i64 * 6 - 1).max(0) * scale
+/// DejaVu Sans, which every figure's text is set in.
+const DEJAVU_SANS: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// The bundled font at `size` pixels, registered with plotters (once) as its sans-serif.
+fn sans_serif(size: f64) -> FontDesc<'static> {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        if register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS).is_err() {
+            unreachable!("the bundled DejaVu Sans parses");
+        }
+    });
+    FontDesc::new(FontFamily::SansSerif, size, FontStyle::Normal)
 }
 
-/// The 5×7 glyph of `c` (lower case drawn as upper case), one row per byte with the
-/// leftmost pixel in bit 4; a question mark for characters the font lacks.
-fn glyph(c: char) -> [u8; 7] {
-    match c.to_ascii_uppercase() {
-        '0' => [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
-        '1' => [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        '2' => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
-        '3' => [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110],
-        '4' => [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
-        '5' => [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
-        '6' => [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
-        '7' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
-        '8' => [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
-        '9' => [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
-        'A' => [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'B' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110],
-        'C' => [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110],
-        'D' => [0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100],
-        'E' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111],
-        'F' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000],
-        'G' => [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111],
-        'H' => [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'I' => [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        'J' => [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100],
-        'K' => [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001],
-        'L' => [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111],
-        'M' => [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001],
-        'N' => [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001],
-        'O' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'P' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000],
-        'Q' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101],
-        'R' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001],
-        'S' => [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110],
-        'T' => [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100],
-        'U' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'V' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100],
-        'W' => [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010],
-        'X' => [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001],
-        'Y' => [0b10001, 0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100],
-        'Z' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111],
-        ' ' => [0; 7],
-        '.' => [0, 0, 0, 0, 0, 0b01100, 0b01100],
-        '-' => [0, 0, 0, 0b11111, 0, 0, 0],
-        ':' => [0, 0b01100, 0b01100, 0, 0b01100, 0b01100, 0],
-        '/' => [0b00001, 0b00010, 0b00010, 0b00100, 0b01000, 0b01000, 0b10000],
-        '(' => [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010],
-        ')' => [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000],
-        '%' => [0b11001, 0b11010, 0b00010, 0b00100, 0b01000, 0b01011, 0b10011],
-        '=' => [0, 0, 0b11111, 0, 0b11111, 0, 0],
-        _ => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0, 0b00100],
-    }
+/// The width in pixels of `text` set at `size`.
+fn text_width(text: &str, size: f64) -> i64 {
+    sans_serif(size).box_size(text).map_or(0, |(width, _)| width as i64)
 }
 
-/// One panel of curves against the epoch: axes, three labelled y ticks, the first and last
-/// epoch, a title and, between the title and the plot where no curve can hide it, a legend.
-fn panel(canvas: &mut Canvas, left: i64, title: &str, series: [(&str, Rgb, Vec<f32>); 2], y_max: f32) {
-    let (top, width, height) = (60, 400, 300);
-    canvas.text_centred(left + width / 2, 15, title, 2, BLACK);
-    canvas.line((left as f64, top as f64), (left as f64, (top + height) as f64), 2, BLACK);
-    canvas.line((left as f64, (top + height) as f64), ((left + width) as f64, (top + height) as f64), 2, BLACK);
-    for i in 0..=2 {
-        let value = y_max * i as f32 / 2.0;
-        let y = top + height - height * i / 2;
-        canvas.line(((left + 1) as f64, y as f64), ((left + width) as f64, y as f64), 1, GREY);
-        let label = format!("{value:.2}");
-        canvas.text(left - 8 - text_width(&label, 2), y - 7, &label, 2, BLACK);
+/// Type sizes in pixels: captions and labels, and the numbers inside heat-map cells.
+const LARGE: f64 = 18.0;
+const SMALL: f64 = 12.0;
+
+/// One panel of curves against the epoch: `series` as lines with markers, on axes with
+/// ticks and gridlines, a legend where `legend` puts it.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    series: [(&str, Rgb, Vec<f32>); 2],
+    y_max: f32,
+    legend: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let epochs = series[0].2.len().max(series[1].2.len()).max(1) as i32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, sans_serif(22.0))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(if epochs == 1 { 0..2 } else { 1..epochs }, 0f32..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(epochs.min(10) as usize)
+        .y_labels(6)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style(sans_serif(14.0))
+        .axis_desc_style(sans_serif(16.0))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (name, [r, g, b], values) in series {
+        let color = RGBColor(r, g, b);
+        let points = values.iter().enumerate().map(|(i, &v)| (i as i32 + 1, v));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(3)).point_size(4))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
     }
-    let epochs = series[0].2.len().max(1);
-    let x_of =
-        |epoch: usize| left as f64 + if epochs == 1 { 0.5 } else { epoch as f64 / (epochs - 1) as f64 } * width as f64;
-    let y_of = |v: f32| (top + height) as f64 - (v / y_max).clamp(0.0, 1.0) as f64 * height as f64;
-    canvas.text_centred(x_of(0) as i64, top + height + 10, "1", 2, BLACK);
-    canvas.text_centred(x_of(epochs - 1) as i64, top + height + 10, &epochs.to_string(), 2, BLACK);
-    canvas.text_centred(left + width / 2, top + height + 30, "EPOCH", 2, BLACK);
-    for (row, (name, color, values)) in series.iter().enumerate() {
-        for (i, pair) in values.windows(2).enumerate() {
-            canvas.line((x_of(i), y_of(pair[0])), (x_of(i + 1), y_of(pair[1])), 3, *color);
-        }
-        for (i, &v) in values.iter().enumerate() {
-            canvas.fill(x_of(i) as i64 - 3, y_of(v) as i64 - 3, 7, 7, *color);
-        }
-        let legend_x = left + width / 2 - 110 + row as i64 * 120;
-        canvas.fill(legend_x, top - 22, 20, 6, *color);
-        canvas.text(legend_x + 28, top - 26, name, 2, BLACK);
-    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .label_font(sans_serif(15.0))
+        .background_style(RGBColor(255, 255, 255).mix(0.85))
+        .border_style(RGBColor(150, 150, 150))
+        .draw()
 }
 
 /// Training and validation loss (left) and accuracy (right) per epoch.
 pub fn curves(history: &History) -> Figure {
-    let mut canvas = Canvas::new(1000, 430);
+    let (width, height) = (1000u32, 430u32);
+    let mut pixels = vec![255u8; (width * height * 3) as usize];
     let column = |metrics: &[EpochMetrics], f: fn(&EpochMetrics) -> f32| metrics.iter().map(f).collect::<Vec<_>>();
     let (train_loss, valid_loss) = (column(&history.train, |m| m.loss), column(&history.valid, |m| m.loss));
     let loss_max = train_loss.iter().chain(&valid_loss).fold(0.0f32, |a, &b| a.max(b)).max(1e-3) * 1.05;
-    let loss = [("TRAIN", BLUE, train_loss), ("VALID", ORANGE, valid_loss)];
-    panel(&mut canvas, 80, "LOSS", loss, loss_max);
     let accuracy = [
-        ("TRAIN", BLUE, column(&history.train, |m| m.accuracy)),
-        ("VALID", ORANGE, column(&history.valid, |m| m.accuracy)),
+        ("train", BLUE, column(&history.train, |m| m.accuracy)),
+        ("valid", ORANGE, column(&history.valid, |m| m.accuracy)),
     ];
-    panel(&mut canvas, 580, "ACCURACY", accuracy, 1.0);
-    canvas.finish()
+    let drawn = {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        let (left, right) = root.split_horizontally(width / 2);
+        let loss = [("train", BLUE, train_loss), ("valid", ORANGE, valid_loss)];
+        panel(&left, "Loss", loss, loss_max, SeriesLabelPosition::UpperRight)
+            .and_then(|()| panel(&right, "Accuracy", accuracy, 1.0, SeriesLabelPosition::LowerRight))
+            .and_then(|()| root.present())
+    };
+    if let Err(e) = drawn {
+        unreachable!("drawing into a buffer of its own size with the bundled font: {e}");
+    }
+    Figure { width, height, pixels }
 }
 
 /// The first images of `dataset` (up to 6×6), each captioned "predicted/true": green when
@@ -239,12 +209,12 @@ pub fn prediction_grid(dataset: &ImageDataset, predicted: &[i32]) -> Figure {
     let name = |c: i32| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
     let captions: Vec<String> =
         (0..shown).map(|i| format!("{}/{}", name(predicted[i]), name(dataset.label(i)))).collect();
-    let widest = |scale| captions.iter().map(|c| text_width(c, scale)).max().unwrap_or(0) as usize;
-    let scale = if widest(2) <= width * zoom + 10 { 2 } else { 1 };
-    let (cell_w, cell_h) = ((width * zoom).max(widest(scale)) + 20, height * zoom + 30);
+    let widest = |size| captions.iter().map(|c| text_width(c, size)).max().unwrap_or(0) as usize;
+    let size = if widest(LARGE) <= width * zoom + 10 { LARGE } else { SMALL };
+    let (cell_w, cell_h) = ((width * zoom).max(widest(size)) + 20, height * zoom + 30);
     let rows = shown.div_ceil(columns).max(1);
     let mut canvas = Canvas::new(columns * cell_w + 10, rows * cell_h + 40);
-    canvas.text(10, 10, "PREDICTED/TRUE", 2, BLACK);
+    canvas.text(10, 10, "predicted/true", LARGE, BLACK);
     let plane = height * width;
     for (i, caption) in captions.iter().enumerate() {
         let (x0, y0) = ((i % columns * cell_w + 10) as i64, (i / columns * cell_h + 40) as i64);
@@ -260,7 +230,7 @@ pub fn prediction_grid(dataset: &ImageDataset, predicted: &[i32]) -> Figure {
             }
         }
         let color = if predicted[i] == dataset.label(i) { GREEN } else { RED };
-        canvas.text(x0, y0 + (height * zoom) as i64 + 6, caption, scale, color);
+        canvas.text(x0, y0 + (height * zoom) as i64 + 5, caption, size, color);
     }
     canvas.finish()
 }
@@ -272,17 +242,17 @@ pub fn confusion(matrix: &ConfusionMatrix, names: &[String]) -> Figure {
     let classes = matrix.classes() as i64;
     let (cell, top) = (34i64, 70i64);
     let name = |c: i64| names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-    let numbered = (0..classes).any(|c| text_width(&name(c), 2) > cell - 4);
+    let numbered = (0..classes).any(|c| text_width(&name(c), LARGE) > cell - 4);
     let head = |c: i64| if numbered { c.to_string() } else { name(c) };
     let row_label = |c: i64| if numbered { format!("{c} {}", name(c)) } else { name(c) };
-    let left = (0..classes).map(|c| text_width(&row_label(c), 2) + 16).max().unwrap_or(0).max(70);
+    let left = (0..classes).map(|c| text_width(&row_label(c), LARGE) + 16).max().unwrap_or(0).max(70);
     let mut canvas = Canvas::new((left + classes * cell + 20) as usize, (top + classes * cell + 20) as usize);
-    canvas.text(left, 8, "PREDICTED", 2, BLACK);
-    canvas.text(4, 8, "TRUE", 1, BLACK);
+    canvas.text(left, 8, "predicted", LARGE, BLACK);
+    canvas.text(4, 8, "true", SMALL, BLACK);
     for t in 0..classes {
         let label = row_label(t);
-        canvas.text(left - 8 - text_width(&label, 2), top + t * cell + cell / 2 - 7, &label, 2, BLACK);
-        canvas.text_centred(left + t * cell + cell / 2, top - 22, &head(t), 2, BLACK);
+        canvas.text(left - 8 - text_width(&label, LARGE), top + t * cell + cell / 2 - 9, &label, LARGE, BLACK);
+        canvas.text_centred(left + t * cell + cell / 2, top - 24, &head(t), LARGE, BLACK);
         let support = matrix.support(t as usize).max(1) as f64;
         for p in 0..classes {
             let count = matrix.count(t as usize, p as usize);
@@ -293,7 +263,7 @@ pub fn confusion(matrix: &ConfusionMatrix, names: &[String]) -> Figure {
             canvas.fill(x, y, cell - 1, cell - 1, color);
             if count > 0 {
                 let ink = if share > 0.5 { WHITE } else { BLACK };
-                canvas.text_centred(x + cell / 2, y + cell / 2 - 4, &count.to_string(), 1, ink);
+                canvas.text_centred(x + cell / 2, y + cell / 2 - 6, &count.to_string(), SMALL, ink);
             }
         }
     }
@@ -306,14 +276,44 @@ mod tests {
 
     #[test]
     fn text_is_drawn_where_asked_and_clipped_at_the_edges() {
-        let mut canvas = Canvas::new(20, 10);
-        canvas.text(1, 1, "L", 1, BLACK);
-        let black = |x: usize, y: usize| canvas.pixels[(y * 20 + x) * 3] == 0;
-        assert!((1..8).all(|y| black(1, y)), "the L's stem");
-        assert!((1..6).all(|x| black(x, 7)), "the L's foot");
-        assert!(!black(2, 1) && !black(0, 0));
-        canvas.text(18, 8, "WW", 3, RED); // mostly off the canvas: no panic
-        assert_eq!(text_width("AB", 2), 22);
+        let mut canvas = Canvas::new(40, 30);
+        canvas.text(5, 5, "L", LARGE, BLACK);
+        let dark = |canvas: &Canvas, x: usize, y: usize| canvas.pixels[(y * 40 + x) * 3] < 128;
+        let inked: Vec<(usize, usize)> =
+            (0..30).flat_map(|y| (0..40).map(move |x| (x, y))).filter(|&(x, y)| dark(&canvas, x, y)).collect();
+        assert!(!inked.is_empty(), "the L is drawn");
+        // Within the box the font gives it, at (5, 5).
+        let (width, height) = sans_serif(LARGE).box_size("L").unwrap();
+        // (The font's own layout box puts the cap height a pixel or two above the top asked.)
+        let (width, height) = (width as usize, height as usize);
+        assert!(inked.iter().all(|&(x, y)| (4..6 + width).contains(&x) && (1..6 + height).contains(&y)), "{inked:?}");
+        // The stem: a dark column several pixels tall.
+        assert!(inked.iter().filter(|&&(x, _)| x == inked[0].0).count() >= 8, "{inked:?}");
+        canvas.text(35, 25, "WWW", LARGE, RED); // mostly off the canvas: no panic
+        assert!(text_width("AB", LARGE) > text_width("A", LARGE) && text_width("A", LARGE) > 5);
+    }
+
+    #[test]
+    fn curves_have_their_size_both_series_colours_and_text() {
+        let epoch = |loss, accuracy| EpochMetrics { loss, accuracy, ..EpochMetrics::default() };
+        let history = History {
+            train: vec![epoch(1.0, 0.5), epoch(0.5, 0.8), epoch(0.3, 0.9)],
+            valid: vec![epoch(1.1, 0.45), epoch(0.7, 0.7), epoch(0.6, 0.75)],
+            ..History::default()
+        };
+        let figure = curves(&history);
+        assert_eq!(figure.size(), [1000, 430]);
+        let count = |color: Rgb| figure.pixels.chunks(3).filter(|p| *p == color).count();
+        assert!(
+            count(BLUE) > 300 && count(ORANGE) > 300,
+            "both series in each panel: {} {}",
+            count(BLUE),
+            count(ORANGE)
+        );
+        assert!(count(BLACK) > 200, "axes, ticks and labels");
+        // A single epoch still draws.
+        let one = History { train: vec![epoch(1.0, 0.5)], valid: vec![epoch(1.0, 0.5)], ..History::default() };
+        assert_eq!(curves(&one).size(), [1000, 430]);
     }
 
     #[test]
@@ -343,10 +343,19 @@ mod tests {
         // The first image's top-left pixel sits at (10, 40), zoomed 3×.
         assert_eq!(pixel(&figure, 10, 40), [10, 20, 30]);
         assert_eq!(pixel(&figure, 15, 45), [10, 20, 30]);
-        // "automobile/automobile" is 21 characters: 125 pixels in small type, which sets the cell.
-        assert_eq!(figure.size()[0], 6 * (125 + 20) + 10);
-        let green = (0..figure.width as usize).any(|x| (46..56).any(|y| pixel(&figure, x, y) == GREEN));
-        let red = (0..figure.width as usize).any(|x| (46..56).any(|y| pixel(&figure, x, y) == RED));
+        // "automobile/automobile" is too wide for large type under a 6-pixel image: small
+        // type, which sets the cell's width.
+        let caption = text_width("automobile/automobile", SMALL) as u32;
+        assert!(text_width("automobile/automobile", LARGE) > 16);
+        assert_eq!(figure.size()[0], 6 * (caption + 20) + 10);
+        // Text is antialiased: the caption's colour blended with white.
+        let figure = &figure;
+        let caption = |x: usize| (44..60).map(move |y| pixel(figure, x, y));
+        let cell = figure.size()[0] as usize / 6;
+        let green = (10..cell).flat_map(caption).any(|[r, g, b]| g as i32 - r as i32 > 60 && g as i32 - b as i32 > 60);
+        let red = (cell + 10..2 * cell)
+            .flat_map(caption)
+            .any(|[r, g, b]| r as i32 - g as i32 > 60 && r as i32 - b as i32 > 60);
         assert!(green && red, "the first caption right, the second wrong");
     }
 
@@ -356,18 +365,10 @@ mod tests {
         let short = confusion(&matrix, &["A".into(), "B".into()]);
         assert_eq!(short.size(), [70 + 2 * 34 + 20, 70 + 2 * 34 + 20]);
         let long = confusion(&matrix, &["automobile".into(), "airplane".into()]);
-        // Rows are labelled "0 automobile": 12 characters at 12 pixels each, less one gap.
-        assert_eq!(long.size(), [(12 * 12 - 2 + 16) + 2 * 34 + 20, 70 + 2 * 34 + 20]);
+        // Rows are labelled "0 automobile", the widest label setting the left margin.
+        let left = text_width("0 automobile", LARGE) as u32 + 16;
+        assert_eq!(long.size(), [left + 2 * 34 + 20, 70 + 2 * 34 + 20]);
         // The diagonal cell of class 0 (every sample right) is full blue.
-        assert_eq!(pixel(&long, 158 + 2, 70 + 2), [0, 0, 255]);
-    }
-
-    #[test]
-    fn every_glyph_the_figures_use_exists() {
-        let unknown = glyph('\u{7}');
-        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ .-:/()%=".chars() {
-            assert_ne!(glyph(c), unknown, "{c:?} has no glyph");
-        }
-        assert_eq!(glyph('a'), glyph('A'));
+        assert_eq!(pixel(&long, left as usize + 2, 70 + 2), [0, 0, 255]);
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kiln::Device;
 use kiln::autograd::Var;
-use kiln::data::presets::{self, Split};
+use kiln::data::presets;
 use kiln::data::{DataLoader, ImageDataset, Transform};
 use kiln::nn::{Conv2d, CrossEntropyLoss, Flatten, Linear, LoadReport, MaxPool2d, Module, ReLU, Seeds, Sequential};
 use kiln::optim::Adam;
@@ -90,25 +90,16 @@ impl Module for FineTuned {
     }
 }
 
-/// A training and a test set, each cut to `limit` images when given.
-pub fn datasets(
-    dir: &Path,
-    read: fn(&Path, Split) -> kiln::data::Result<ImageDataset>,
-    limit: Option<usize>,
-) -> kiln::data::Result<(ImageDataset, ImageDataset)> {
-    let (train, test) = (read(dir, Split::Train)?, read(dir, Split::Test)?);
-    Ok(match limit {
+/// Fashion-MNIST and MNIST from a directory holding both: in `fashion-mnist` and `mnist`
+/// directories (as `$KILN_DATA_DIR` does), or as torchvision's root holds them
+/// (`FashionMNIST/raw`, `MNIST/raw`); each set cut to `limit` images when given.
+pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(ImageDataset, ImageDataset); 2]> {
+    let within = |dir: &str| if root.join(dir).is_dir() { root.join(dir) } else { root.to_path_buf() };
+    let cut = |(train, test): (ImageDataset, ImageDataset)| match limit {
         Some(n) => (train.take(n), test.take(n)),
         None => (train, test),
-    })
-}
-
-/// Fashion-MNIST and MNIST from a directory holding both (as `$KILN_DATA_DIR` does).
-pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(ImageDataset, ImageDataset); 2]> {
-    Ok([
-        datasets(&root.join("fashion-mnist"), presets::fashion_mnist, limit)?,
-        datasets(&root.join("mnist"), presets::mnist, limit)?,
-    ])
+    };
+    Ok([cut(presets::fashion_mnist_from(&within("fashion-mnist"))?), cut(presets::mnist_from(&within("mnist"))?)])
 }
 
 /// Trains `model` for `epochs` (Adam on its trainable parameters, as `training` says),
