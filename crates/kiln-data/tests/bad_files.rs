@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::error_of;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,16 +25,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-/// The error text, which must name the file and contain each of `parts`.
-fn error_of<T: std::fmt::Debug>(result: kiln_data::Result<T>, path: &Path, parts: &[&str]) {
-    let message = result.expect_err("the file is malformed").to_string();
-    let name = path.file_name().unwrap().to_str().unwrap();
-    assert!(message.contains(name), "{message:?} does not name {name}");
-    for part in parts {
-        assert!(message.contains(part), "{message:?} does not say {part:?}");
-    }
 }
 
 const HEADER: &str = "label,pixel1,pixel2,pixel3,pixel4";

@@ -1,4 +1,5 @@
-//! Where the tests find the shared datasets, and the policy when they are missing.
+//! What the kiln-data tests share: where they find the shared datasets (and the policy when
+//! they are missing), scratch directories, and the check of a malformed file's error.
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
@@ -26,4 +27,15 @@ pub fn scratch(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Checks that reading a malformed file failed with a message that names the file and
+/// contains each of `parts`.
+pub fn error_of<T: std::fmt::Debug>(result: kiln_data::Result<T>, path: &std::path::Path, parts: &[&str]) {
+    let message = result.expect_err("the file is malformed").to_string();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(message.contains(name), "{message:?} does not name {name}");
+    for part in parts {
+        assert!(message.contains(part), "{message:?} does not say {part:?}");
+    }
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::error_of;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,16 +25,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-/// The error text, which must name the file and contain each of `parts`.
-fn error_of<T: std::fmt::Debug>(result: kiln_data::Result<T>, path: &Path, parts: &[&str]) {
-    let message = result.expect_err("the file is malformed").to_string();
-    let name = path.file_name().unwrap().to_str().unwrap();
-    assert!(message.contains(name), "{message:?} does not name {name}");
-    for part in parts {
-        assert!(message.contains(part), "{message:?} does not say {part:?}");
-    }
 }
 
 fn replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
