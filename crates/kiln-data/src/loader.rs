@@ -25,12 +25,20 @@ enum Source {
     Resident { images: Tensor, labels: Tensor, shape: [usize; 3] },
 }
 
+/// Which part of every epoch a process of a data-parallel run takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shard {
+    rank: usize,
+    world: usize,
+}
+
 pub struct DataLoader {
     source: Source,
     batch_size: usize,
     shuffle: bool,
     seed: u64,
     drop_last: bool,
+    shard: Option<Shard>,
     transform: Transform,
     device: Device,
     prefetch: usize,
@@ -73,6 +81,7 @@ impl DataLoader {
             shuffle: false,
             seed: 0,
             drop_last: false,
+            shard: None,
             transform: Transform::default(),
             device,
             prefetch: 4,
@@ -97,6 +106,19 @@ impl DataLoader {
         self
     }
 
+    /// Takes process `rank`'s share of each epoch, of `world` processes, as PyTorch's
+    /// `DistributedSampler` (without drop_last) shares it: every process draws the same
+    /// seeded order, padded with its first indices to a multiple of `world`, and takes every
+    /// `world`-th index from its rank on. The shares are disjoint but for the padding, and
+    /// equal in size, so every process takes the same number of steps.
+    pub fn shard(mut self, rank: usize, world: usize) -> Result<Self> {
+        if rank >= world {
+            return Err(DataError::Invalid(format!("rank {rank} is not one of a world of {world} processes")));
+        }
+        self.shard = Some(Shard { rank, world });
+        Ok(self)
+    }
+
     pub fn transform(mut self, transform: Transform) -> Self {
         self.transform = transform;
         self
@@ -116,7 +138,15 @@ impl DataLoader {
         self
     }
 
+    /// The samples of one epoch: the dataset's, or this process's share ([`DataLoader::shard`]).
     pub fn num_samples(&self) -> usize {
+        match self.shard {
+            Some(Shard { world, .. }) => self.dataset_len().div_ceil(world),
+            None => self.dataset_len(),
+        }
+    }
+
+    fn dataset_len(&self) -> usize {
         match &self.source {
             Source::Host(dataset) => dataset.len(),
             Source::Resident { labels, .. } => labels.len(),
@@ -146,12 +176,16 @@ impl DataLoader {
         self.len() == 0
     }
 
-    /// The sample order of `epoch`.
+    /// The sample order of `epoch` (this process's share of it, when sharded).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        if self.shuffle {
-            random::permutation(self.num_samples(), random::derive(self.seed, epoch))
-        } else {
-            (0..self.num_samples()).collect()
+        let n = self.dataset_len();
+        let order: Vec<usize> =
+            if self.shuffle { random::permutation(n, random::derive(self.seed, epoch)) } else { (0..n).collect() };
+        match self.shard {
+            Some(Shard { rank, world }) => {
+                order.iter().cycle().take(n.div_ceil(world) * world).skip(rank).step_by(world).copied().collect()
+            }
+            None => order,
         }
     }
 

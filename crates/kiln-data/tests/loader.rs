@@ -42,6 +42,44 @@ fn order_is_reproducible_from_the_seed() {
 }
 
 #[test]
+fn shards_share_each_epoch_as_distributed_sampler_does() {
+    // PyTorch's DistributedSampler(shuffle=False) over 10 samples and 3 replicas: the
+    // indices padded with 0 and 1 to 12, then every third from each rank.
+    let plain = |rank| DataLoader::new(indexed(10), 2).shard(rank, 3).unwrap().order(0);
+    assert_eq!([plain(0), plain(1), plain(2)], [vec![0, 3, 6, 9], vec![1, 4, 7, 0], vec![2, 5, 8, 1]]);
+
+    let whole = DataLoader::new(indexed(10), 2).shuffle(true).seed(5);
+    for world in 1..=4usize {
+        let share = 10usize.div_ceil(world);
+        let shards: Vec<DataLoader> = (0..world)
+            .map(|rank| DataLoader::new(indexed(10), 2).shuffle(true).seed(5).shard(rank, world).unwrap())
+            .collect();
+        for epoch in 0..3 {
+            let padded: Vec<usize> = whole.order(epoch).into_iter().cycle().take(share * world).collect();
+            for (rank, shard) in shards.iter().enumerate() {
+                let expected: Vec<usize> = padded.iter().skip(rank).step_by(world).copied().collect();
+                assert_eq!(shard.order(epoch), expected, "rank {rank} of {world}, epoch {epoch}");
+                assert_eq!(
+                    (shard.num_samples(), shard.len()),
+                    (share, share.div_ceil(2)),
+                    "every rank takes as many steps"
+                );
+                // The batches follow the share.
+                assert_eq!(epoch_indices(shard, epoch).concat(), expected);
+            }
+            let mut all: Vec<usize> = shards.iter().flat_map(|s| s.order(epoch)).collect();
+            all.sort();
+            let mut every = padded.clone();
+            every.sort();
+            assert_eq!(all, every, "the shares together are the padded epoch, each sample in one share");
+        }
+    }
+    let refused = DataLoader::new(indexed(10), 2).shard(3, 3).err().expect("rank 3 of 3").to_string();
+    assert!(refused.contains("rank 3 is not one of a world of 3"), "{refused}");
+    assert!(DataLoader::new(indexed(10), 2).shard(0, 0).is_err());
+}
+
+#[test]
 fn batching_and_drop_last() {
     let plain = DataLoader::new(indexed(10), 4);
     let sizes: Vec<usize> = epoch_indices(&plain, 0).iter().map(Vec::len).collect();
@@ -136,9 +174,15 @@ fn resident_batches_equal_host_batches_on_the_gpu() {
     let data = indexed(37);
     let transform = Transform::to_float().normalize(&[0.3], &[0.2]);
     let host = DataLoader::new(data.clone(), 8).shuffle(true).seed(5).transform(transform.clone()).to_device(&gpu);
-    let resident = DataLoader::resident(&data, 8, &gpu).unwrap().shuffle(true).seed(5).transform(transform);
-    assert_eq!(host.len(), resident.len());
-    for (h, r) in host.epoch(2).unwrap().zip(resident.epoch(2).unwrap()) {
+    let resident = DataLoader::resident(&data, 8, &gpu).unwrap().shuffle(true).seed(5).transform(transform.clone());
+    // And a process's share of a data-parallel epoch, both ways.
+    let host_share = DataLoader::new(data.clone(), 8).shuffle(true).seed(5).transform(transform.clone());
+    let host_share = host_share.to_device(&gpu).shard(1, 3).unwrap();
+    let resident_share = DataLoader::resident(&data, 8, &gpu).unwrap().shuffle(true).seed(5).transform(transform);
+    let resident_share = resident_share.shard(1, 3).unwrap();
+    assert_eq!((host.len(), host_share.len()), (resident.len(), resident_share.len()));
+    let pairs = host.epoch(2).unwrap().zip(resident.epoch(2).unwrap());
+    for (h, r) in pairs.chain(host_share.epoch(2).unwrap().zip(resident_share.epoch(2).unwrap())) {
         let (h, r) = (h.unwrap(), r.unwrap());
         assert!(r.images.device().is_gpu() && h.images.device().is_gpu());
         assert_eq!(h.images.shape(), r.images.shape());
