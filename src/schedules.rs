@@ -3,8 +3,7 @@
 //! StepLR, CosineAnnealingLR and ReduceLROnPlateau after each epoch, OneCycleLR after each
 //! batch.
 
-use kiln_autograd::Result;
-use kiln_optim::{CosineAnnealingLr, LrScheduler, OneCycleLr, Optimizer, OptimizerState, ReduceLrOnPlateau, StepLr};
+use kiln_optim::{CosineAnnealingLr, Hooked, LrScheduler, OneCycleLr, Optimizer, ReduceLrOnPlateau, StepLr};
 
 use crate::training::History;
 
@@ -98,49 +97,11 @@ impl Schedule {
 
     /// The optimizer, stepping this schedule after each of its steps when the schedule
     /// goes by batches — what a training epoch is given.
-    pub fn per_batch<'a>(&'a mut self, optimizer: &'a mut dyn Optimizer) -> Scheduled<'a> {
-        Scheduled { optimizer, schedule: self }
-    }
-}
-
-/// An optimizer whose every step is followed by its schedule's per-batch step.
-pub struct Scheduled<'a> {
-    optimizer: &'a mut dyn Optimizer,
-    schedule: &'a mut Schedule,
-}
-
-impl Optimizer for Scheduled<'_> {
-    fn step(&mut self) -> Result<()> {
-        self.optimizer.step()?;
-        self.schedule.after_batch(self.optimizer);
-        Ok(())
-    }
-
-    fn parameters(&self) -> &[kiln_autograd::Var] {
-        self.optimizer.parameters()
-    }
-
-    fn zero_grad(&mut self) {
-        self.optimizer.zero_grad()
-    }
-
-    fn lrs(&self) -> Vec<f32> {
-        self.optimizer.lrs()
-    }
-
-    fn set_lrs(&mut self, lrs: &[f32]) -> Result<()> {
-        self.optimizer.set_lrs(lrs)
-    }
-
-    fn set_momentum(&mut self, momentum: f32) {
-        self.optimizer.set_momentum(momentum)
-    }
-
-    fn state(&self) -> Result<OptimizerState> {
-        self.optimizer.state()
-    }
-
-    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        self.optimizer.load_state(state)
+    pub fn per_batch<'a>(&'a mut self, optimizer: &'a mut dyn Optimizer) -> impl Optimizer + 'a {
+        Hooked::new(optimizer, move |optimizer: &mut dyn Optimizer| {
+            optimizer.step()?;
+            self.after_batch(optimizer);
+            Ok(())
+        })
     }
 }

@@ -45,6 +45,9 @@ pub enum TrainError {
 
     #[error(transparent)]
     Io(#[from] std::io::Error),
+
+    #[error("distributed run: {0}")]
+    Distributed(String),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

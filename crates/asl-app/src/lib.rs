@@ -333,12 +333,14 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
                 log.step(epoch, step);
             }
         };
-        let mut scheduled = schedule.as_mut().map(|schedule| schedule.per_batch(&mut optimizer));
-        let stepped: &mut dyn Optimizer = match scheduled.as_mut() {
-            Some(scheduled) => scheduled,
-            None => &mut optimizer,
+        let ended = match schedule.as_mut() {
+            Some(schedule) => {
+                let mut scheduled = schedule.per_batch(&mut optimizer);
+                training::train_epoch_from(&mut model, &mut scheduled, &loss_fn, batches, progress, from, stop)?
+            }
+            None => training::train_epoch_from(&mut model, &mut optimizer, &loss_fn, batches, progress, from, stop)?,
         };
-        let train = match training::train_epoch_from(&mut model, stepped, &loss_fn, batches, progress, from, stop)? {
+        let train = match ended {
             EpochEnd::Finished(train) => train,
             EpochEnd::Stopped(progress) => {
                 history.partial = Some(progress);

@@ -168,6 +168,16 @@ impl Var {
         self.0.grad.lock().expect("grad lock").clone()
     }
 
+    /// Replaces a leaf's accumulated gradient, as assigning `p.grad` does in PyTorch (what a
+    /// data-parallel run writes back after averaging the processes' gradients).
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if !self.is_leaf() {
+            return Err(AutogradError::NotALeaf);
+        }
+        *self.0.grad.lock().expect("grad lock") = grad;
+        Ok(())
+    }
+
     /// Forgets the accumulated gradient, as `optimizer.zero_grad()` does.
     pub fn zero_grad(&self) {
         *self.0.grad.lock().expect("grad lock") = None;

@@ -19,10 +19,12 @@
 //! ```
 
 mod adam;
+mod hooked;
 mod scheduler;
 mod sgd;
 
 pub use adam::Adam;
+pub use hooked::Hooked;
 pub use kiln_tensor::{AdamConfig, SgdConfig};
 pub use scheduler::{CosineAnnealingLr, LrScheduler, OneCycleLr, ReduceLrOnPlateau, StepLr};
 pub use sgd::Sgd;
