@@ -11,7 +11,8 @@
 //! Options: `--data DIR`, `--epochs N`, `--batch-size B` (global, a multiple of the process
 //! count), `--limit N`, `--seed S`, `--sgd LR` (SGD with momentum 0.9 instead of Adam 1e-3),
 //! `--out DIR` (rank 0 writes `model.safetensors` there). Every process prints a hash of its
-//! weights at the end: they are the same bits everywhere.
+//! weights at the end: they are the same bits everywhere. A process that fails (a missing
+//! file, say) ends the whole run with its error.
 
 use std::path::PathBuf;
 
@@ -79,6 +80,12 @@ fn weights_hash(model: &dyn Module) -> Result<u64, Error> {
 
 fn main() -> Result<(), Error> {
     let world = World::init()?;
+    // A process that fails stops them all, rather than leaving them waiting for it.
+    train(&world).unwrap_or_else(|error| world.abort(&error));
+    Ok(())
+}
+
+fn train(world: &World) -> Result<(), Error> {
     let (rank, size) = (world.rank(), world.size());
     let options = options()?;
     if options.batch_size == 0 || !options.batch_size.is_multiple_of(size) {

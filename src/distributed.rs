@@ -106,6 +106,13 @@ impl World {
         })
     }
 
+    /// Ends every process of the run (MPI_Abort) after `error` stopped this one, saying so:
+    /// the others would otherwise wait for it in their next collective step forever.
+    pub fn abort(&self, error: &dyn std::fmt::Display) -> ! {
+        eprintln!("rank {} of {}: {error}; stopping every process", self.rank(), self.size());
+        self.world.abort(1)
+    }
+
     /// The elementwise sum of every process's `values`, the same bits on every process.
     pub fn sum(&self, values: &[f32]) -> Vec<f32> {
         let root = self.world.process_at_rank(0);

@@ -1,7 +1,8 @@
 //! Data-parallel training over MPI (`--features distributed`): the data_parallel example run
 //! by `mpirun` with 2 and 3 processes ends with the weights one process reaches at the same
 //! global batch on the same global order (SGD with momentum, 10 steps, within 1e-5), and
-//! every process holds the same bits. `.ci/run` installs Open MPI and builds the example
+//! every process holds the same bits; a process that fails ends the run with its error
+//! instead of leaving the others waiting. `.ci/run` installs Open MPI and builds the example
 //! before running this file.
 #![cfg(feature = "distributed")]
 
@@ -72,4 +73,33 @@ fn processes_train_as_one_process_with_the_whole_batch() {
         assert!(stdout.contains(&format!("{processes} processes, {} images each", 96 / processes)), "{stdout}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Rank 1 is given a dataset directory that does not exist (mpirun's `A : B` form starts the
+/// two ranks with different arguments): the run ends, within a minute rather than hanging
+/// in rank 0's first collective step, with rank 1's error.
+#[test]
+fn a_failing_process_stops_the_run_with_its_error() {
+    let Some(root) = common::data_root("a_failing_process_stops_the_run_with_its_error") else { return };
+    let missing = root.join("no-such-dataset");
+    let start = std::time::Instant::now();
+    let output = Command::new("timeout")
+        .arg("60")
+        .args(["mpirun", "-np", "1"])
+        .arg(example())
+        .arg("--data")
+        .arg(root.join("mnist"))
+        .args([":", "-np", "1"])
+        .arg(example())
+        .arg("--data")
+        .arg(&missing)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(124), "the run hung: {stderr}");
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("rank 1 of 2") && stderr.contains("no-such-dataset"), "{stderr}");
+    assert!(start.elapsed().as_secs() < 60);
 }
