@@ -35,9 +35,13 @@ fn main() -> Result<(), Error> {
     println!("{}", pretrained.describe());
     // With --tensorboard DIR, each phase is its own run under DIR, side by side in TensorBoard.
     let log = |phase: &str| options.tensorboard.as_ref().map(|dir| dir.join(phase));
-    let (device, seed, epochs) = (&options.device, options.seed, options.epochs);
-    let training =
-        Training { lr: options.lr.unwrap_or(1e-3), weight_decay: options.weight_decay, scheduler: options.scheduler };
+    let (device, seed) = (&options.device, options.seed);
+    let training = Training {
+        epochs: options.epochs,
+        lr: options.lr.unwrap_or(1e-3),
+        weight_decay: options.weight_decay,
+        scheduler: options.scheduler,
+    };
     let saved = match &options.load {
         Some(path) => path.clone(),
         None => {
@@ -48,7 +52,6 @@ fn main() -> Result<(), Error> {
                 &fashion,
                 device,
                 seed,
-                epochs,
                 &training,
                 "pretraining",
                 pretraining.as_deref(),
@@ -63,12 +66,12 @@ fn main() -> Result<(), Error> {
 
     let state = kiln::training::read_weights(&saved)?;
     let tuning = log("fine-tuning");
-    let tuned = fine_tuning::fine_tune(Some(&state), &digits, device, seed + 1, epochs, &training, tuning.as_deref())?;
+    let tuned = fine_tuning::fine_tune(Some(&state), &digits, device, seed + 1, &training, tuning.as_deref())?;
     let report = tuned.report.as_ref().expect("loaded from the pretrained state");
     println!("loaded non-strictly: missing {:?}, unexpected {:?}", report.missing_keys, report.unexpected_keys);
     println!("{}", tuned.model.describe());
     let random = log("random-features");
-    let baseline = fine_tuning::fine_tune(None, &digits, device, seed + 1, epochs, &training, random.as_deref())?;
+    let baseline = fine_tuning::fine_tune(None, &digits, device, seed + 1, &training, random.as_deref())?;
     println!(
         "MNIST test accuracy: {:.4} from Fashion-MNIST features, {:.4} from random ones (heads alone trained)",
         tuned.test.accuracy, baseline.test.accuracy

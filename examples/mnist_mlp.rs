@@ -8,7 +8,6 @@
 
 mod support;
 
-use kiln::data::DataLoader;
 use kiln::keras::{self, Callback, Model, ModelCheckpoint, ProgressBar, TensorBoard};
 use kiln::nn::Module;
 use kiln::tutorials::Tutorial;
@@ -44,12 +43,11 @@ fn main() -> Result<(), Error> {
     save_and_report(model.network_mut(), &history, &data.test, &data.test_set, &options.out)?;
 
     // probability_model = tf.keras.Sequential([model, tf.keras.layers.Softmax()]); probability_model(x_test[:5])
-    let first_five = data.test_set.take(5);
-    let loader = DataLoader::on_device(&first_five, 5, &options.device, tutorial.transform())?;
-    let batch = loader.epoch(0)?.next().expect("five test images")?;
+    let batch = data.test.epoch(0)?.next().expect("a test batch")?;
+    let five = batch.images.shape()[0].min(5);
     let mut probability_model = model.probability_model();
-    let probabilities = keras::predict(&mut probability_model, &batch.images)?.to_vec()?;
-    println!("probabilities of the first five test digits (label: 0 … 9):");
+    let probabilities = keras::predict(&mut probability_model, &batch.images.narrow(0, 0, five)?)?.to_vec()?;
+    println!("probabilities of the first {five} test digits (label: 0 … 9):");
     for (row, label) in probabilities.chunks(10).zip(batch.labels.to_vec_i32()?) {
         let cells: Vec<String> = row.iter().map(|p| format!("{p:.3}")).collect();
         println!("  {label}: {}", cells.join(" "));

@@ -289,7 +289,9 @@ impl Callback for TensorBoard<'_> {
 
     fn on_epoch_end(&mut self, logs: &Logs, network: &mut Sequential) -> Result<()> {
         if logs.valid.is_none() {
-            return Err(TrainError::Checkpoint("TensorBoard logs validation metrics: give fit validation data".into()));
+            return Err(TrainError::Misuse(
+                "the TensorBoard callback logs validation metrics: give fit validation data".into(),
+            ));
         }
         self.log.epoch(logs.history, logs.lr)?;
         if let (Some((loader, dataset)), true) = (self.figures, logs.epoch + 1 == logs.epochs) {

@@ -48,6 +48,10 @@ pub enum TrainError {
 
     #[error("distributed run: {0}")]
     Distributed(String),
+
+    /// A training loop used in a way it cannot serve, said why.
+    #[error("{0}")]
+    Misuse(String),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -17,9 +17,7 @@ use kiln::tutorials::Tutorial;
 use kiln::{Device, Tensor};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-onnx-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("onnx", name)
 }
 
 /// The first `n` test images of a tutorial's dataset as its model reads them.

@@ -20,9 +20,7 @@ use kiln::tutorials::Tutorial;
 
 /// A fresh directory for `test`'s log.
 fn log_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-tensorboard-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tensorboard", test)
 }
 
 fn epoch(loss: f32, accuracy: f32) -> EpochMetrics {

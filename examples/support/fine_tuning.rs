@@ -19,8 +19,10 @@ use super::fitting::{self, Run};
 /// Images per batch, in both phases.
 pub const BATCH: usize = 64;
 
-/// How each phase trains: Adam at `lr` with `weight_decay`, on `scheduler`'s schedule.
+/// How each phase trains: `epochs` of Adam at `lr` with `weight_decay`, on `scheduler`'s
+/// schedule.
 pub struct Training {
+    pub epochs: usize,
     pub lr: f32,
     pub weight_decay: f32,
     pub scheduler: Option<ScheduleKind>,
@@ -28,7 +30,7 @@ pub struct Training {
 
 impl Default for Training {
     fn default() -> Self {
-        Self { lr: 1e-3, weight_decay: 0.0, scheduler: None }
+        Self { epochs: 2, lr: 1e-3, weight_decay: 0.0, scheduler: None }
     }
 }
 
@@ -102,16 +104,14 @@ pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(
     Ok([cut(presets::fashion_mnist_from(&within("fashion-mnist"))?), cut(presets::mnist_from(&within("mnist"))?)])
 }
 
-/// Trains `model` for `epochs` (Adam on its trainable parameters, as `training` says),
-/// printing each epoch's figures with `label` (and logging them in `tensorboard`, if
-/// given), and returns the last test metrics.
-#[allow(clippy::too_many_arguments)]
+/// Trains `model` as `training` says (Adam on its trainable parameters), printing each
+/// epoch's figures with `label` (and logging them in `tensorboard`, if given), and returns
+/// the last test metrics.
 pub fn train(
     model: &mut dyn Module,
     data: &(ImageDataset, ImageDataset),
     device: &Device,
     seed: u64,
-    epochs: usize,
     training: &Training,
     label: &str,
     tensorboard: Option<&Path>,
@@ -121,6 +121,7 @@ pub fn train(
     // Only what trains, as PyTorch's `filter(lambda p: p.requires_grad, model.parameters())`.
     let trainable: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).filter(Var::requires_grad).collect();
     let mut optimizer = Adam::new(trainable, training.lr).weight_decay(training.weight_decay);
+    let epochs = training.epochs;
     let mut schedule = training.scheduler.map(|kind| Schedule::new(kind, &mut optimizer, epochs, train.len()));
     let label = format!("{label} ");
     let run = Run { train: &train, test: &test, test_set: &data.1, epochs, label: &label, tensorboard, out: None };
@@ -148,7 +149,6 @@ pub fn fine_tune(
     digits: &(ImageDataset, ImageDataset),
     device: &Device,
     seed: u64,
-    epochs: usize,
     training: &Training,
     tensorboard: Option<&Path>,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
@@ -163,6 +163,6 @@ pub fn fine_tune(
     let (trainable, total) = (count(true), count(false));
     let label = if pretrained.is_some() { "fine-tuning" } else { "random features" };
     println!("{label}: training {trainable} of {total} parameters (the head)");
-    let test = train(&mut model, digits, device, seed, epochs, training, label, tensorboard)?;
+    let test = train(&mut model, digits, device, seed, training, label, tensorboard)?;
     Ok(Outcome { model, test, report, trainable, total })
 }

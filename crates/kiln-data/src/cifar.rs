@@ -69,9 +69,9 @@ fn parse_pickled_batch(path: &Path, bytes: &[u8], images: &mut Vec<u8>, labels: 
         other => return Err(bad("data", format!("is {}, not a NumPy array", other.kind()))),
     };
     let pixels = data.bytes().map_err(|why| bad("data", why))?;
-    let rows = match data.shape[..] {
+    let rows = match data.shape()[..] {
         [n, IMAGE] | [n, 3, SIDE, SIDE] => n,
-        _ => return Err(bad("data", format!("has shape {:?}, not [n, {IMAGE}]", data.shape))),
+        _ => return Err(bad("data", format!("has shape {:?}, not [n, {IMAGE}]", data.shape()))),
     };
     let classes: Vec<i64> = match field("labels")? {
         Value::List(items) => items

@@ -7,13 +7,13 @@ use std::path::Path;
 
 use crate::{DataError, Result};
 
-/// An n-dimensional array of plain numbers: NumPy's type string (`"|u1"`, `"<i8"`), its
-/// shape and its bytes in C order.
+/// An n-dimensional array of integers: NumPy's type string (`"|u1"`, `"<i8"`), its shape
+/// and its bytes in C order, checked to agree ([`NumpyArray::new`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumpyArray {
-    pub descr: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<u8>,
+    descr: String,
+    shape: Vec<usize>,
+    data: Vec<u8>,
 }
 
 /// The integer types a label or pixel array may have: (kind, size) from a type string.
@@ -43,6 +43,15 @@ impl NumpyArray {
             }
             None => Err(format!("shape {shape:?} overflows")),
         }
+    }
+
+    /// NumPy's type string, such as `"|u1"` or `"<i8"`.
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     pub fn len(&self) -> usize {

@@ -155,11 +155,11 @@ fn npz_images(path: &Path, split: Split, class_names: Vec<String>) -> Result<Ima
     let [images, labels]: [_; 2] = read_npz(path, &[x, y])?.try_into().expect("two arrays asked for");
     let bad = |member: &str, what: String| DataError::format(path, format!("member {member}.npy"), what);
     let pixels = images.bytes().map_err(|why| bad(x, why))?;
-    let [n, h, w] = images.shape[..] else {
-        return Err(bad(x, format!("has shape {:?}, not [images, height, width]", images.shape)));
+    let [n, h, w] = images.shape()[..] else {
+        return Err(bad(x, format!("has shape {:?}, not [images, height, width]", images.shape())));
     };
-    if labels.shape != [n] {
-        return Err(bad(y, format!("has shape {:?}, not [{n}] for {x}'s {n} images", labels.shape)));
+    if labels.shape() != [n] {
+        return Err(bad(y, format!("has shape {:?}, not [{n}] for {x}'s {n} images", labels.shape())));
     }
     let classes = labels.integers();
     if let Some(i) = classes.iter().position(|&c| !(0..class_names.len() as i64).contains(&c)) {
