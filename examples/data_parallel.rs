@@ -1,22 +1,23 @@
 //! Data-parallel training over MPI, the first step of the Fashion-MNIST tutorial's multi-GPU
-//! homework: the quickstart's MLP (784 → 512 → 512 → 10, no dropout) on MNIST, every
-//! process on its share of each epoch, the gradients averaged after every backward pass, so
-//! that N processes at a global batch of B take the steps one process takes at B.
+//! homework: the quickstart's MLP (784 → 512 → 512 → 10, no dropout) on MNIST, or the ASL
+//! CNN (batch norm and dropout) on Sign Language MNIST, every process on its share of each
+//! epoch, the gradients averaged after every backward pass, so that N processes at a global
+//! batch of B take the steps one process takes at B.
 //!
 //! ```sh
 //! cargo build --release --features distributed --example data_parallel
 //! mpirun -np 2 target/release/examples/data_parallel --data ../shared/data/mnist
 //! ```
 //!
-//! Options: `--data DIR`, `--epochs N`, `--batch-size B` (global, a multiple of the process
-//! count), `--limit N`, `--seed S`, `--sgd LR` (SGD with momentum 0.9 instead of Adam 1e-3),
+//! Options: `--model mnist-mlp|asl-cnn`, `--data DIR` (MNIST's, or Sign Language MNIST's
+//! CSVs), `--epochs N`, `--batch-size B` (global, a multiple of the process count),
+//! `--limit N`, `--seed S`, `--sgd LR` (SGD with momentum 0.9 instead of Adam 1e-3),
 //! `--out DIR` (rank 0 writes `model.safetensors` there). Every process prints a hash of its
 //! weights at the end: they are the same bits everywhere. A process that fails (a missing
 //! file, say) ends the whole run with its error.
 
 use std::path::PathBuf;
 
-use kiln::Device;
 use kiln::autograd::Var;
 use kiln::data::presets;
 use kiln::distributed::World;
@@ -28,6 +29,7 @@ use kiln::tutorials::Tutorial;
 type Error = Box<dyn std::error::Error>;
 
 struct Options {
+    tutorial: Tutorial,
     data: PathBuf,
     epochs: usize,
     batch_size: usize,
@@ -39,6 +41,7 @@ struct Options {
 
 fn options() -> Result<Options, Error> {
     let mut options = Options {
+        tutorial: Tutorial::MnistMlp,
         data: PathBuf::from("../shared/data/mnist"),
         epochs: 1,
         batch_size: 96,
@@ -52,6 +55,13 @@ fn options() -> Result<Options, Error> {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |what: &str| format!("{flag} {value}: not {what}");
         match flag.as_str() {
+            "--model" => {
+                options.tutorial = match value.as_str() {
+                    "mnist-mlp" => Tutorial::MnistMlp,
+                    "asl-cnn" => Tutorial::AslCnn,
+                    _ => return Err(format!("--model {value}: expected mnist-mlp or asl-cnn").into()),
+                }
+            }
             "--data" => options.data = PathBuf::from(value),
             "--out" => options.out = PathBuf::from(value),
             "--epochs" => options.epochs = value.parse().map_err(|_| number("a count"))?,
@@ -91,25 +101,33 @@ fn train(world: &World) -> Result<(), Error> {
     if options.batch_size == 0 || !options.batch_size.is_multiple_of(size) {
         return Err(format!("--batch-size {}: not a multiple of the {size} processes", options.batch_size).into());
     }
-    let (mut train, mut test) = presets::mnist_from(&options.data)?;
+    let (mut train, mut test) = match options.tutorial {
+        Tutorial::AslCnn => presets::sign_language_mnist_dir(&options.data)?,
+        _ => presets::mnist_from(&options.data)?,
+    };
     if let Some(n) = options.limit {
         (train, test) = (train.take(n), test.take(n));
     }
-    let mut model = models::fashion_mnist_mlp(&mut Seeds::new(options.seed))?;
-    world.broadcast_model(&mut model)?;
+    let mut model = match options.tutorial {
+        Tutorial::AslCnn => options.tutorial.model(options.seed)?,
+        _ => models::fashion_mnist_mlp(&mut Seeds::new(options.seed))?,
+    };
+    // Rank 0's weights everywhere; batch norm and dropout over the whole global batch.
+    world.replicate(&mut model)?;
     let parameters: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).collect();
     let mut optimizer: Box<dyn Optimizer> = match options.sgd {
         Some(lr) => Box::new(Sgd::new(parameters, lr).momentum(0.9)),
         None => Box::new(Adam::new(parameters, 1e-3)),
     };
-    let device = Device::Cpu;
-    let transform = Tutorial::MnistMlp.transform();
+    let device = world.cpu(); // this process's share of the machine's cores
+    let transform = options.tutorial.transform();
     let per_process = options.batch_size / size;
     let train_loader = kiln::data::DataLoader::on_device(&train, per_process, &device, transform.clone())?
         .shuffle(true)
         .seed(options.seed)
         .shard(rank, size)?;
-    let test_loader = kiln::data::DataLoader::on_device(&test, per_process, &device, transform)?.shard(rank, size)?;
+    let test_loader =
+        kiln::data::DataLoader::on_device(&test, per_process, &device, transform)?.shard_unpadded(rank, size)?;
     if rank == 0 {
         println!(
             "{size} processes, {per_process} images each per step ({} in all), {} steps per epoch",

@@ -17,10 +17,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
+
 use kiln_autograd::Var;
-use kiln_nn::Module;
+use kiln_nn::{Module, Replicas};
 use kiln_optim::{Hooked, Optimizer};
-use kiln_tensor::{DType, Tensor};
+use kiln_tensor::{DType, Device, Tensor};
+use kiln_wgsl::{AdapterPreference, GpuContext};
 use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Root};
@@ -62,8 +65,80 @@ impl World {
         from_launcher.unwrap_or_else(|| self.world.split_shared(self.world.rank()).rank() as usize)
     }
 
+    /// How many processes of the run share this machine, from the launcher's environment
+    /// or, failing that, from MPI.
+    pub fn local_size(&self) -> usize {
+        let from_launcher = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok()?.parse().ok());
+        from_launcher.unwrap_or_else(|| self.world.split_shared(self.world.rank()).size() as usize)
+    }
+
+    /// This process's own GPU: hardware adapter number `local_rank` (modulo how many this
+    /// machine has), so the processes of a machine with several GPUs take one each.
+    pub fn gpu(&self) -> Result<Device> {
+        let adapters = kiln_wgsl::hardware_adapter_count();
+        if adapters == 0 {
+            return Err(TrainError::Distributed(format!(
+                "rank {}: this machine has no hardware GPU adapter",
+                self.rank()
+            )));
+        }
+        GpuContext::new(&AdapterPreference::NthHardware(self.local_rank() % adapters))
+            .map(Device::Gpu)
+            .map_err(|e| TrainError::Distributed(format!("rank {}: {e}", self.rank())))
+    }
+
+    /// The CPU, with this process's share of the machine's cores: the processes on one
+    /// machine would otherwise each start a thread per core and contend for them. A
+    /// `RAYON_NUM_THREADS` the user set is left to decide.
+    pub fn cpu(&self) -> Device {
+        if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+            return Device::Cpu;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / self.local_size().max(1)).max(1);
+        // Fails only when the pool has started already (a second call): it keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        Device::Cpu
+    }
+
+    /// [`World::gpu`] when this machine has a hardware GPU, else [`World::cpu`] with a notice.
+    pub fn best_device(&self) -> Device {
+        self.gpu().unwrap_or_else(|e| {
+            if self.local_rank() == 0 {
+                eprintln!("kiln: {e}; every process on this machine runs on the CPU");
+            }
+            self.cpu()
+        })
+    }
+
+    /// Makes `model` this process's replica in the run: rank 0's weights, buffers and
+    /// random-stream positions ([`World::broadcast_model`]), and batch norm and dropout
+    /// computing over the whole global batch of each step as one process would
+    /// ([`kiln_nn::Replicas`]; PyTorch's `SyncBatchNorm`, where DDP alone would normalise
+    /// each process's share by itself). Call it before training; the model's forward passes
+    /// in training mode then take part in collective steps, as the optimizer's do.
+    pub fn replicate(&self, model: &mut dyn Module) -> Result<()> {
+        self.broadcast_model(model)?;
+        model.set_replicas(Some(Arc::new(WholeBatch { rank: self.rank(), size: self.size() })));
+        Ok(())
+    }
+
+    /// Rank 0's `bytes` (a checkpoint it read, say) on every process; the others pass `None`.
+    pub fn broadcast_bytes(&self, bytes: Option<Vec<u8>>) -> Vec<u8> {
+        let root = self.world.process_at_rank(0);
+        let mut bytes = bytes.unwrap_or_default();
+        let mut len = bytes.len() as u64;
+        root.broadcast_into(&mut len);
+        bytes.resize(len as usize, 0);
+        root.broadcast_into(&mut bytes[..]);
+        bytes
+    }
+
     /// Sets every parameter and buffer of `model` to rank 0's, so every process starts the
-    /// same (as DDP does when it wraps a model).
+    /// same (as DDP does when it wraps a model), and its random streams (dropout's) to the
+    /// same positions.
     pub fn broadcast_model(&self, model: &mut dyn Module) -> Result<()> {
         for (_, parameter) in model.parameters() {
             let value = self.broadcast_tensor(&parameter.value())?;
@@ -75,6 +150,10 @@ impl World {
         for (name, buffer) in model.buffers() {
             let value = self.broadcast_tensor(&buffer)?;
             model.set_buffer(&name, value)?;
+        }
+        for (name, mut position) in model.random_state() {
+            self.world.process_at_rank(0).broadcast_into(&mut position);
+            model.set_random_state(&name, position)?;
         }
         Ok(())
     }
@@ -170,7 +249,9 @@ impl World {
     /// process's samples, the samples summed, the slowest process's time.
     pub fn global(&self, metrics: &EpochMetrics) -> EpochMetrics {
         let n = metrics.samples as f32;
-        let sums = self.sum(&[metrics.loss * n, metrics.accuracy * n, n]);
+        // A process with no samples (an evaluation share of nothing) has no figures to add.
+        let weighted = |figure: f32| if n == 0.0 { 0.0 } else { figure * n };
+        let sums = self.sum(&[weighted(metrics.loss), weighted(metrics.accuracy), n]);
         let mut seconds = 0.0f64;
         self.world.all_reduce_into(&metrics.seconds, &mut seconds, SystemOperation::max());
         EpochMetrics {
@@ -179,5 +260,29 @@ impl World {
             samples: sums[2] as usize,
             seconds,
         }
+    }
+}
+
+/// The MPI world as batch norm and dropout see it ([`World::replicate`]). It names
+/// `MPI_COMM_WORLD` afresh for each call rather than holding a communicator, which the
+/// model's layers could not share; it is only called while the [`World`] lives.
+struct WholeBatch {
+    rank: usize,
+    size: usize,
+}
+
+impl Replicas for WholeBatch {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_gather(&self, values: &[f32]) -> Vec<f32> {
+        let mut all = vec![0.0f32; values.len() * self.size];
+        SimpleCommunicator::world().all_gather_into(values, &mut all[..]);
+        all
     }
 }

@@ -447,7 +447,23 @@ pub fn load_weights(path: &Path, model: &mut dyn Module) -> Result<()> {
 /// Restores a checkpoint from [`save_checkpoint`] into `model` and `optimizer` (built the
 /// same way) and returns the metrics so far; the run continues at epoch `history.epochs()`.
 pub fn load_checkpoint(path: &Path, model: &mut dyn Module, optimizer: &mut dyn Optimizer) -> Result<History> {
-    let state = kiln_nn::load_state_dict(path)?;
+    load_checkpoint_bytes(
+        &std::fs::read(path).map_err(|e| kiln_nn::NnError::Checkpoint(format!("{}: {e}", path.display())))?,
+        path,
+        model,
+        optimizer,
+    )
+}
+
+/// [`load_checkpoint`] of a checkpoint's `bytes`, read already (by rank 0 of a data-parallel
+/// run, which sends them to every process); `path` names it in errors.
+pub fn load_checkpoint_bytes(
+    bytes: &[u8],
+    path: &Path,
+    model: &mut dyn Module,
+    optimizer: &mut dyn Optimizer,
+) -> Result<History> {
+    let state = kiln_nn::state_dict_from_bytes(bytes, path)?;
     let part = |prefix: &str| -> StateDict {
         state.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };

@@ -30,6 +30,8 @@ enum Source {
 struct Shard {
     rank: usize,
     world: usize,
+    /// Padded to equal shares (training) or the epoch exactly (evaluation).
+    padded: bool,
 }
 
 pub struct DataLoader {
@@ -115,8 +117,18 @@ impl DataLoader {
         if rank >= world {
             return Err(DataError::Invalid(format!("rank {rank} is not one of a world of {world} processes")));
         }
-        self.shard = Some(Shard { rank, world });
+        self.shard = Some(Shard { rank, world, padded: true });
         Ok(self)
+    }
+
+    /// As [`DataLoader::shard`] but without the padding: the shares together are the epoch
+    /// exactly, and differ in size by up to one sample. For evaluation, whose figures
+    /// [`DataLoader::shard`]'s repeated samples would skew; not for training, where every
+    /// process must take the same number of steps.
+    pub fn shard_unpadded(self, rank: usize, world: usize) -> Result<Self> {
+        let mut sharded = self.shard(rank, world)?;
+        sharded.shard = Some(Shard { rank, world, padded: false });
+        Ok(sharded)
     }
 
     pub fn transform(mut self, transform: Transform) -> Self {
@@ -141,7 +153,8 @@ impl DataLoader {
     /// The samples of one epoch: the dataset's, or this process's share ([`DataLoader::shard`]).
     pub fn num_samples(&self) -> usize {
         match self.shard {
-            Some(Shard { world, .. }) => self.dataset_len().div_ceil(world),
+            Some(Shard { world, padded: true, .. }) => self.dataset_len().div_ceil(world),
+            Some(Shard { rank, world, padded: false }) => self.dataset_len().saturating_sub(rank).div_ceil(world),
             None => self.dataset_len(),
         }
     }
@@ -182,8 +195,9 @@ impl DataLoader {
         let order: Vec<usize> =
             if self.shuffle { random::permutation(n, random::derive(self.seed, epoch)) } else { (0..n).collect() };
         match self.shard {
-            Some(Shard { rank, world }) => {
-                order.iter().cycle().take(n.div_ceil(world) * world).skip(rank).step_by(world).copied().collect()
+            Some(Shard { rank, world, padded }) => {
+                let total = if padded { n.div_ceil(world) * world } else { n };
+                order.iter().cycle().take(total).skip(rank).step_by(world).copied().collect()
             }
             None => order,
         }
@@ -202,8 +216,9 @@ impl DataLoader {
             return Err(DataError::Invalid("batch size must be at least 1".into()));
         }
         // An epoch of no batches would "train" on nothing and report figures of nothing.
+        // (An evaluation share may be empty where the dataset is not: it has no batches.)
         let samples = self.num_samples();
-        if samples == 0 {
+        if self.dataset_len() == 0 {
             return Err(DataError::Invalid("the dataset is empty: an epoch would have no batch".into()));
         }
         if self.drop_last && self.batch_size > samples {

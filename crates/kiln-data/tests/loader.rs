@@ -74,6 +74,14 @@ fn shards_share_each_epoch_as_distributed_sampler_does() {
             assert_eq!(all, every, "the shares together are the padded epoch, each sample in one share");
         }
     }
+    // Evaluation's shares: the epoch exactly, with no repeats, one sample apart at most.
+    let unpadded = |rank, world| DataLoader::new(indexed(10), 2).shard_unpadded(rank, world).unwrap();
+    assert_eq!([0, 1, 2].map(|rank| unpadded(rank, 3).order(0)), [vec![0, 3, 6, 9], vec![1, 4, 7], vec![2, 5, 8]]);
+    assert_eq!([0, 1, 2].map(|rank| unpadded(rank, 3).num_samples()), [4, 3, 3]);
+    assert_eq!(epoch_indices(&unpadded(1, 3), 0), [vec![1, 4], vec![7]]);
+    let lone = DataLoader::new(indexed(2), 2).shard_unpadded(2, 3).unwrap();
+    assert_eq!((lone.num_samples(), lone.len(), lone.order(0)), (0, 0, vec![]));
+    assert_eq!(lone.epoch(0).unwrap().count(), 0, "a share of nothing is no batches, not an error");
     let refused = DataLoader::new(indexed(10), 2).shard(3, 3).err().expect("rank 3 of 3").to_string();
     assert!(refused.contains("rank 3 is not one of a world of 3"), "{refused}");
     assert!(DataLoader::new(indexed(10), 2).shard(0, 0).is_err());

@@ -68,9 +68,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Reads a safetensors checkpoint into CPU tensors.
 pub fn load_state_dict(path: &Path) -> Result<StateDict> {
-    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e))?;
+    state_dict_from_bytes(&std::fs::read(path).map_err(|e| checkpoint_error(path, e))?, path)
+}
+
+/// [`load_state_dict`] of a file's `bytes` read already (by another process, say); `path`
+/// names it in errors.
+pub fn state_dict_from_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
     let file =
-        SafeTensors::deserialize(&bytes).map_err(|e| checkpoint_error(path, format!("not a safetensors file: {e}")))?;
+        SafeTensors::deserialize(bytes).map_err(|e| checkpoint_error(path, format!("not a safetensors file: {e}")))?;
     let mut state = StateDict::new();
     for (name, view) in file.tensors() {
         let (shape, data) = (view.shape().to_vec(), view.data());

@@ -62,11 +62,12 @@ mod layers;
 mod loss;
 pub mod models;
 mod module;
+mod replicas;
 mod seeds;
 
 pub use checkpoint::{
     LoadReport, StateDict, load, load_into, load_into_non_strict, load_state_dict, save, save_state_dict, state_dict,
-    write_atomically,
+    state_dict_from_bytes, write_atomically,
 };
 pub use init::{Init, fans, glorot_uniform, kaiming_uniform, uniform};
 pub use layers::{
@@ -75,6 +76,7 @@ pub use layers::{
 };
 pub use loss::CrossEntropyLoss;
 pub use module::{Module, Sequential};
+pub use replicas::Replicas;
 pub use seeds::Seeds;
 
 /// What building or running a module can refuse.

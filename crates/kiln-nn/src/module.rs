@@ -1,8 +1,10 @@
+use std::sync::Arc;
+
 use kiln_autograd::Var;
 use kiln_tensor::{Device, Pool2d, Tensor};
 
 use crate::export::{GraphBuilder, export_child};
-use crate::{LoadReport, NnError, Result, StateDict};
+use crate::{LoadReport, NnError, Replicas, Result, StateDict};
 
 /// A layer or a model, as `torch.nn.Module`.
 pub trait Module: Send {
@@ -156,6 +158,20 @@ pub trait Module: Send {
         self.set_local_training(training);
         for (_, child) in self.children_mut() {
             child.set_training(training);
+        }
+    }
+
+    /// Tells this module's own batch-wide layers (batch norm's statistics, dropout's mask)
+    /// that each batch is shared among the processes of a data-parallel run, or, with
+    /// `None`, that this process holds it whole again. See [`crate::Replicas`].
+    fn set_local_replicas(&mut self, _replicas: Option<Arc<dyn Replicas>>) {}
+
+    /// [`Module::set_local_replicas`] for this module and every module below it:
+    /// `kiln::distributed` calls it on the model a data-parallel run trains.
+    fn set_replicas(&mut self, replicas: Option<Arc<dyn Replicas>>) {
+        self.set_local_replicas(replicas.clone());
+        for (_, child) in self.children_mut() {
+            child.set_replicas(replicas.clone());
         }
     }
 

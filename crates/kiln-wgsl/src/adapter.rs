@@ -23,6 +23,9 @@ pub enum AdapterPreference {
     Software,
     /// The first adapter whose name contains this text (case-insensitive).
     NameContains(String),
+    /// The hardware adapter at this place (from 0) in the order of preference: a
+    /// data-parallel process's own GPU on a machine with several.
+    NthHardware(usize),
 }
 
 impl AdapterPreference {
@@ -90,12 +93,22 @@ fn rank(device_type: wgpu::DeviceType) -> u8 {
     }
 }
 
-/// Picks an adapter that can run compute shaders, following `preference`.
-pub(crate) fn choose(instance: &wgpu::Instance, preference: &AdapterPreference) -> Result<wgpu::Adapter> {
-    let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+fn compute_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .into_iter()
         .filter(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS))
-        .collect();
+        .collect()
+}
+
+/// How many hardware adapters (not software ones) can run Kiln's compute shaders here.
+pub fn hardware_adapter_count() -> usize {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    compute_adapters(&instance).iter().filter(|a| a.get_info().device_type != wgpu::DeviceType::Cpu).count()
+}
+
+/// Picks an adapter that can run compute shaders, following `preference`.
+pub(crate) fn choose(instance: &wgpu::Instance, preference: &AdapterPreference) -> Result<wgpu::Adapter> {
+    let mut adapters = compute_adapters(instance);
     if adapters.is_empty() {
         return Err(GpuError::NoAdapter(
             "no Vulkan, Metal or DX12 adapter with compute shaders was found; on Linux without a \
@@ -115,12 +128,19 @@ pub(crate) fn choose(instance: &wgpu::Instance, preference: &AdapterPreference) 
             let text = text.to_lowercase();
             adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&text))
         }
+        AdapterPreference::NthHardware(n) => adapters
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.get_info().device_type != wgpu::DeviceType::Cpu)
+            .nth(*n)
+            .map(|(i, _)| i),
     };
     match position {
         Some(i) => Ok(adapters.swap_remove(i)),
         None => Err(GpuError::AdapterNotFound {
             wanted: match preference {
                 AdapterPreference::NameContains(text) => text.clone(),
+                AdapterPreference::NthHardware(n) => format!("hardware adapter number {}", n + 1),
                 other => format!("{other:?}").to_lowercase(),
             },
             available: describe(&adapters),

@@ -13,7 +13,7 @@ mod pipeline;
 mod pool;
 pub mod testing;
 
-pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary, quiet_headless_vulkan};
+pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary, hardware_adapter_count, quiet_headless_vulkan};
 pub use context::{
     GpuBuffer, GpuContext, KernelClass, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES,
     MIN_STORAGE_BUFFERS_PER_STAGE, RuntimeStats, SOFTWARE_MIN_SUBGROUP, fault_code,

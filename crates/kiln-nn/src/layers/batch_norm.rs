@@ -1,12 +1,17 @@
+use std::sync::Arc;
+
 use kiln_autograd::Var;
 use kiln_tensor::{BatchNormConfig, Device, Tensor};
 
 use crate::export::{Attribute, GraphBuilder};
-use crate::{Module, NnError, Result};
+use crate::replicas::{gather_batch, local_rows};
+use crate::{Module, NnError, Replicas, Result};
 
 /// Batch normalisation over channels, as `torch.nn.BatchNorm2d`: scale (`weight`, ones) and
 /// shift (`bias`, zeros) as parameters; running mean (zeros) and variance (ones) as buffers,
 /// updated in training mode with momentum 0.1; `num_batches_tracked` counts those updates.
+/// In a data-parallel run its training statistics are the whole batch's, as
+/// `torch.nn.SyncBatchNorm`'s ([`crate::Replicas`]).
 pub struct BatchNorm2d {
     pub weight: Var,
     pub bias: Var,
@@ -15,6 +20,7 @@ pub struct BatchNorm2d {
     pub num_batches_tracked: u64,
     pub config: BatchNormConfig,
     training: bool,
+    replicas: Option<Arc<dyn Replicas>>,
 }
 
 impl BatchNorm2d {
@@ -28,12 +34,16 @@ impl BatchNorm2d {
             num_batches_tracked: 0,
             config: BatchNormConfig::default(),
             training: true,
+            replicas: None,
         })
     }
 }
 
 impl BatchNorm2d {
     fn normalize(&mut self, input: &Var, config: BatchNormConfig) -> Result<Var> {
+        if let Some(replicas) = self.replicas.clone().filter(|_| self.training) {
+            return self.normalize_whole_batch(input, config, replicas);
+        }
         let out = input.batch_norm2d(
             Some(&self.weight),
             Some(&self.bias),
@@ -46,6 +56,40 @@ impl BatchNorm2d {
             self.num_batches_tracked += 1;
         }
         Ok(out)
+    }
+
+    /// Training mode over a batch shared among `replicas`: the whole batch is gathered and
+    /// normalised as one process would (the same statistics and running averages on every
+    /// process), and each process keeps its rows; backward, the whole batch's output
+    /// gradient is gathered in turn.
+    fn normalize_whole_batch(
+        &mut self,
+        input: &Var,
+        config: BatchNormConfig,
+        replicas: Arc<dyn Replicas>,
+    ) -> Result<Var> {
+        let device = input.value().device();
+        let batch = gather_batch(&*replicas, &input.value())?;
+        let (weight, bias) = (self.weight.value(), self.bias.value());
+        let (output, saved) = batch.batch_norm2d_train(
+            Some(&weight),
+            Some(&bias),
+            &mut self.running_mean,
+            &mut self.running_var,
+            &config,
+        )?;
+        self.num_batches_tracked += 1;
+        let mine = local_rows(&*replicas, &output, &device)?;
+        Ok(Var::custom(mine, &[input, &self.weight, &self.bias], move |g| {
+            let grads =
+                gather_batch(&*replicas, g)?.batch_norm2d_backward(&batch, Some(&weight), true, &saved, true)?;
+            // Every process computes the whole batch's scale and shift gradients from every
+            // process's loss; averaged over the processes as every gradient is, each must
+            // bring in 1/size of them.
+            let share = 1.0 / replicas.size() as f32;
+            let of_mine = |grad: Option<Tensor>| grad.map(|grad| grad.mul_scalar(share)).transpose();
+            Ok(vec![Some(local_rows(&*replicas, &grads.input, &device)?), of_mine(grads.weight)?, of_mine(grads.bias)?])
+        }))
     }
 }
 
@@ -101,6 +145,10 @@ impl Module for BatchNorm2d {
 
     fn set_local_training(&mut self, training: bool) {
         self.training = training;
+    }
+
+    fn set_local_replicas(&mut self, replicas: Option<Arc<dyn Replicas>>) {
+        self.replicas = replicas.filter(|r| r.size() > 1);
     }
 }
 
@@ -165,5 +213,9 @@ impl Module for BatchNorm1d {
 
     fn set_local_training(&mut self, training: bool) {
         self.0.set_local_training(training);
+    }
+
+    fn set_local_replicas(&mut self, replicas: Option<Arc<dyn Replicas>>) {
+        self.0.set_local_replicas(replicas);
     }
 }

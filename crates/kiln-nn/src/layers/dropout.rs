@@ -1,21 +1,36 @@
+use std::sync::Arc;
+
 use kiln_autograd::Var;
-use kiln_tensor::random;
+use kiln_tensor::{Device, Tensor, random};
 
 use crate::export::GraphBuilder;
-use crate::{Module, NnError, Result, Seeds};
+use crate::replicas::local_rows;
+use crate::{Module, NnError, Replicas, Result, Seeds};
 
 /// Inverted dropout, as `torch.nn.Dropout`: in training mode each call draws its mask from
-/// the next seed of this layer's own stream; in evaluation mode it is the identity.
+/// the next seed of this layer's own stream; in evaluation mode it is the identity. In a
+/// data-parallel run each process applies its rows of the whole batch's mask
+/// ([`crate::Replicas`]).
 pub struct Dropout {
     pub p: f32,
     seed: u64,
     calls: u64,
     training: bool,
+    replicas: Option<Arc<dyn Replicas>>,
 }
 
 impl Dropout {
     pub fn new(p: f32, seeds: &mut Seeds) -> Self {
-        Self { p, seed: seeds.next_seed(), calls: 0, training: true }
+        Self { p, seed: seeds.next_seed(), calls: 0, training: true, replicas: None }
+    }
+
+    /// This process's rows of the mask (scaled by 1/(1−p)) the whole shared batch gets:
+    /// dropout of ones, drawn on the host, where every device draws the same mask.
+    fn mask_rows(&self, replicas: &dyn Replicas, local: &Tensor, seed: u64) -> Result<Tensor> {
+        let mut shape = local.shape().to_vec();
+        shape[0] *= replicas.size();
+        let mask = Tensor::ones(&shape, &Device::Cpu)?.dropout(self.p, seed, true)?;
+        Ok(local_rows(replicas, &mask, &local.device())?)
     }
 }
 
@@ -29,7 +44,11 @@ impl Module for Dropout {
             return Ok(input.clone());
         }
         self.calls += 1;
-        Ok(input.dropout(self.p, random::derive(self.seed, self.calls), true)?)
+        let seed = random::derive(self.seed, self.calls);
+        match &self.replicas {
+            Some(replicas) => Ok(input.mul(&Var::constant(self.mask_rows(&**replicas, &input.value(), seed)?))?),
+            None => Ok(input.dropout(self.p, seed, true)?),
+        }
     }
 
     /// Evaluation mode: the identity.
@@ -51,5 +70,9 @@ impl Module for Dropout {
 
     fn set_local_training(&mut self, training: bool) {
         self.training = training;
+    }
+
+    fn set_local_replicas(&mut self, replicas: Option<Arc<dyn Replicas>>) {
+        self.replicas = replicas.filter(|r| r.size() > 1);
     }
 }
