@@ -19,7 +19,7 @@ use kiln::optim::Optimizer;
 use kiln::schedules::Schedule;
 pub use kiln::schedules::ScheduleKind;
 use kiln::tensorboard::RunLog;
-use kiln::training::{self, EpochEnd, EpochMetrics, History, MemoryUse, TrainError};
+use kiln::training::{self, EpochEnd, EpochMetrics, EpochProgress, History, MemoryUse, TrainError};
 use kiln::tutorials::Tutorial;
 use kiln::{Device, Tensor};
 
@@ -28,6 +28,40 @@ use kiln::{Device, Tensor};
 pub enum ModelKind {
     Mlp,
     Cnn,
+}
+
+/// The processes of a data-parallel run ([`train_distributed`]).
+#[cfg(feature = "distributed")]
+pub use kiln::distributed::World;
+
+/// The processes of a data-parallel run: none without the `distributed` feature, so a
+/// build without MPI has no distributed code to run.
+#[cfg(not(feature = "distributed"))]
+pub enum World {}
+
+#[cfg(not(feature = "distributed"))]
+type StepHook = fn(&mut dyn Optimizer) -> kiln::autograd::Result<()>;
+
+#[cfg(not(feature = "distributed"))]
+impl World {
+    fn rank(&self) -> usize {
+        match *self {}
+    }
+    fn size(&self) -> usize {
+        match *self {}
+    }
+    fn replicate(&self, _model: &mut dyn Module) -> Result<(), TrainError> {
+        match *self {}
+    }
+    fn broadcast_bytes(&self, _bytes: Option<Vec<u8>>) -> Vec<u8> {
+        match *self {}
+    }
+    fn data_parallel<'a>(&'a self, _optimizer: &'a mut dyn Optimizer) -> kiln::optim::Hooked<'a, StepHook> {
+        match *self {}
+    }
+    fn global(&self, _metrics: &EpochMetrics) -> EpochMetrics {
+        match *self {}
+    }
 }
 
 /// Where to run.
@@ -240,14 +274,22 @@ impl RunDir {
     }
 }
 
-/// Refuses settings that would train on nothing, naming the option.
-fn check_settings(config: &TrainConfig) -> Result<(), AppError> {
+/// Refuses settings that would train on nothing, naming the option; `processes` share
+/// each batch.
+fn check_settings(config: &TrainConfig, processes: usize) -> Result<(), AppError> {
     let refuse = |why: &str| Err(AppError::Setup(why.into()));
     if config.epochs == 0 {
         return refuse("--epochs 0: a run needs at least one epoch");
     }
     if config.batch_size == 0 {
         return refuse("--batch-size 0: a batch needs at least one sample");
+    }
+    if !config.batch_size.is_multiple_of(processes) {
+        return refuse(&format!(
+            "--batch-size {}: the {processes} processes of a distributed run share each batch equally, \
+             so it must be a multiple of {processes}",
+            config.batch_size
+        ));
     }
     if config.limit == Some(0) {
         return refuse("--limit 0: no samples to train on");
@@ -267,23 +309,63 @@ fn check_settings(config: &TrainConfig) -> Result<(), AppError> {
 /// the validation predictions. With `resume`, continues from the checkpoint in `out` and
 /// ends with the weights an uninterrupted run would have.
 pub fn train(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
-    let history = run(config, device, observer);
+    let history = run(config, device, observer, None);
     // The run's model, optimizer and loaders are gone: their pooled GPU memory goes back.
     device.release_idle_memory();
     history
 }
 
-fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Result<History, AppError> {
-    check_settings(config)?;
+/// [`train`] as one process of a data-parallel run (`mpirun … asl-app train
+/// --distributed`): `--batch-size` is the global batch, shared equally among the processes;
+/// every process starts from rank 0's model (and, resuming, from rank 0's checkpoint), takes
+/// its share of each epoch, and steps with the gradients averaged over all of them, batch
+/// norm and dropout computing over the global batch — the steps one process takes at that
+/// batch. Only rank 0 writes the run's files. The history is the global one on every
+/// process.
+pub fn train_distributed(
+    world: &World,
+    config: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<History, AppError> {
+    if config.stop.is_some() {
+        return Err(AppError::Setup(
+            "a distributed run cannot stop after a batch with a checkpoint: its processes would have to agree \
+             on the batch (stop it outright; --resume goes on from the last epoch's checkpoint)"
+                .into(),
+        ));
+    }
+    let history = run(config, device, observer, Some(world));
+    device.release_idle_memory();
+    history
+}
+
+fn run(
+    config: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+    world: Option<&World>,
+) -> Result<History, AppError> {
+    let (rank, processes) = world.map_or((0, 1), |world| (world.rank(), world.size()));
+    check_settings(config, processes)?;
     let (train_set, valid_set) = load_data(&config.data, config.limit)?;
-    let _run_dir = RunDir::take(config)?;
+    // Rank 0 alone writes the run's files: it alone holds the directory.
+    let _run_dir = if rank == 0 { Some(RunDir::take(config)?) } else { None };
     let mut model = build_model(config.model, config.seed)?;
     model.to_device(device)?;
+    if let Some(world) = world {
+        world.replicate(&mut model)?;
+    }
     let tutorial = config.model.tutorial();
     let transform = if config.augment { tutorial.augmented_transform() } else { tutorial.transform() };
-    let train_loader =
-        DataLoader::on_device(&train_set, config.batch_size, device, transform)?.shuffle(true).seed(config.seed);
-    let valid_loader = DataLoader::on_device(&valid_set, config.batch_size, device, tutorial.transform())?;
+    let per_process = config.batch_size / processes;
+    let mut train_loader =
+        DataLoader::on_device(&train_set, per_process, device, transform)?.shuffle(true).seed(config.seed);
+    let mut valid_loader = DataLoader::on_device(&valid_set, per_process, device, tutorial.transform())?;
+    if world.is_some() {
+        train_loader = train_loader.shard(rank, processes)?;
+        valid_loader = valid_loader.shard_unpadded(rank, processes)?;
+    }
 
     let parameters = model.parameters().into_iter().map(|(_, p)| p).collect();
     let mut optimizer = Adam::new(parameters, config.lr).weight_decay(config.weight_decay);
@@ -292,10 +374,23 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
         config.scheduler.map(|kind| Schedule::new(kind, &mut optimizer, config.epochs, train_loader.len()));
     let checkpoint = config.out.join(CHECKPOINT);
     let mut history = if config.resume {
-        if !checkpoint.is_file() {
-            return Err(AppError::Setup(format!("--resume: no checkpoint at {}", checkpoint.display())));
+        let read = || -> Result<Vec<u8>, AppError> {
+            if !checkpoint.is_file() {
+                return Err(AppError::Setup(format!("--resume: no checkpoint at {}", checkpoint.display())));
+            }
+            std::fs::read(&checkpoint).map_err(|e| AppError::Setup(format!("{}: {e}", checkpoint.display())))
+        };
+        // Every process goes on from rank 0's checkpoint, which only rank 0 may be able to read.
+        let bytes = match world {
+            Some(world) => world.broadcast_bytes(if rank == 0 { Some(read()?) } else { None }),
+            None => read()?,
+        };
+        let mut history = training::load_checkpoint_bytes(&bytes, &checkpoint, &mut model, &mut optimizer)?;
+        if rank != 0 {
+            // An interrupted epoch's figures so far are counted once, by rank 0.
+            history.partial = history.partial.map(|p| EpochProgress { batches: p.batches, ..Default::default() });
         }
-        training::load_checkpoint(&checkpoint, &mut model, &mut optimizer)?
+        history
     } else {
         History::default()
     };
@@ -314,11 +409,11 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
     let loss_fn = CrossEntropyLoss::new();
     let log_error = |dir: &Path, e: std::io::Error| AppError::Setup(format!("--tensorboard {}: {e}", dir.display()));
     let mut log = match &config.tensorboard {
-        Some(dir) => {
+        Some(dir) if rank == 0 => {
             let done = history.epochs() * train_loader.len() + history.partial.map_or(0, |p| p.batches);
             Some(RunLog::new(dir, LOG_EVERY, train_loader.len(), done).map_err(|e| log_error(dir, e))?)
         }
-        None => None,
+        _ => None,
     };
     let stop = || config.stop.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
     for epoch in history.epochs()..config.epochs {
@@ -333,15 +428,25 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
                 log.step(epoch, step);
             }
         };
-        let ended = match schedule.as_mut() {
-            Some(schedule) => {
-                let mut scheduled = schedule.per_batch(&mut optimizer);
-                training::train_epoch_from(&mut model, &mut scheduled, &loss_fn, batches, progress, from, stop)?
+        let ended = {
+            let mut averaged;
+            let stepped: &mut dyn Optimizer = match world {
+                Some(world) => {
+                    averaged = world.data_parallel(&mut optimizer);
+                    &mut averaged
+                }
+                None => &mut optimizer,
+            };
+            match schedule.as_mut() {
+                Some(schedule) => {
+                    let mut scheduled = schedule.per_batch(stepped);
+                    training::train_epoch_from(&mut model, &mut scheduled, &loss_fn, batches, progress, from, stop)?
+                }
+                None => training::train_epoch_from(&mut model, stepped, &loss_fn, batches, progress, from, stop)?,
             }
-            None => training::train_epoch_from(&mut model, &mut optimizer, &loss_fn, batches, progress, from, stop)?,
         };
         let train = match ended {
-            EpochEnd::Finished(train) => train,
+            EpochEnd::Finished(train) => world.map_or(train, |world| world.global(&train)),
             EpochEnd::Stopped(progress) => {
                 history.partial = Some(progress);
                 training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
@@ -353,6 +458,7 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
             }
         };
         let valid = training::evaluate(&mut model, &loss_fn, valid_loader.epoch(0)?)?;
+        let valid = world.map_or(valid, |world| world.global(&valid));
         if let Some(schedule) = schedule.as_mut() {
             schedule.after_epoch(&mut optimizer, valid.loss);
         }
@@ -362,6 +468,10 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
         // In step with the epochs even after a checkpoint that recorded no memory.
         history.memory.resize(history.epochs() - 1, MemoryUse::default());
         history.memory.push(MemoryUse::now(device));
+        if rank != 0 {
+            observer.epoch_finished(epoch, &train, &valid);
+            continue;
+        }
         training::save_checkpoint(&checkpoint, &model, &optimizer, &history)?;
         kiln::nn::save(&model, &config.out.join(MODEL))?;
         if best_so_far {
@@ -374,7 +484,11 @@ fn run(config: &TrainConfig, device: &Device, observer: &mut dyn Observer) -> Re
         }
         observer.epoch_finished(epoch, &train, &valid);
     }
-    let predictions = training::predict(&mut model, valid_loader.epoch(0)?)?;
+    if rank != 0 {
+        return Ok(history);
+    }
+    let whole_valid = DataLoader::on_device(&valid_set, per_process, device, tutorial.transform())?;
+    let predictions = training::predict(&mut model, whole_valid.epoch(0)?)?;
     let matrix = predictions.confusion_matrix(valid_set.num_classes())?;
     save_figure(&figures::prediction_grid(&valid_set, &predictions.predicted), &config.out.join(PREDICTIONS))?;
     save_figure(&figures::confusion(&matrix, valid_set.class_names()), &config.out.join(CONFUSION))?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use asl_app::{AppError, DeviceChoice, ModelKind, Observer, ScheduleKind, TrainConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::training::EpochMetrics;
+use kiln::training::{EpochMetrics, History};
 
 /// A training step frees and reallocates the same large buffers every batch; glibc's
 /// allocator hands big ones back to the OS and faults them in again, mimalloc keeps them.
@@ -104,6 +104,12 @@ struct TrainArgs {
     /// epoch's losses, accuracies and learning rate, and the figures.
     #[arg(long)]
     tensorboard: Option<PathBuf>,
+    /// Be one process of a data-parallel run started by mpirun (`mpirun -np 2 asl-app
+    /// train --distributed`): --batch-size is the global batch, shared by the processes;
+    /// each takes its own GPU, or its share of the CPU's cores. Needs a build with
+    /// `--features distributed`.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(clap::Args)]
@@ -221,11 +227,70 @@ fn main() -> ExitCode {
 }
 
 fn train(args: TrainArgs) -> Result<(), AppError> {
+    if args.distributed {
+        return train_distributed(args);
+    }
+    let config = train_config(args, Some(stop_on_ctrl_c()?));
+    let device = asl_app::pick_device(config.device)?;
+    println!("device: {device}");
+    println!("data: {}   output: {}", config.data.display(), config.out.display());
+    println!("{}", asl_app::build_model(config.model, config.seed)?);
+    let mut progress = Progress { bar: None, epochs: config.epochs };
+    let history = asl_app::train(&config, &device, &mut progress).inspect_err(|_| {
+        eprintln!("the last completed epoch's checkpoint (if any) is in {}", config.out.display());
+    })?;
+    report(&config, &history);
+    Ok(())
+}
+
+/// One process of `mpirun … asl-app train --distributed`: rank 0 reports and writes; an
+/// error in any process ends them all (MPI_Abort) with it, rather than leaving the others
+/// waiting for that process forever.
+#[cfg(feature = "distributed")]
+fn train_distributed(args: TrainArgs) -> Result<(), AppError> {
+    let world = asl_app::World::init()?;
+    let (rank, size) = (world.rank(), world.size());
+    // mpirun ends every process on Ctrl-C; the last epoch's checkpoint stays.
+    let config = train_config(args, None);
+    let run = || -> Result<(), AppError> {
+        let device = match config.device {
+            DeviceChoice::Auto => world.best_device(),
+            DeviceChoice::Cpu => world.cpu(),
+            DeviceChoice::Gpu => world.gpu()?,
+        };
+        println!("rank {rank} of {size}: device {device}");
+        if rank != 0 {
+            asl_app::train_distributed(&world, &config, &device, &mut asl_app::Quiet)?;
+            return Ok(());
+        }
+        println!("{size} processes, {} samples each per step ({} in all)", config.batch_size / size, config.batch_size);
+        println!("data: {}   output: {}", config.data.display(), config.out.display());
+        let mut progress = Progress { bar: None, epochs: config.epochs };
+        let history = asl_app::train_distributed(&world, &config, &device, &mut progress)?;
+        report(&config, &history);
+        Ok(())
+    };
+    match run() {
+        Err(e) if size > 1 => world.abort(&e),
+        result => result,
+    }
+}
+
+#[cfg(not(feature = "distributed"))]
+fn train_distributed(_args: TrainArgs) -> Result<(), AppError> {
+    Err(AppError::Setup(
+        "--distributed: this asl-app was built without MPI; build it with \
+         `cargo build --release --features distributed -p asl-app` (README: Training on several processes)"
+            .into(),
+    ))
+}
+
+fn train_config(args: TrainArgs, stop: Option<Arc<AtomicBool>>) -> TrainConfig {
     let model = match args.model {
         Model::Cnn => ModelKind::Cnn,
         Model::Mlp => ModelKind::Mlp,
     };
-    let config = TrainConfig {
+    TrainConfig {
         model,
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -242,17 +307,13 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
         resume: args.resume,
         overwrite: args.overwrite,
         limit: args.limit,
-        stop: Some(stop_on_ctrl_c()?),
+        stop,
         tensorboard: args.tensorboard,
-    };
-    let device = asl_app::pick_device(config.device)?;
-    println!("device: {device}");
-    println!("data: {}   output: {}", config.data.display(), config.out.display());
-    println!("{}", asl_app::build_model(config.model, config.seed)?);
-    let mut progress = Progress { bar: None, epochs: config.epochs };
-    let history = asl_app::train(&config, &device, &mut progress).inspect_err(|_| {
-        eprintln!("the last completed epoch's checkpoint (if any) is in {}", config.out.display());
-    })?;
+    }
+}
+
+/// The run's summary and where its files are.
+fn report(config: &TrainConfig, history: &History) {
     if let Some((best, epoch)) =
         history.valid.iter().zip(1..).map(|(m, e)| (m.accuracy, e)).max_by(|a, b| a.0.total_cmp(&b.0))
     {
@@ -277,7 +338,6 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
     if let Some(dir) = &config.tensorboard {
         println!("TensorBoard log in {0}: tensorboard --logdir {0}", dir.display());
     }
-    Ok(())
 }
 
 /// A flag Ctrl-C sets: the run stops after the current batch with a checkpoint. A second
