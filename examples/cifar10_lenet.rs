@@ -14,16 +14,19 @@ use support::{Error, Options};
 
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::Cifar10Lenet;
-    let options = Options::from_args(tutorial)?;
-    let mut job = support::setup(tutorial, &options)?;
-    job.fit(&options)?;
-
-    let predictions = training::predict(&mut job.model, job.data.test.epoch(0)?)?;
-    let classes = kiln::data::CIFAR10_CLASSES;
-    let matrix = predictions.confusion_matrix(classes.len())?;
-    println!("Accuracy of the network on the {} test images: {:.0} %", matrix.total(), 100.0 * matrix.accuracy());
-    for (class, name) in classes.iter().enumerate() {
-        println!("Accuracy for class: {name:5} is {:.1} %", 100.0 * matrix.recall(class));
-    }
-    Ok(())
+    Options::from_args(tutorial)?.run(|options| {
+        let mut job = support::setup(tutorial, options)?;
+        job.fit(options)?;
+        if !options.reports() {
+            return Ok(());
+        }
+        let predictions = training::predict(&mut job.model, job.data.test.unsharded().epoch(0)?)?;
+        let classes = kiln::data::CIFAR10_CLASSES;
+        let matrix = predictions.confusion_matrix(classes.len())?;
+        println!("Accuracy of the network on the {} test images: {:.0} %", matrix.total(), 100.0 * matrix.accuracy());
+        for (class, name) in classes.iter().enumerate() {
+            println!("Accuracy for class: {name:5} is {:.1} %", 100.0 * matrix.recall(class));
+        }
+        Ok(())
+    })
 }

@@ -31,33 +31,43 @@ const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 fn main() -> Result<(), Error> {
-    let options = Options::from_args(DEFAULTS)?;
+    Options::from_args(DEFAULTS)?.run(train)
+}
+
+fn train(options: &Options) -> Result<(), Error> {
     let (train, test) =
         options.limited((read_cifar10(&options.data, Split::Train)?, read_cifar10(&options.data, Split::Test)?));
-    println!(
-        "cifar10_resnet: {} training and {} test images from {}, on {}{}",
-        train.len(),
-        test.len(),
-        options.data.display(),
-        options.device,
-        if options.augment { ", augmented" } else { "" }
-    );
+    let batch = options.per_process(BATCH)?;
+    if options.reports() {
+        println!(
+            "cifar10_resnet: {} training and {} test images from {}, on {}{}",
+            train.len(),
+            test.len(),
+            options.data.display(),
+            options.device,
+            if options.augment { ", augmented" } else { "" }
+        );
+    }
     let seeds = &mut Seeds::new(options.seed);
     let mut model = models::cifar10_resnet(seeds)?;
     options.init.unwrap_or_default().apply(&model, seeds)?;
-    println!("{model}");
+    if options.reports() {
+        println!("{model}");
+    }
     options.load_into(&mut model)?;
     model.to_device(&options.device)?;
+    options.replicate(&mut model)?;
 
     let plain = Transform::to_float().normalize(&MEAN, &STD);
     let transform = if options.augment { plain.clone().horizontal_flip(true).shift_pixels(4) } else { plain.clone() };
-    let train_loader =
-        DataLoader::on_device(&train, BATCH, &options.device, transform)?.shuffle(true).seed(options.seed);
-    let test_loader = DataLoader::on_device(&test, BATCH, &options.device, plain)?;
+    let (train_loader, test_loader) = options.share_loaders((
+        DataLoader::on_device(&train, batch, &options.device, transform)?.shuffle(true).seed(options.seed),
+        DataLoader::on_device(&test, batch, &options.device, plain)?,
+    ))?;
     let parameters = model.parameters().into_iter().map(|(_, p)| p).collect();
     let mut optimizer = Adam::new(parameters, options.lr.unwrap_or(1e-3)).weight_decay(options.weight_decay);
     let mut schedule = options.schedule(&mut optimizer, train_loader.len());
     let data = Data { train: train_loader, test: test_loader, test_set: test };
-    support::fit(&mut model, &mut optimizer, schedule.as_mut(), &data.run(&options))?;
+    support::fit(&mut model, &mut optimizer, schedule.as_mut(), &data.run(options))?;
     Ok(())
 }

@@ -155,7 +155,12 @@ fn train(world: &World) -> Result<(), Error> {
             );
         }
     }
-    println!("rank {rank} of {size}: weights {:016x}", weights_hash(&model)?);
+    let (steps, spent) = world.averaging();
+    println!(
+        "rank {rank} of {size}: weights {:016x}; gradients averaged {steps} times, {:.2} ms each",
+        weights_hash(&model)?,
+        1e3 * spent.as_secs_f64() / steps.max(1) as f64
+    );
     if rank == 0 {
         std::fs::create_dir_all(&options.out)?;
         kiln::nn::save(&model, &options.out.join("model.safetensors"))?;

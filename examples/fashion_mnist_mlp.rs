@@ -10,10 +10,11 @@ use support::{Error, Options};
 
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::FashionMnistMlp;
-    let options = Options::from_args(tutorial)?;
-    let history = support::setup(tutorial, &options)?.fit(&options)?;
-    if let Some(last) = history.valid.last() {
-        println!("final test accuracy {:.4}", last.accuracy);
-    }
-    Ok(())
+    Options::from_args(tutorial)?.run(|options| {
+        let history = support::setup(tutorial, options)?.fit(options)?;
+        if let (Some(last), true) = (history.valid.last(), options.reports()) {
+            println!("final test accuracy {:.4}", last.accuracy);
+        }
+        Ok(())
+    })
 }

@@ -21,6 +21,7 @@ const DEFAULTS: Defaults = Defaults { name: "fine_tune", dataset_dir: None, epoc
 
 fn main() -> Result<(), Error> {
     let options = Options::from_args(DEFAULTS)?;
+    options.single_process("fine_tune")?;
     let [fashion, digits] = fine_tuning::both_datasets(&options.data, options.limit)?;
     println!(
         "fine_tune: {} Fashion-MNIST and {} MNIST training images from {}, on {}",

@@ -17,6 +17,7 @@ use support::{Error, Job, Options};
 fn main() -> Result<(), Error> {
     let tutorial = Tutorial::MnistMlp;
     let options = Options::from_args(tutorial)?;
+    options.single_process("mnist_mlp (Keras's fit)")?;
     let Job { model: network, optimizer, schedule, data } = support::setup(tutorial, &options)?;
 
     // model.compile(optimizer='adam', loss=SparseCategoricalCrossentropy(from_logits=True), metrics=['accuracy'])

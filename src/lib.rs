@@ -7,14 +7,13 @@
 //! callbacks, as Keras shapes them), [`metrics`] (confusion matrix, per-class
 //! precision/recall/F1), [`tutorials`] (each tutorial's model, optimizer, data and settings),
 //! [`figures`] (curves, a captioned sample grid, the confusion matrix), [`schedules`] (the
-//! learning-rate schedules by name), [`onnx`] export and [`tensorboard`] logs; with the
-//! `distributed` feature, `distributed` (data-parallel training over MPI).
+//! learning-rate schedules by name), [`onnx`] export and [`tensorboard`] logs, and
+//! [`distributed`] (data-parallel training over MPI, with the `distributed` feature).
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
-#[cfg(feature = "distributed")]
 pub mod distributed;
 pub mod figures;
 pub mod keras;

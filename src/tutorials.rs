@@ -185,9 +185,23 @@ impl Tutorial {
         seed: u64,
         augment: bool,
     ) -> Result<(DataLoader, DataLoader)> {
+        self.loaders_of(train, test, device, seed, augment, self.batch_size())
+    }
+
+    /// [`Tutorial::loaders`] at another batch size: a data-parallel process's share of the
+    /// tutorial's batch, say.
+    pub fn loaders_of(
+        self,
+        train: &ImageDataset,
+        test: &ImageDataset,
+        device: &Device,
+        seed: u64,
+        augment: bool,
+        batch_size: usize,
+    ) -> Result<(DataLoader, DataLoader)> {
         let transform = if augment { self.augmented_transform() } else { self.transform() };
-        let train_loader = DataLoader::on_device(train, self.batch_size(), device, transform)?;
-        let test_loader = DataLoader::on_device(test, self.batch_size(), device, self.transform())?;
+        let train_loader = DataLoader::on_device(train, batch_size, device, transform)?;
+        let test_loader = DataLoader::on_device(test, batch_size, device, self.transform())?;
         Ok((train_loader.shuffle(self.shuffle()).seed(seed), test_loader))
     }
 }

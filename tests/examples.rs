@@ -113,3 +113,12 @@ fn the_keras_tutorial_fits_evaluates_predicts_and_reloads() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Without the `distributed` feature, `--distributed` is refused, saying how to build with it.
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn distributed_is_refused_by_a_build_without_mpi() {
+    let Some(root) = common::data_root("distributed_is_refused_by_a_build_without_mpi") else { return };
+    let refused = run("fashion_mnist_mlp", &root, &["--distributed"]).unwrap_err();
+    assert!(refused.contains("built without MPI") && refused.contains("--features distributed"), "{refused}");
+}

@@ -104,6 +104,7 @@ fn the_examples_epoch_loop_logs_every_tag_at_its_steps() {
         label: "",
         tensorboard: Some(&dir),
         out: None,
+        world: None,
     };
     let history = fitting::fit(&mut model, optimizer.as_mut(), Some(&mut schedule), &run).unwrap();
 

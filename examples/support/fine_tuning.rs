@@ -124,7 +124,16 @@ pub fn train(
     let epochs = training.epochs;
     let mut schedule = training.scheduler.map(|kind| Schedule::new(kind, &mut optimizer, epochs, train.len()));
     let label = format!("{label} ");
-    let run = Run { train: &train, test: &test, test_set: &data.1, epochs, label: &label, tensorboard, out: None };
+    let run = Run {
+        train: &train,
+        test: &test,
+        test_set: &data.1,
+        epochs,
+        label: &label,
+        tensorboard,
+        out: None,
+        world: None,
+    };
     let history = fitting::fit(model, &mut optimizer, schedule.as_mut(), &run)?;
     match history.valid.last() {
         Some(metrics) => Ok(*metrics),

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use kiln::data::{DataLoader, ImageDataset};
+use kiln::distributed::World;
 use kiln::figures;
 use kiln::nn::{CrossEntropyLoss, Module};
 use kiln::optim::Optimizer;
@@ -30,6 +31,10 @@ pub struct Run<'a> {
     /// Save the model (`model.safetensors`, PyTorch's keys), `curves.png`, `predictions.png`
     /// and `confusion.png` here at the end, and print the per-class report.
     pub out: Option<&'a Path>,
+    /// The processes of a data-parallel run (`--distributed`), whose shares `train` and
+    /// `test` load: every step averages their gradients, the figures are theirs together,
+    /// and rank 0 alone prints, logs and saves.
+    pub world: Option<&'a World>,
 }
 
 /// The files a run writes in [`Run::out`].
@@ -37,7 +42,8 @@ pub const MODEL: &str = "model.safetensors";
 pub const FIGURES: [&str; 3] = ["curves.png", "predictions.png", "confusion.png"];
 
 /// Trains for `run.epochs`, testing after each, and prints a line per epoch; `schedule`,
-/// if any, steps after each batch or epoch as its kind does.
+/// if any, steps after each batch or epoch as its kind does. In a data-parallel run
+/// ([`Run::world`]) every process calls it.
 pub fn fit(
     model: &mut dyn Module,
     optimizer: &mut dyn Optimizer,
@@ -46,7 +52,9 @@ pub fn fit(
 ) -> Result<History, Box<dyn std::error::Error>> {
     let loss_fn = CrossEntropyLoss::new();
     let mut history = History::default();
-    let mut log = run.tensorboard.map(|dir| RunLog::new(dir, LOG_EVERY, run.train.len(), 0)).transpose()?;
+    let reports = run.world.is_none_or(|world| world.rank() == 0);
+    let tensorboard = run.tensorboard.filter(|_| reports);
+    let mut log = tensorboard.map(|dir| RunLog::new(dir, LOG_EVERY, run.train.len(), 0)).transpose()?;
     let epochs = run.epochs;
     for epoch in 0..epochs {
         let lr = optimizer.lr();
@@ -56,15 +64,34 @@ pub fn fit(
                 log.step(epoch, step);
             }
         };
-        let t = match schedule.as_deref_mut() {
-            Some(schedule) => {
-                training::train_epoch(model, &mut schedule.per_batch(optimizer), &loss_fn, batches, logged)?
+        let t = {
+            let mut averaged;
+            let stepped: &mut dyn Optimizer = match run.world {
+                Some(world) => {
+                    averaged = world.data_parallel(optimizer);
+                    &mut averaged
+                }
+                None => optimizer,
+            };
+            match schedule.as_deref_mut() {
+                Some(schedule) => {
+                    training::train_epoch(model, &mut schedule.per_batch(stepped), &loss_fn, batches, logged)?
+                }
+                None => training::train_epoch(model, stepped, &loss_fn, batches, logged)?,
             }
-            None => training::train_epoch(model, optimizer, &loss_fn, batches, logged)?,
         };
         let v = training::evaluate(model, &loss_fn, run.test.epoch(0)?)?;
+        let (t, v) = match run.world {
+            Some(world) => (world.global(&t), world.global(&v)),
+            None => (t, v),
+        };
         if let Some(schedule) = schedule.as_deref_mut() {
             schedule.after_epoch(optimizer, v.loss);
+        }
+        history.train.push(t);
+        history.valid.push(v);
+        if !reports {
+            continue;
         }
         let rate = if schedule.is_some() { format!("  lr {lr:.3e}") } else { String::new() };
         println!(
@@ -78,19 +105,22 @@ pub fn fit(
             t.seconds,
             t.samples_per_second()
         );
-        history.train.push(t);
-        history.valid.push(v);
         if let Some(log) = log.as_mut() {
             log.epoch(&history, lr)?;
         }
     }
+    if !reports {
+        return Ok(history);
+    }
+    // The whole test set, where each process tested on its share.
+    let test = run.test.unsharded();
     if let Some(log) = log.as_mut() {
-        let predictions = training::predict(model, run.test.epoch(0)?)?;
+        let predictions = training::predict(model, test.epoch(0)?)?;
         log.predictions(run.test_set, &predictions, epochs)?;
         println!("TensorBoard log: {}", log.path().display());
     }
     if let Some(out) = run.out {
-        save_and_report(model, &history, run.test, run.test_set, out)?;
+        save_and_report(model, &history, &test, run.test_set, out)?;
     }
     Ok(history)
 }

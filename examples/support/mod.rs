@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use kiln::Device;
 use kiln::data::{DataLoader, ImageDataset};
+use kiln::distributed::World;
 use kiln::nn::{Init, Module, Sequential};
 use kiln::optim::Optimizer;
 use kiln::schedules::{Schedule, ScheduleKind};
@@ -95,6 +96,16 @@ pub struct Options {
     pub load: Option<PathBuf>,
     /// Where the model, its figures and its report go.
     pub out: PathBuf,
+    /// `--distributed`: this process's place in a data-parallel run started by mpirun.
+    pub world: Option<World>,
+}
+
+/// `--device`, resolved once a distributed run's process knows its place.
+#[derive(Clone, Copy)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
 }
 
 impl Options {
@@ -112,11 +123,36 @@ impl Options {
             println!("{}", usage(defaults));
             std::process::exit(0);
         }
-        Self::parse(defaults, args.into_iter())
+        let (mut options, device, distributed) = Self::parse_args(defaults, args.into_iter())?;
+        // Joined once the command line is known to be good: a refusal after joining would
+        // leave the other processes waiting.
+        if distributed {
+            options.world = Some(World::init()?);
+        }
+        options.device = match (&options.world, device) {
+            (Some(world), DeviceArg::Auto) => world.best_device(),
+            (Some(world), DeviceArg::Cpu) => world.cpu(),
+            (Some(world), DeviceArg::Gpu) => world.gpu()?,
+            (None, DeviceArg::Auto) => Device::best(),
+            (None, DeviceArg::Cpu) => Device::Cpu,
+            (None, DeviceArg::Gpu) => Device::gpu()?,
+        };
+        Ok(options)
     }
 
-    pub fn parse(defaults: Defaults, mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
-        let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, defaults.epochs, None, 0, None);
+    /// The options `args` give, on the CPU whatever `--device` says (no GPU is opened), and
+    /// without joining a distributed run.
+    pub fn parse(defaults: Defaults, args: impl Iterator<Item = String>) -> Result<Options, Error> {
+        Ok(Self::parse_args(defaults, args)?.0)
+    }
+
+    /// The options, `--device` and `--distributed`.
+    fn parse_args(
+        defaults: Defaults,
+        mut args: impl Iterator<Item = String>,
+    ) -> Result<(Options, DeviceArg, bool), Error> {
+        let (mut data, mut epochs, mut device, mut seed, mut limit) = (None, defaults.epochs, DeviceArg::Auto, 0, None);
+        let mut distributed = false;
         let (mut augment, mut tensorboard, mut lr, mut weight_decay) = (false, None, None, 0.0);
         let (mut scheduler, mut init, mut load, mut out) = (defaults.scheduler, None, None, None);
         while let Some(flag) = args.next() {
@@ -139,13 +175,14 @@ impl Options {
                 "--init" => init = Some(value()?.parse().map_err(|e| format!("--init: {e}"))?),
                 "--load" => load = Some(PathBuf::from(value()?)),
                 "--out" => out = Some(PathBuf::from(value()?)),
+                "--distributed" => distributed = true,
                 "--device" => {
-                    device = Some(match value()?.as_str() {
-                        "auto" => Device::best(),
-                        "cpu" => Device::Cpu,
-                        "gpu" => Device::gpu()?,
+                    device = match value()?.as_str() {
+                        "auto" => DeviceArg::Auto,
+                        "cpu" => DeviceArg::Cpu,
+                        "gpu" => DeviceArg::Gpu,
                         other => return Err(format!("--device {other}: expected auto, cpu or gpu").into()),
-                    })
+                    }
                 }
                 other => return Err(format!("unknown option {other} (try --help)").into()),
             }
@@ -167,10 +204,10 @@ impl Options {
                 None => return Err(format!("pass --data DIR: {}", defaults.data()).into()),
             },
         };
-        Ok(Options {
+        let options = Options {
             data,
             epochs,
-            device: device.unwrap_or_else(Device::best),
+            device: Device::Cpu,
             seed,
             limit,
             augment,
@@ -181,6 +218,64 @@ impl Options {
             init,
             load,
             out: out.unwrap_or_else(|| PathBuf::from("runs").join(defaults.name)),
+            world: None,
+        };
+        Ok((options, device, distributed))
+    }
+
+    /// Runs an example's `body` under these options. In a distributed run a process that
+    /// fails ends every process with its error (MPI_Abort): the others would otherwise wait
+    /// for it in their next collective step forever.
+    pub fn run(self, body: impl FnOnce(&Options) -> Result<(), Error>) -> Result<(), Error> {
+        match (body(&self), &self.world) {
+            (Err(Error(error)), Some(world)) if world.size() > 1 => world.abort(&error),
+            (result, _) => result,
+        }
+    }
+
+    /// Refuses `--distributed` for an example whose loop does not train data-parallel.
+    pub fn single_process(&self, example: &str) -> Result<(), Error> {
+        match &self.world {
+            Some(_) => Err(format!(
+                "--distributed: {example} trains in one process only (the examples on support::fit do: \
+                 fashion_mnist_cnn, fashion_mnist_mlp, cifar10_lenet, cifar10_resnet)"
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this process reports: always, but for ranks other than 0 of a distributed run.
+    pub fn reports(&self) -> bool {
+        self.world.as_ref().is_none_or(|world| world.rank() == 0)
+    }
+
+    /// `model` as this process's replica in a distributed run (rank 0's weights; batch norm
+    /// and dropout over the global batch); nothing otherwise.
+    pub fn replicate(&self, model: &mut dyn Module) -> Result<(), Error> {
+        if let Some(world) = &self.world {
+            world.replicate(model)?;
+        }
+        Ok(())
+    }
+
+    /// The batch each process loads for a global batch of `batch`: all of it, or an equal
+    /// share in a distributed run (refused when it does not divide).
+    pub fn per_process(&self, batch: usize) -> Result<usize, Error> {
+        let processes = self.world.as_ref().map_or(1, World::size);
+        if !batch.is_multiple_of(processes) {
+            return Err(format!("a batch of {batch} cannot be shared equally by {processes} processes").into());
+        }
+        Ok(batch / processes)
+    }
+
+    /// `train` and `test` loaders (made at [`Options::per_process`]'s batch) as this process
+    /// loads them: whole, or its shares of every epoch in a distributed run (the test set's
+    /// without padding, so no image counts twice).
+    pub fn share_loaders(&self, (train, test): (DataLoader, DataLoader)) -> Result<(DataLoader, DataLoader), Error> {
+        Ok(match &self.world {
+            Some(world) => (train.shard(world.rank(), world.size())?, test.shard_unpadded(world.rank(), world.size())?),
+            None => (train, test),
         })
     }
 
@@ -217,11 +312,13 @@ fn usage(defaults: Defaults) -> String {
     format!(
         "usage: {} [--data DIR] [--epochs N] [--device auto|cpu|gpu] [--seed S] [--limit N] [--augment] \
          [--tensorboard DIR] [--lr LR] [--weight-decay W] [--scheduler none|{}] [--init pytorch|keras] \
-         [--load MODEL] [--out DIR]\n\
+         [--load MODEL] [--out DIR] [--distributed]\n\
          DIR: {} (default: $KILN_DATA_DIR/{}), in any layout the tutorials' frameworks leave\n\
          --scheduler: default {scheduler}; --init: default the tutorial framework's;\n\
          --load: a saved model (model.safetensors, a PyTorch state dict in safetensors, a checkpoint)\n\
-         --out: where the model, curves.png, predictions.png and confusion.png go (default runs/{})",
+         --out: where the model, curves.png, predictions.png and confusion.png go (default runs/{})\n\
+         --distributed: be one process of an mpirun run (a build with --features distributed): \
+         each takes its share of every batch",
         defaults.name,
         ScheduleKind::NAMES.join("|"),
         defaults.data(),
@@ -261,6 +358,7 @@ impl Data {
             label: "",
             tensorboard: options.tensorboard.as_deref(),
             out: Some(&options.out),
+            world: options.world.as_ref(),
         }
     }
 }
@@ -285,22 +383,34 @@ impl Job {
 /// `--load` say) on the device, its optimizer and schedule, and the data.
 pub fn setup(tutorial: Tutorial, options: &Options) -> Result<Job, Error> {
     let (train, test) = options.datasets(tutorial)?;
-    println!(
-        "{tutorial}: {} training and {} test images of {:?} from {}, on {}{}",
-        train.len(),
-        test.len(),
-        train.shape(),
-        options.data.display(),
-        options.device,
-        if options.augment { ", augmented" } else { "" }
-    );
+    let batch = options.per_process(tutorial.batch_size())?;
+    if options.reports() {
+        println!(
+            "{tutorial}: {} training and {} test images of {:?} from {}, on {}{}",
+            train.len(),
+            test.len(),
+            train.shape(),
+            options.data.display(),
+            options.device,
+            if options.augment { ", augmented" } else { "" }
+        );
+    }
     let mut model = tutorial.model_with(options.seed, options.init.unwrap_or(tutorial.init()))?;
-    println!("{model}");
+    if options.reports() {
+        println!("{model}");
+    }
     options.load_into(&mut model)?;
     model.to_device(&options.device)?;
+    options.replicate(&mut model)?;
     let mut optimizer = tutorial.optimizer_with(&model, options.lr.unwrap_or(tutorial.lr()), options.weight_decay);
-    let (train_loader, test_loader) =
-        tutorial.loaders(&train, &test, &options.device, options.seed, options.augment)?;
+    let (train_loader, test_loader) = options.share_loaders(tutorial.loaders_of(
+        &train,
+        &test,
+        &options.device,
+        options.seed,
+        options.augment,
+        batch,
+    )?)?;
     let schedule = options.schedule(optimizer.as_mut(), train_loader.len());
     Ok(Job { model, optimizer, schedule, data: Data { train: train_loader, test: test_loader, test_set: test } })
 }

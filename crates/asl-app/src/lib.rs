@@ -30,39 +30,9 @@ pub enum ModelKind {
     Cnn,
 }
 
-/// The processes of a data-parallel run ([`train_distributed`]).
-#[cfg(feature = "distributed")]
+/// The processes of a data-parallel run ([`train_distributed`]): kiln's, which a build
+/// without the `distributed` feature cannot make.
 pub use kiln::distributed::World;
-
-/// The processes of a data-parallel run: none without the `distributed` feature, so a
-/// build without MPI has no distributed code to run.
-#[cfg(not(feature = "distributed"))]
-pub enum World {}
-
-#[cfg(not(feature = "distributed"))]
-type StepHook = fn(&mut dyn Optimizer) -> kiln::autograd::Result<()>;
-
-#[cfg(not(feature = "distributed"))]
-impl World {
-    fn rank(&self) -> usize {
-        match *self {}
-    }
-    fn size(&self) -> usize {
-        match *self {}
-    }
-    fn replicate(&self, _model: &mut dyn Module) -> Result<(), TrainError> {
-        match *self {}
-    }
-    fn broadcast_bytes(&self, _bytes: Option<Vec<u8>>) -> Vec<u8> {
-        match *self {}
-    }
-    fn data_parallel<'a>(&'a self, _optimizer: &'a mut dyn Optimizer) -> kiln::optim::Hooked<'a, StepHook> {
-        match *self {}
-    }
-    fn global(&self, _metrics: &EpochMetrics) -> EpochMetrics {
-        match *self {}
-    }
-}
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,7 @@ pub struct Batch {
     pub labels: Tensor,
 }
 
+#[derive(Clone)]
 enum Source {
     /// Samples are loaded and transformed on the host, then uploaded batch by batch.
     Host(Arc<dyn Dataset>),
@@ -34,6 +35,7 @@ struct Shard {
     padded: bool,
 }
 
+#[derive(Clone)]
 pub struct DataLoader {
     source: Source,
     batch_size: usize,
@@ -129,6 +131,12 @@ impl DataLoader {
         let mut sharded = self.shard(rank, world)?;
         sharded.shard = Some(Shard { rank, world, padded: false });
         Ok(sharded)
+    }
+
+    /// This loader over the whole of every epoch again, without its [`DataLoader::shard`]:
+    /// what rank 0 of a data-parallel run reports on at the end.
+    pub fn unsharded(&self) -> Self {
+        Self { shard: None, ..self.clone() }
     }
 
     pub fn transform(mut self, transform: Transform) -> Self {

@@ -79,6 +79,7 @@ fn shards_share_each_epoch_as_distributed_sampler_does() {
     assert_eq!([0, 1, 2].map(|rank| unpadded(rank, 3).order(0)), [vec![0, 3, 6, 9], vec![1, 4, 7], vec![2, 5, 8]]);
     assert_eq!([0, 1, 2].map(|rank| unpadded(rank, 3).num_samples()), [4, 3, 3]);
     assert_eq!(epoch_indices(&unpadded(1, 3), 0), [vec![1, 4], vec![7]]);
+    assert_eq!(unpadded(1, 3).unsharded().order(0), (0..10).collect::<Vec<_>>(), "the whole epoch again");
     let lone = DataLoader::new(indexed(2), 2).shard_unpadded(2, 3).unwrap();
     assert_eq!((lone.num_samples(), lone.len(), lone.order(0)), (0, 0, vec![]));
     assert_eq!(lone.epoch(0).unwrap().count(), 0, "a share of nothing is no batches, not an error");

@@ -1,23 +1,8 @@
-//! Data-parallel training over MPI (cargo feature `distributed`), as PyTorch's DDP and
-//! Horovod do it: one process per device, the same model in each, each process on its own
-//! share of every epoch ([`kiln_data::DataLoader::shard`]), and the gradients averaged
-//! across the processes after every backward pass, so that every process takes the step one
-//! process would take on the whole batch.
-//!
-//! Sums are reduced onto rank 0 in MPI's fixed order and broadcast from there, so every
-//! process holds the same bits (an all-reduce may add in a different order on each rank),
-//! and gradients travel in a few large buckets rather than one message per tensor.
-//!
-//! ```no_run
-//! # fn main() -> kiln::training::Result<()> {
-//! # let (mut model, mut optimizer): (kiln::nn::Sequential, Box<dyn kiln::optim::Optimizer>) = todo!();
-//! let world = kiln::distributed::World::init()?;
-//! world.broadcast_model(&mut model)?; // every process starts from rank 0's weights
-//! let mut stepped = world.data_parallel(optimizer.as_mut()); // averages, then steps
-//! # Ok(()) }
-//! ```
+//! [`World`] over MPI: the `distributed` feature's.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kiln_autograd::Var;
 use kiln_nn::{Module, Replicas};
@@ -37,6 +22,8 @@ const BUCKET: usize = 1 << 22;
 pub struct World {
     _universe: mpi::environment::Universe,
     world: SimpleCommunicator,
+    /// Gradient averages so far, and the time they took ([`World::averaging`]).
+    averages: Cell<(usize, Duration)>,
 }
 
 impl World {
@@ -44,7 +31,7 @@ impl World {
     pub fn init() -> Result<Self> {
         let universe = mpi::initialize().ok_or_else(|| TrainError::Distributed("MPI is initialised already".into()))?;
         let world = universe.world();
-        Ok(Self { _universe: universe, world })
+        Ok(Self { _universe: universe, world, averages: Cell::new((0, Duration::ZERO)) })
     }
 
     pub fn rank(&self) -> usize {
@@ -209,6 +196,7 @@ impl World {
     /// parameter a process computed no gradient for counts as zeros there), in buckets of
     /// up to [`BUCKET`] values. Gradients are copied through host memory.
     pub fn average_gradients(&self, parameters: &[Var]) -> kiln_autograd::Result<()> {
+        let started = Instant::now();
         let trainable: Vec<&Var> = parameters.iter().filter(|p| p.requires_grad()).collect();
         let scale = 1.0 / self.size() as f32;
         let mut start = 0;
@@ -233,7 +221,16 @@ impl World {
             }
             start = end;
         }
+        let (count, spent) = self.averages.get();
+        self.averages.set((count + 1, spent + started.elapsed()));
         Ok(())
+    }
+
+    /// How many times this process has averaged gradients, and the time that took in all
+    /// (copies to and from the device, the reduction and the broadcast, and any wait for
+    /// slower processes): what data parallelism costs per step.
+    pub fn averaging(&self) -> (usize, Duration) {
+        self.averages.get()
     }
 
     /// `optimizer`, averaging the gradients across the processes before each of its steps:
