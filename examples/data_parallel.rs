@@ -12,6 +12,7 @@
 //! Options: `--model mnist-mlp|asl-cnn`, `--data DIR` (MNIST's, or Sign Language MNIST's
 //! CSVs), `--epochs N`, `--batch-size B` (global, a multiple of the process count),
 //! `--limit N`, `--seed S`, `--sgd LR` (SGD with momentum 0.9 instead of Adam 1e-3),
+//! `--device cpu|gpu` (each process's share of the cores, or its own GPU; default cpu),
 //! `--out DIR` (rank 0 writes `model.safetensors` there). Every process prints a hash of its
 //! weights at the end: they are the same bits everywhere. A process that fails (a missing
 //! file, say) ends the whole run with its error.
@@ -36,6 +37,7 @@ struct Options {
     limit: Option<usize>,
     seed: u64,
     sgd: Option<f32>,
+    gpu: bool,
     out: PathBuf,
 }
 
@@ -48,6 +50,7 @@ fn options() -> Result<Options, Error> {
         limit: None,
         seed: 0,
         sgd: None,
+        gpu: false,
         out: PathBuf::from("runs/data_parallel"),
     };
     let mut args = std::env::args().skip(1);
@@ -68,6 +71,13 @@ fn options() -> Result<Options, Error> {
             "--batch-size" => options.batch_size = value.parse().map_err(|_| number("a count"))?,
             "--limit" => options.limit = Some(value.parse().map_err(|_| number("a count"))?),
             "--seed" => options.seed = value.parse().map_err(|_| number("a number"))?,
+            "--device" => {
+                options.gpu = match value.as_str() {
+                    "cpu" => false,
+                    "gpu" => true,
+                    _ => return Err(format!("--device {value}: expected cpu or gpu").into()),
+                }
+            }
             "--sgd" => options.sgd = Some(value.parse().map_err(|_| number("a learning rate"))?),
             other => return Err(format!("unknown option {other}").into()),
         }
@@ -119,7 +129,9 @@ fn train(world: &World) -> Result<(), Error> {
         Some(lr) => Box::new(Sgd::new(parameters, lr).momentum(0.9)),
         None => Box::new(Adam::new(parameters, 1e-3)),
     };
-    let device = world.cpu(); // this process's share of the machine's cores
+    let device = if options.gpu { world.gpu()? } else { world.cpu() };
+    println!("rank {rank} of {size}: device {device}");
+    model.to_device(&device)?;
     let transform = options.tutorial.transform();
     let per_process = options.batch_size / size;
     let train_loader = kiln::data::DataLoader::on_device(&train, per_process, &device, transform.clone())?

@@ -62,8 +62,12 @@ impl World {
     }
 
     /// This process's own GPU: hardware adapter number `local_rank` (modulo how many this
-    /// machine has), so the processes of a machine with several GPUs take one each.
+    /// machine has), so the processes of a machine with several GPUs take one each. Where
+    /// `KILN_ADAPTER` names an adapter (lavapipe, say), every process takes that one.
     pub fn gpu(&self) -> Result<Device> {
+        if std::env::var_os(kiln_wgsl::ADAPTER_ENV).is_some() {
+            return Device::gpu().map_err(|e| TrainError::Distributed(format!("rank {}: {e}", self.rank())));
+        }
         let adapters = kiln_wgsl::hardware_adapter_count();
         if adapters == 0 {
             return Err(TrainError::Distributed(format!(
