@@ -20,7 +20,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `asl-app train` on the bundled data's first `limit` samples at a batch of `batch`, on the
 /// CPU, on `processes` processes under mpirun (or plainly for 1), ended within two minutes.
-fn train(processes: usize, out: &Path, (limit, batch, epochs): (usize, usize, usize), extra: &[&str]) -> Output {
+fn train(processes: usize, out: &Path, sizes: (usize, usize, usize), extra: &[&str]) -> Output {
+    command(processes, out, sizes, extra).output().expect("mpirun runs (apt-get install openmpi-bin)")
+}
+
+fn command(processes: usize, out: &Path, (limit, batch, epochs): (usize, usize, usize), extra: &[&str]) -> Command {
     let mut command = Command::new("timeout");
     command.arg("120");
     if processes > 1 {
@@ -36,9 +40,8 @@ fn train(processes: usize, out: &Path, (limit, batch, epochs): (usize, usize, us
         .args(extra)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("mpirun runs (apt-get install openmpi-bin)")
+        .env("RAYON_NUM_THREADS", "1");
+    command
 }
 
 fn succeeded(output: Output) -> String {
@@ -110,5 +113,65 @@ fn a_batch_the_processes_cannot_share_is_refused_on_every_process() {
     assert_ne!(output.status.code(), Some(124), "the run hung: {stderr}");
     assert!(!output.status.success());
     assert!(stderr.contains("--batch-size 33") && stderr.contains("multiple of 2"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rank 0 alone holds the run directory, so it alone finds another run there: it ends every
+/// process with that error (MPI_Abort) instead of leaving rank 1 waiting in the first
+/// collective step.
+#[test]
+fn a_refusal_on_rank_0_alone_stops_every_process() {
+    let dir = scratch("taken");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(asl_app::METRICS), "epoch\n").unwrap();
+    let output = train(2, &dir, (96, 96, 1), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(124), "the run hung: {stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains("rank 0 of 2") && stderr.contains("holds another run"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The process of rank `rank` whose command line names `out`, from /proc.
+#[cfg(target_os = "linux")]
+fn process_of_rank(out: &Path, rank: usize) -> Option<i32> {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let named = |bytes: &[u8], text: &str| bytes.split(|&b| b == 0).any(|part| part == text.as_bytes());
+        (named(&cmdline, out.to_str()?) && named(&environ, &wanted) && !named(&cmdline, "mpirun")).then_some(pid)
+    })
+}
+
+/// A process killed outright (SIGKILL, as the out-of-memory killer does) cannot say
+/// anything: Open MPI notices its death and ends the others, saying which rank died how.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_killed_by_a_signal_ends_the_run() {
+    let dir = scratch("killed");
+    let run = command(2, &dir, (4000, 32, 3), &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun runs");
+    let start = std::time::Instant::now();
+    let rank_1 = loop {
+        if let Some(pid) = process_of_rank(&dir, 1) {
+            break pid;
+        }
+        assert!(start.elapsed().as_secs() < 60, "rank 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Into training: its first collective steps are behind it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: a plain kill(2) of a process this test started.
+    assert_eq!(unsafe { libc::kill(rank_1, libc::SIGKILL) }, 0);
+    let output = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(124), "the run hung: {stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains("rank 1") && stderr.contains("signal 9"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
