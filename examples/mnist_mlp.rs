@@ -2,7 +2,8 @@
 //! as Keras starts it; Adam, batch 32, 5 epochs (about 97.7% test accuracy) — written as
 //! the tutorial writes it: compile, fit (with a progress bar and a checkpoint of the best
 //! epoch), evaluate, a probability model made by appending a Softmax, and the model saved
-//! and loaded again.
+//! and loaded again. With `--distributed` under mpirun, one process of a data-parallel run
+//! (Keras's `MultiWorkerMirroredStrategy`): rank 0 alone prints and writes.
 //!
 //! `cargo run --release --example mnist_mlp -- --data DIR` (see `--help`).
 
@@ -15,10 +16,12 @@ use support::fitting::{LOG_EVERY, MODEL, save_and_report};
 use support::{Error, Job, Options};
 
 fn main() -> Result<(), Error> {
+    Options::from_args(Tutorial::MnistMlp)?.run(quickstart)
+}
+
+fn quickstart(options: &Options) -> Result<(), Error> {
     let tutorial = Tutorial::MnistMlp;
-    let options = Options::from_args(tutorial)?;
-    options.single_process("mnist_mlp (Keras's fit)")?;
-    let Job { model: network, optimizer, schedule, data } = support::setup(tutorial, &options)?;
+    let Job { model: network, optimizer, schedule, data } = support::setup(tutorial, options)?;
 
     // model.compile(optimizer='adam', loss=SparseCategoricalCrossentropy(from_logits=True), metrics=['accuracy'])
     let mut model = Model::compile(network, optimizer);
@@ -28,23 +31,36 @@ fn main() -> Result<(), Error> {
     std::fs::create_dir_all(&options.out)?;
     let mut progress = ProgressBar::new();
     let mut best = ModelCheckpoint::new(options.out.join("best_model.safetensors")).save_best_only();
+    let whole_test = data.test.unsharded();
     let mut tensorboard = match &options.tensorboard {
-        Some(dir) => Some(TensorBoard::new(dir, LOG_EVERY, data.train.len())?.with_figures(&data.test, &data.test_set)),
-        None => None,
+        Some(dir) if options.reports() => {
+            Some(TensorBoard::new(dir, LOG_EVERY, data.train.len())?.with_figures(&whole_test, &data.test_set))
+        }
+        _ => None,
     };
-    let mut callbacks: Vec<&mut dyn Callback> = vec![&mut progress, &mut best];
+    // Rank 0 alone of a distributed run (--distributed) prints and writes.
+    let mut callbacks: Vec<&mut dyn Callback> = if options.reports() { vec![&mut progress, &mut best] } else { vec![] };
     if let Some(tensorboard) = tensorboard.as_mut() {
         callbacks.push(tensorboard);
     }
-    // model.fit(x_train, y_train, epochs=5)
-    let history = model.fit(&data.train, options.epochs, Some(&data.test), &mut callbacks)?;
-    // model.evaluate(x_test, y_test, verbose=2)
-    let test = model.evaluate(&data.test)?;
+    // model.fit(x_train, y_train, epochs=5); model.evaluate(x_test, y_test, verbose=2)
+    let (history, test) = match &options.world {
+        Some(world) => (
+            model.fit_distributed(world, &data.train, options.epochs, Some(&data.test), &mut callbacks)?,
+            model.evaluate_distributed(world, &data.test)?,
+        ),
+        None => {
+            (model.fit(&data.train, options.epochs, Some(&data.test), &mut callbacks)?, model.evaluate(&data.test)?)
+        }
+    };
+    if !options.reports() {
+        return Ok(());
+    }
     println!("test loss {:.4} - test accuracy {:.4}", test.loss, test.accuracy);
-    save_and_report(model.network_mut(), &history, &data.test, &data.test_set, &options.out)?;
+    save_and_report(model.network_mut(), &history, &whole_test, &data.test_set, &options.out)?;
 
     // probability_model = tf.keras.Sequential([model, tf.keras.layers.Softmax()]); probability_model(x_test[:5])
-    let batch = data.test.epoch(0)?.next().expect("a test batch")?;
+    let batch = whole_test.epoch(0)?.next().expect("a test batch")?;
     let five = batch.images.shape()[0].min(5);
     let mut probability_model = model.probability_model();
     let probabilities = keras::predict(&mut probability_model, &batch.images.narrow(0, 0, five)?)?.to_vec()?;
@@ -59,7 +75,7 @@ fn main() -> Result<(), Error> {
     kiln::training::load_weights(&options.out.join(MODEL), &mut network)?;
     network.to_device(&options.device)?;
     let optimizer = tutorial.optimizer(&network, tutorial.lr());
-    let again = Model::compile(network, optimizer).evaluate(&data.test)?;
+    let again = Model::compile(network, optimizer).evaluate(&whole_test)?;
     println!("reloaded from {}: test accuracy {:.4}", options.out.join(MODEL).display(), again.accuracy);
     if let Some(last) = history.valid.last() {
         println!("final test accuracy {:.4}", last.accuracy);

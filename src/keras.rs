@@ -29,6 +29,7 @@ use kiln_nn::{CrossEntropyLoss, Module, Sequential, Softmax};
 use kiln_optim::Optimizer;
 use kiln_tensor::Tensor;
 
+use crate::distributed::World;
 use crate::schedules::Schedule;
 use crate::tensorboard::RunLog;
 use crate::training::{self, EpochMetrics, History, Result, Step, TrainError};
@@ -103,6 +104,34 @@ impl Model {
         validation: Option<&DataLoader>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
+        self.fit_in(None, train, epochs, validation, callbacks)
+    }
+
+    /// [`Model::fit`] as one process of a data-parallel run (what Keras does under
+    /// `tf.distribute.MultiWorkerMirroredStrategy`): `train` and `validation` load this
+    /// process's shares ([`DataLoader::shard`], [`DataLoader::shard_unpadded`]), the network
+    /// is a replica ([`World::replicate`]), every step averages the gradients over the
+    /// processes, and the history and callbacks get the figures of all of them. Every
+    /// process calls it; give callbacks that print or write on rank 0 only.
+    pub fn fit_distributed(
+        &mut self,
+        world: &World,
+        train: &DataLoader,
+        epochs: usize,
+        validation: Option<&DataLoader>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        self.fit_in(Some(world), train, epochs, validation, callbacks)
+    }
+
+    fn fit_in(
+        &mut self,
+        world: Option<&World>,
+        train: &DataLoader,
+        epochs: usize,
+        validation: Option<&DataLoader>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
         let mut history = History::default();
         for epoch in 0..epochs {
             for callback in callbacks.iter_mut() {
@@ -116,14 +145,25 @@ impl Model {
                 }
             };
             let (network, loss) = (&mut self.network, &self.loss);
-            let metrics = match self.schedule.as_mut() {
-                Some(schedule) => {
-                    let mut scheduled = schedule.per_batch(self.optimizer.as_mut());
-                    training::train_epoch(network, &mut scheduled, loss, batches, heard)?
+            let metrics = {
+                let mut averaged;
+                let stepped: &mut dyn Optimizer = match world {
+                    Some(world) => {
+                        averaged = world.data_parallel(self.optimizer.as_mut());
+                        &mut averaged
+                    }
+                    None => self.optimizer.as_mut(),
+                };
+                match self.schedule.as_mut() {
+                    Some(schedule) => {
+                        let mut scheduled = schedule.per_batch(stepped);
+                        training::train_epoch(network, &mut scheduled, loss, batches, heard)?
+                    }
+                    None => training::train_epoch(network, stepped, loss, batches, heard)?,
                 }
-                None => training::train_epoch(network, self.optimizer.as_mut(), loss, batches, heard)?,
             };
-            let valid = validation.map(|data| self.evaluate(data)).transpose()?;
+            let metrics = world.map_or(metrics, |world| world.global(&metrics));
+            let valid = validation.map(|data| self.evaluate_in(world, data)).transpose()?;
             if let Some(schedule) = self.schedule.as_mut() {
                 schedule.after_epoch(self.optimizer.as_mut(), valid.unwrap_or(metrics).loss);
             }
@@ -139,7 +179,18 @@ impl Model {
 
     /// The loss and accuracy over `data`, in evaluation mode.
     pub fn evaluate(&mut self, data: &DataLoader) -> Result<EpochMetrics> {
-        training::evaluate(&mut self.network, &self.loss, data.epoch(0)?)
+        self.evaluate_in(None, data)
+    }
+
+    /// [`Model::evaluate`] over every process's share of a data-parallel run's `data`: the
+    /// figures of the whole set, on every process.
+    pub fn evaluate_distributed(&mut self, world: &World, data: &DataLoader) -> Result<EpochMetrics> {
+        self.evaluate_in(Some(world), data)
+    }
+
+    fn evaluate_in(&mut self, world: Option<&World>, data: &DataLoader) -> Result<EpochMetrics> {
+        let metrics = training::evaluate(&mut self.network, &self.loss, data.epoch(0)?)?;
+        Ok(world.map_or(metrics, |world| world.global(&metrics)))
     }
 
     /// The logits of a batch of images, in evaluation mode, as `model(x)` in Keras.

@@ -431,7 +431,14 @@ pub fn save_checkpoint(path: &Path, model: &dyn Module, optimizer: &dyn Optimize
 /// (or a PyTorch `state_dict` saved with safetensors), or the model part of a
 /// [`save_checkpoint`] file.
 pub fn read_weights(path: &Path) -> Result<StateDict> {
-    let state = kiln_nn::load_state_dict(path)?;
+    let bytes = std::fs::read(path).map_err(|e| kiln_nn::NnError::Checkpoint(format!("{}: {e}", path.display())))?;
+    weights_from_bytes(&bytes, path)
+}
+
+/// [`read_weights`] of a file's `bytes`, read already (by rank 0 of a data-parallel run,
+/// which sends them to every process); `path` names it in errors.
+pub fn weights_from_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
+    let state = kiln_nn::state_dict_from_bytes(bytes, path)?;
     if !state.keys().any(|k| k.starts_with("model.")) {
         return Ok(state);
     }

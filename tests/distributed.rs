@@ -174,6 +174,41 @@ fn processes_on_the_gpu_train_as_one_process_on_the_cpu() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Example `name` with `args` on `processes` processes (with `--distributed` when several),
+/// ended within five minutes; its stdout.
+fn run_example(name: &str, processes: usize, args: &[&str], out: &Path) -> String {
+    let mut command = Command::new("timeout");
+    command.arg("300");
+    if processes > 1 {
+        command.args(["mpirun", "-np", &processes.to_string(), "--oversubscribe"]);
+    }
+    command.arg(example_named(name)).args(args).args(["--device", "cpu", "--out"]).arg(out);
+    if processes > 1 {
+        command.arg("--distributed");
+    }
+    let output = command
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("mpirun runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Every tensor of `file` in `one` and `two` within `tolerance`.
+fn same_weights(one: &Path, two: &Path, file: &str, tolerance: f32) {
+    let (a, b) =
+        (kiln::nn::load_state_dict(&one.join(file)).unwrap(), kiln::nn::load_state_dict(&two.join(file)).unwrap());
+    assert_eq!(a.len(), b.len());
+    for (name, x) in a.iter().filter(|(_, x)| x.dtype() == kiln::DType::F32) {
+        let (x, y) = (x.to_vec().unwrap(), b[name].to_vec().unwrap());
+        let worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(worst < tolerance, "{file}, {name}: off by {worst}");
+    }
+}
+
 /// A tutorial example under `mpirun -np 2 … --distributed`: rank 0 alone reports and saves,
 /// its report covers the whole test set, and its weights are one process's after the same
 /// steps (4 Adam steps at the tutorial's batch of 256 with dropout: within lr/10, as Adam
@@ -182,30 +217,10 @@ fn processes_on_the_gpu_train_as_one_process_on_the_cpu() {
 fn a_tutorial_example_trains_on_two_processes_as_on_one() {
     let Some(root) = common::data_root("a_tutorial_example_trains_on_two_processes_as_on_one") else { return };
     let dir = common::scratch("distributed", "fashion-cnn");
-    let example = example_named("fashion_mnist_cnn");
-    let run = |processes: usize, out: &Path| {
-        let mut command = Command::new("timeout");
-        command.arg("300");
-        if processes > 1 {
-            command.args(["mpirun", "-np", &processes.to_string(), "--oversubscribe"]);
-        }
-        command.arg(&example).args(["--limit", "512", "--epochs", "2", "--device", "cpu", "--data"]);
-        command.arg(root.join("fashion-mnist")).arg("--out").arg(out);
-        if processes > 1 {
-            command.arg("--distributed");
-        }
-        let output = command
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .expect("mpirun runs");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-        stdout
-    };
-    let alone = run(1, &dir.join("one"));
-    let shared = run(2, &dir.join("two"));
+    let data = root.join("fashion-mnist");
+    let args = ["--limit", "512", "--epochs", "2", "--data", data.to_str().unwrap()];
+    let alone = run_example("fashion_mnist_cnn", 1, &args, &dir.join("one"));
+    let shared = run_example("fashion_mnist_cnn", 2, &args, &dir.join("two"));
     for stdout in [&alone, &shared] {
         assert_eq!(stdout.matches("epoch  2/2").count(), 1, "one report: {stdout}");
         assert_eq!(stdout.matches("saved the model").count(), 1, "{stdout}");
@@ -213,27 +228,46 @@ fn a_tutorial_example_trains_on_two_processes_as_on_one() {
         let accuracy = stdout.lines().find(|line| line.trim_start().starts_with("accuracy")).unwrap_or_default();
         assert!(accuracy.ends_with(" 512"), "{stdout}");
     }
-    for ((name, a), (_, b)) in weights(&dir.join("one")).iter().zip(&weights(&dir.join("two"))) {
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "{name}: off by {worst}");
-    }
+    same_weights(&dir.join("one"), &dir.join("two"), "model.safetensors", 1e-4);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The examples whose loop is not data-parallel refuse `--distributed` by name.
+/// The Keras quickstart (`Model::fit_distributed`) on 2 processes: one progress report, the
+/// global test figures (the reloaded model, evaluated on rank 0 alone over the whole test
+/// set, scores what `evaluate_distributed` reported), one process's weights after 4 steps.
 #[test]
-fn an_example_that_trains_in_one_process_refuses_to_be_distributed() {
-    let Some(root) = common::data_root("an_example_that_trains_in_one_process_refuses_to_be_distributed") else {
-        return;
+fn the_keras_example_trains_on_two_processes_as_on_one() {
+    let Some(root) = common::data_root("the_keras_example_trains_on_two_processes_as_on_one") else { return };
+    let dir = common::scratch("distributed", "keras");
+    let data = root.join("mnist");
+    let args = ["--limit", "128", "--epochs", "1", "--data", data.to_str().unwrap()];
+    let alone = run_example("mnist_mlp", 1, &args, &dir.join("one"));
+    let shared = run_example("mnist_mlp", 2, &args, &dir.join("two"));
+    let accuracy = |stdout: &str, prefix: &str| -> String {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {stdout}"));
+        line.split("test accuracy ").nth(1).unwrap().to_string()
     };
-    let output = Command::new(example_named("mnist_mlp"))
-        .args(["--distributed", "--device", "cpu", "--data"])
-        .arg(root.join("mnist"))
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("the example runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("mnist_mlp (Keras's fit) trains in one process only"), "{stderr}");
+    for stdout in [&alone, &shared] {
+        assert_eq!(stdout.matches("Epoch 1/1").count(), 1, "one report: {stdout}");
+        assert_eq!(accuracy(stdout, "test loss"), accuracy(stdout, "reloaded from"), "{stdout}");
+    }
+    same_weights(&dir.join("one"), &dir.join("two"), "model.safetensors", 1e-4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// fine_tune on 2 processes: both phases data-parallel, the pretrained model sent from rank 0,
+/// one report, and the pretrained weights one process's.
+#[test]
+fn fine_tuning_trains_on_two_processes_as_on_one() {
+    let Some(root) = common::data_root("fine_tuning_trains_on_two_processes_as_on_one") else { return };
+    let dir = common::scratch("distributed", "fine-tune");
+    let args = ["--limit", "256", "--epochs", "1", "--data", root.to_str().unwrap()];
+    let alone = run_example("fine_tune", 1, &args, &dir.join("one"));
+    let shared = run_example("fine_tune", 2, &args, &dir.join("two"));
+    for stdout in [&alone, &shared] {
+        assert_eq!(stdout.matches("MNIST test accuracy").count(), 1, "one report: {stdout}");
+        assert_eq!(stdout.matches("loaded non-strictly").count(), 1, "{stdout}");
+    }
+    same_weights(&dir.join("one"), &dir.join("two"), "fashion_cnn.safetensors", 1e-4);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

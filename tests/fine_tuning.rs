@@ -10,7 +10,7 @@ mod fine_tuning;
 mod fitting;
 
 use common::data_root;
-use fine_tuning::{Pretrained, Training};
+use fine_tuning::{Place, Pretrained, Training};
 
 const ONE_EPOCH: Training = Training { epochs: 1, lr: 1e-3, weight_decay: 0.0, scheduler: None };
 use kiln::Device;
@@ -21,10 +21,12 @@ fn fine_tuning_keeps_the_frozen_features_and_beats_random_ones() {
     let Some(root) = data_root("fine_tuning_keeps_the_frozen_features_and_beats_random_ones") else { return };
     let [fashion, digits] = fine_tuning::both_datasets(&root, Some(4096)).unwrap();
     let mut pretrained = Pretrained::new(0).unwrap();
-    fine_tuning::train(&mut pretrained, &fashion, &Device::Cpu, 0, &ONE_EPOCH, "pretraining", None).unwrap();
+    fine_tuning::train(&mut pretrained, &fashion, &Place::alone(&Device::Cpu), 0, &ONE_EPOCH, "pretraining", None)
+        .unwrap();
     let state = pretrained.state_dict().unwrap();
 
-    let tuned = fine_tuning::fine_tune(Some(&state), &digits, &Device::Cpu, 1, &ONE_EPOCH, None).unwrap();
+    let tuned =
+        fine_tuning::fine_tune(Some(&state), &digits, &Place::alone(&Device::Cpu), 1, &ONE_EPOCH, None).unwrap();
     let report = tuned.report.as_ref().unwrap();
     assert_eq!(report.missing_keys, ["head.bias", "head.weight"]);
     let unexpected = ["classifier.0.bias", "classifier.0.weight", "classifier.2.bias", "classifier.2.weight"];
@@ -37,7 +39,7 @@ fn fine_tuning_keeps_the_frozen_features_and_beats_random_ones() {
         assert_eq!(value.to_vec().unwrap(), before, "{name} moved while frozen");
     }
 
-    let baseline = fine_tuning::fine_tune(None, &digits, &Device::Cpu, 1, &ONE_EPOCH, None).unwrap();
+    let baseline = fine_tuning::fine_tune(None, &digits, &Place::alone(&Device::Cpu), 1, &ONE_EPOCH, None).unwrap();
     println!("MNIST test accuracy: {} pretrained, {} random", tuned.test.accuracy, baseline.test.accuracy);
     assert!(tuned.test.accuracy > baseline.test.accuracy + 0.01, "{:?} vs {:?}", tuned.test, baseline.test);
 }

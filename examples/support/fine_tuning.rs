@@ -9,6 +9,7 @@ use kiln::Device;
 use kiln::autograd::Var;
 use kiln::data::presets;
 use kiln::data::{DataLoader, ImageDataset, Transform};
+use kiln::distributed::World;
 use kiln::nn::{Conv2d, CrossEntropyLoss, Flatten, Linear, LoadReport, MaxPool2d, Module, ReLU, Seeds, Sequential};
 use kiln::optim::Adam;
 use kiln::schedules::{Schedule, ScheduleKind};
@@ -16,8 +17,26 @@ use kiln::training::{self, EpochMetrics};
 
 use super::fitting::{self, Run};
 
-/// Images per batch, in both phases.
+/// Images per batch, in both phases (shared among the processes of a distributed run).
 pub const BATCH: usize = 64;
+
+/// Where a phase trains: the device, and the processes of a data-parallel run, if any.
+pub struct Place<'a> {
+    pub device: &'a Device,
+    pub world: Option<&'a World>,
+}
+
+impl<'a> Place<'a> {
+    /// One process on `device`.
+    pub fn alone(device: &'a Device) -> Self {
+        Self { device, world: None }
+    }
+
+    /// Whether this process reports: always, but for ranks other than 0 of a distributed run.
+    pub fn reports(&self) -> bool {
+        self.world.is_none_or(|world| world.rank() == 0)
+    }
+}
 
 /// How each phase trains: `epochs` of Adam at `lr` with `weight_decay`, on `scheduler`'s
 /// schedule.
@@ -106,18 +125,29 @@ pub fn both_datasets(root: &Path, limit: Option<usize>) -> kiln::data::Result<[(
 
 /// Trains `model` as `training` says (Adam on its trainable parameters), printing each
 /// epoch's figures with `label` (and logging them in `tensorboard`, if given), and returns
-/// the last test metrics.
+/// the last test metrics. In a distributed run, `model` becomes a replica of rank 0's and
+/// each process trains and tests on its shares.
 pub fn train(
     model: &mut dyn Module,
     data: &(ImageDataset, ImageDataset),
-    device: &Device,
+    place: &Place,
     seed: u64,
     training: &Training,
     label: &str,
     tensorboard: Option<&Path>,
 ) -> Result<EpochMetrics, Box<dyn std::error::Error>> {
-    let train = DataLoader::on_device(&data.0, BATCH, device, Transform::to_float())?.shuffle(true).seed(seed);
-    let test = DataLoader::on_device(&data.1, BATCH, device, Transform::to_float())?;
+    let (device, processes) = (place.device, place.world.map_or(1, World::size));
+    if !BATCH.is_multiple_of(processes) {
+        return Err(format!("a batch of {BATCH} cannot be shared equally by {processes} processes").into());
+    }
+    let batch = BATCH / processes;
+    let mut train = DataLoader::on_device(&data.0, batch, device, Transform::to_float())?.shuffle(true).seed(seed);
+    let mut test = DataLoader::on_device(&data.1, batch, device, Transform::to_float())?;
+    if let Some(world) = place.world {
+        world.replicate(model)?;
+        train = train.shard(world.rank(), world.size())?;
+        test = test.shard_unpadded(world.rank(), world.size())?;
+    }
     // Only what trains, as PyTorch's `filter(lambda p: p.requires_grad, model.parameters())`.
     let trainable: Vec<Var> = model.parameters().into_iter().map(|(_, p)| p).filter(Var::requires_grad).collect();
     let mut optimizer = Adam::new(trainable, training.lr).weight_decay(training.weight_decay);
@@ -132,12 +162,12 @@ pub fn train(
         label: &label,
         tensorboard,
         out: None,
-        world: None,
+        world: place.world,
     };
     let history = fitting::fit(model, &mut optimizer, schedule.as_mut(), &run)?;
     match history.valid.last() {
         Some(metrics) => Ok(*metrics),
-        None => Ok(training::evaluate(model, &CrossEntropyLoss::new(), test.epoch(0)?)?),
+        None => Ok(training::evaluate(model, &CrossEntropyLoss::new(), test.unsharded().epoch(0)?)?),
     }
 }
 
@@ -156,7 +186,7 @@ pub struct Outcome {
 pub fn fine_tune(
     pretrained: Option<&kiln::nn::StateDict>,
     digits: &(ImageDataset, ImageDataset),
-    device: &Device,
+    place: &Place,
     seed: u64,
     training: &Training,
     tensorboard: Option<&Path>,
@@ -164,14 +194,16 @@ pub fn fine_tune(
     let mut model = FineTuned::new(seed)?;
     let report = pretrained.map(|state| model.load_state_dict_non_strict(state)).transpose()?;
     model.features.freeze()?;
-    model.to_device(device)?;
+    model.to_device(place.device)?;
     let count = |only_trainable: bool| {
         let parameters = model.parameters().into_iter().filter(|(_, p)| !only_trainable || p.requires_grad());
         parameters.map(|(_, p)| p.value().len()).sum::<usize>()
     };
     let (trainable, total) = (count(true), count(false));
     let label = if pretrained.is_some() { "fine-tuning" } else { "random features" };
-    println!("{label}: training {trainable} of {total} parameters (the head)");
-    let test = train(&mut model, digits, device, seed, training, label, tensorboard)?;
+    if place.reports() {
+        println!("{label}: training {trainable} of {total} parameters (the head)");
+    }
+    let test = train(&mut model, digits, place, seed, training, label, tensorboard)?;
     Ok(Outcome { model, test, report, trainable, total })
 }

@@ -233,18 +233,6 @@ impl Options {
         }
     }
 
-    /// Refuses `--distributed` for an example whose loop does not train data-parallel.
-    pub fn single_process(&self, example: &str) -> Result<(), Error> {
-        match &self.world {
-            Some(_) => Err(format!(
-                "--distributed: {example} trains in one process only (the examples on support::fit do: \
-                 fashion_mnist_cnn, fashion_mnist_mlp, cifar10_lenet, cifar10_resnet)"
-            )
-            .into()),
-            None => Ok(()),
-        }
-    }
-
     /// Whether this process reports: always, but for ranks other than 0 of a distributed run.
     pub fn reports(&self) -> bool {
         self.world.as_ref().is_none_or(|world| world.rank() == 0)
