@@ -21,8 +21,9 @@ pub trait Module: Send {
     }
 
     /// The forward pass followed by a ReLU and `pool`, when the layer can run the three as
-    /// one op (a convolution can): [`Sequential`] calls it for a layer followed by
-    /// [`crate::ReLU`] and [`crate::MaxPool2d`]. `None` (the default) when it cannot.
+    /// one op (a convolution can, and batch norm in training mode): [`Sequential`] calls it
+    /// for a layer followed by [`crate::ReLU`] and [`crate::MaxPool2d`]. `None` (the
+    /// default) when it cannot.
     fn forward_relu_max_pool(&mut self, _input: &Var, _pool: &Pool2d) -> Option<Result<Var>> {
         None
     }
@@ -354,8 +355,9 @@ impl Sequential {
 
 impl Module for Sequential {
     /// Each layer in turn; a layer followed by a ReLU that it can apply itself
-    /// ([`Module::forward_relu`]) runs the two as one, and a convolution followed by a ReLU
-    /// and a max pooling runs the three as one ([`Module::forward_relu_max_pool`]).
+    /// ([`Module::forward_relu`]) runs the two as one, and a convolution or batch norm
+    /// followed by a ReLU and a max pooling runs the three as one
+    /// ([`Module::forward_relu_max_pool`]).
     fn forward(&mut self, input: &Var) -> Result<Var> {
         let mut x = input.clone();
         let mut i = 0;

@@ -304,6 +304,60 @@ fn sequential_fuses_conv_relu_and_max_pool_with_the_same_result() {
     }
 }
 
+/// conv → batch norm → ReLU → max pool, twice (the ASL CNN's block), then a linear layer;
+/// the pooling recognised by `Sequential` or not.
+fn batch_norm_pool_model(fused: bool) -> Sequential {
+    let mut seeds = Seeds::new(6);
+    let pool = |model: Sequential| if fused { model.add(kiln_nn::MaxPool2d::new(2)) } else { model.add(SeparatePool) };
+    let block = |model: Sequential, inputs, outputs, seeds: &mut Seeds| {
+        let conv = kiln_nn::Conv2d::new(inputs, outputs, 3, seeds).unwrap().padding(1);
+        pool(model.add(conv).add(kiln_nn::BatchNorm2d::new(outputs).unwrap()).add(kiln_nn::ReLU))
+    };
+    let model = block(block(Sequential::new(), 1, 3, &mut seeds), 3, 4, &mut seeds);
+    model.add(kiln_nn::Flatten::new()).add(kiln_nn::Linear::new(36, 4, &mut seeds).unwrap())
+}
+
+#[test]
+fn sequential_fuses_batch_norm_relu_and_max_pool_in_training_with_the_same_result() {
+    // 14×14 pooled twice leaves 3×3: the second pooling drops a row and a column.
+    let images = Tensor::randn(&[5, 1, 14, 14], 9, &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec_i32(vec![0, 1, 2, 3, 1], &[5], &Device::Cpu).unwrap();
+    let run = |fused: bool, device: &Device| step_values(&mut batch_norm_pool_model(fused), &images, &labels, device);
+    kiln_tensor::profile::enable(true);
+    kiln_tensor::profile::set_phase("fused");
+    let cpu = run(true, &Device::Cpu);
+    kiln_tensor::profile::set_phase("unfused");
+    let unfused = run(false, &Device::Cpu);
+    kiln_tensor::profile::set_phase("evaluation");
+    let evaluate = |fused: bool| {
+        let mut model = batch_norm_pool_model(fused);
+        model.eval();
+        model.forward(&Var::constant(images.clone())).unwrap().value().to_vec().unwrap()
+    };
+    let (evaluated, evaluated_unfused) = (evaluate(true), evaluate(false));
+    let recorded = kiln_tensor::profile::take();
+    kiln_tensor::profile::enable(false);
+    let ran = |phase: &str| -> Vec<&str> { recorded.phase(phase).unwrap().ops.iter().map(|op| op.name).collect() };
+    let (fused_ops, unfused_ops) = (ran("fused"), ran("unfused"));
+    assert!(fused_ops.contains(&"batch_norm2d_relu_max_pool2d") && !fused_ops.contains(&"max_pool2d"), "{fused_ops:?}");
+    assert!(fused_ops.contains(&"batch_norm2d_relu_max_pool2d_backward"), "{fused_ops:?}");
+    assert!(!unfused_ops.contains(&"batch_norm2d_relu_max_pool2d"), "{unfused_ops:?}");
+    // Evaluation normalises with the running statistics: batch norm with its ReLU, then the pooling.
+    assert!(!ran("evaluation").contains(&"batch_norm2d_relu_max_pool2d"), "{:?}", ran("evaluation"));
+    assert_eq!(evaluated, evaluated_unfused);
+    // The same ops in the same order: the same bits, running statistics included.
+    assert_eq!(cpu, unfused);
+    let Some(ctx) = context_or_skip("sequential_fuses_batch_norm_relu_and_max_pool_in_training_with_the_same_result")
+    else {
+        return;
+    };
+    let gpu = Device::Gpu(ctx);
+    for fused in [true, false] {
+        let got = run(fused, &gpu);
+        assert!(got.iter().zip(&cpu).all(|(g, c)| (g - c).abs() <= 1e-4 * c.abs().max(1.0)), "fused: {fused}");
+    }
+}
+
 /// A `Sequential`'s layers by index and in order, as `model[i]` and `for layer in model`.
 #[test]
 fn sequential_layers_are_reached_by_index_and_in_order() {

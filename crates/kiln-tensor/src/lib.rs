@@ -26,7 +26,7 @@ mod tensor;
 pub use device::Device;
 pub use error::{Result, TensorError};
 pub use ops::{
-    AdamConfig, AdamParameter, BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Conv2dGrads, ConvReluPool,
-    LinearGrads, Pool2d, Reduction, SgdConfig, SgdParameter, adam_steps, sgd_steps,
+    AdamConfig, AdamParameter, BatchNormConfig, BatchNormGrads, BatchNormReluPool, BatchNormSaved, Conv2d, Conv2dGrads,
+    ConvReluPool, LinearGrads, Pool2d, Reduction, SgdConfig, SgdParameter, adam_steps, sgd_steps,
 };
 pub use tensor::{DType, Tensor};

@@ -606,6 +606,133 @@ fn batch_norm_with_relu_is_relu_after_batch_norm() {
     assert_eq!(eval.to_vec().unwrap(), eval_plain.relu().unwrap().to_vec().unwrap());
 }
 
+/// Training batch norm with a ReLU, then max pooling, fused ([`Tensor::batch_norm2d_relu_max_pool2d`])
+/// against the three ops in turn: the same bits on the CPU (output, positions, running
+/// statistics, every gradient), and the GPU's fused op against the CPU's.
+#[allow(clippy::too_many_arguments)]
+fn check_batch_norm_relu_pool(
+    gpu: Option<&Device>,
+    shape: &[usize],
+    pool: Pool2d,
+    affine: bool,
+    with_bias: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let [x, weight, bias, rm, rv] = batch_norm_inputs(shape, seed);
+    let (w, b) = (affine.then_some(&weight), affine.then_some(&bias));
+    let config = BatchNormConfig { relu: true, ..BatchNormConfig::default() };
+    let (mut rm_fused, mut rv_fused) = (rm.clone(), rv.clone());
+    // `config.relu` is implied: a config without it gives the same op.
+    let plain = BatchNormConfig::default();
+    let fused = x.batch_norm2d_relu_max_pool2d(w, b, &mut rm_fused, &mut rv_fused, &plain, &pool).unwrap();
+    let (mut rm_three, mut rv_three) = (rm.clone(), rv.clone());
+    let (normalized, saved) = x.batch_norm2d_train(w, b, &mut rm_three, &mut rv_three, &config).unwrap();
+    let (pooled, positions) = normalized.max_pool2d(&pool).unwrap();
+    prop_assert_eq!(fused.output().to_vec().unwrap(), pooled.to_vec().unwrap());
+    prop_assert_eq!(fused.positions().to_vec_i32().unwrap(), positions.to_vec_i32().unwrap());
+    prop_assert_eq!(rm_fused.to_vec().unwrap(), rm_three.to_vec().unwrap());
+    prop_assert_eq!(rv_fused.to_vec().unwrap(), rv_three.to_vec().unwrap());
+    prop_assert_eq!(fused.statistics().invstd.to_vec().unwrap(), saved.invstd.to_vec().unwrap());
+
+    let grad_out = Tensor::randn(pooled.shape(), seed ^ 7, &Device::Cpu).unwrap();
+    let grads = grad_out.batch_norm2d_relu_max_pool2d_backward(&fused, &x, w, with_bias, &pool).unwrap();
+    let full = grad_out.max_pool2d_backward(&positions, x.shape(), &pool).unwrap();
+    let three = full.batch_norm2d_backward(&x, w, with_bias, &saved, true).unwrap();
+    prop_assert_eq!(grads.input.to_vec().unwrap(), three.input.to_vec().unwrap());
+    prop_assert_eq!(grads.weight.is_some(), affine);
+    prop_assert_eq!(grads.bias.is_some(), with_bias);
+    if let (Some(got), Some(want)) = (&grads.weight, &three.weight) {
+        prop_assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap());
+    }
+    if let (Some(got), Some(want)) = (&grads.bias, &three.bias) {
+        prop_assert_eq!(got.to_vec().unwrap(), want.to_vec().unwrap());
+    }
+
+    let Some(gpu) = gpu else { return Ok(()) };
+    let on_gpu = |t: &Tensor| t.to(gpu).unwrap();
+    let (xg, wg, bg) = (on_gpu(&x), on_gpu(&weight), on_gpu(&bias));
+    let (wg, bg) = (affine.then_some(&wg), affine.then_some(&bg));
+    let (mut rmg, mut rvg) = (on_gpu(&rm), on_gpu(&rv));
+    let fused_g = xg.batch_norm2d_relu_max_pool2d(wg, bg, &mut rmg, &mut rvg, &config, &pool).unwrap();
+    let count = (shape[0] * shape[2] * shape[3]) as f32;
+    let tolerance = 1e-5 * count.sqrt() * 8.0;
+    prop_assert!(close(&fused_g.output().to_vec().unwrap(), &pooled.to_vec().unwrap(), tolerance));
+    prop_assert!(close(&rmg.to_vec().unwrap(), &rm_three.to_vec().unwrap(), tolerance));
+    prop_assert!(close(&rvg.to_vec().unwrap(), &rv_three.to_vec().unwrap(), tolerance));
+    let grads_g = on_gpu(&grad_out).batch_norm2d_relu_max_pool2d_backward(&fused_g, &xg, wg, with_bias, &pool).unwrap();
+    // As for the convolution's block: gradients are compared only where every maximum
+    // was found at the same position on both devices.
+    let (at_gpu, at_cpu) = (fused_g.positions().to_vec_i32().unwrap(), positions.to_vec_i32().unwrap());
+    let differing = at_gpu.iter().zip(&at_cpu).filter(|(g, c)| g != c).count();
+    prop_assert!(differing * 100 <= at_cpu.len(), "{differing} of {} positions differ", at_cpu.len());
+    if differing == 0 {
+        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &three.input.to_vec().unwrap(), tolerance * 4.0));
+        if let (Some(got), Some(want)) = (&grads_g.weight, &three.weight) {
+            prop_assert!(close(&got.to_vec().unwrap(), &want.to_vec().unwrap(), tolerance));
+        }
+        if let (Some(got), Some(want)) = (&grads_g.bias, &three.bias) {
+            prop_assert!(close(&got.to_vec().unwrap(), &want.to_vec().unwrap(), tolerance));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn batch_norm_relu_pool_matches_the_three_ops(
+        n in 1..4usize, c in 1..5usize, h in 1..10usize, w in 1..10usize,
+        k in 1..4usize, stride in 1..3usize, padding in 0..2usize,
+        affine in any::<bool>(), with_bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let padding = padding.min(k / 2);
+        prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k && n * h * w > 1);
+        let gpu = gpu("batch_norm_relu_pool_matches_the_three_ops");
+        let pool = Pool2d::new(k).stride(stride).padding(padding);
+        check_batch_norm_relu_pool(gpu.as_ref(), &[n, c, h, w], pool, affine, with_bias, seed)?;
+    }
+}
+
+/// The ASL CNN's three blocks at their own channels and sizes (batches of 3, 2 and 1; 7×7
+/// pooled by 2×2 leaves a row and a column out of every window).
+#[test]
+fn batch_norm_relu_pool_matches_at_the_tutorial_sizes() {
+    let gpu = gpu("batch_norm_relu_pool_matches_at_the_tutorial_sizes");
+    for (i, shape) in [[3, 25, 28, 28], [2, 50, 14, 14], [1, 75, 7, 7]].into_iter().enumerate() {
+        check_batch_norm_relu_pool(gpu.as_ref(), &shape, Pool2d::new(2), true, true, 40 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn batch_norm_relu_pool_refuses_bad_input() {
+    let [x, weight, bias, mut rm, mut rv] = batch_norm_inputs(&[2, 3, 4, 4], 1);
+    let config = BatchNormConfig::default();
+    let pool = Pool2d::new(2);
+    let saved = x.batch_norm2d_relu_max_pool2d(Some(&weight), Some(&bias), &mut rm, &mut rv, &config, &pool).unwrap();
+    assert_eq!(saved.output().shape(), &[2, 3, 2, 2]);
+    fn error<T>(result: kiln_tensor::Result<T>) -> String {
+        result.map(|_| ()).unwrap_err().to_string()
+    }
+    let too_big = Pool2d::new(5);
+    let refused = error(x.batch_norm2d_relu_max_pool2d(None, None, &mut rm, &mut rv, &config, &too_big));
+    assert!(refused.contains("window"), "{refused}");
+    let one_value = Tensor::ones(&[1, 3, 1, 1], &Device::Cpu).unwrap();
+    let refused = error(one_value.batch_norm2d_relu_max_pool2d(None, None, &mut rm, &mut rv, &config, &Pool2d::new(1)));
+    assert!(refused.contains("more than one value per channel"), "{refused}");
+    let wrong_weight = Tensor::ones(&[2], &Device::Cpu).unwrap();
+    assert!(x.batch_norm2d_relu_max_pool2d(Some(&wrong_weight), None, &mut rm, &mut rv, &config, &pool).is_err());
+    // A gradient of another shape, and a forward pass of another input, are refused.
+    let g = Tensor::ones(&[2, 3, 2, 2], &Device::Cpu).unwrap();
+    assert!(g.batch_norm2d_relu_max_pool2d_backward(&saved, &x, Some(&weight), true, &pool).is_ok());
+    let wrong_grad = Tensor::ones(&[2, 3, 1, 1], &Device::Cpu).unwrap();
+    let refused = error(wrong_grad.batch_norm2d_relu_max_pool2d_backward(&saved, &x, Some(&weight), true, &pool));
+    assert!(refused.contains("pooled output"), "{refused}");
+    let other = Tensor::ones(&[2, 3, 6, 6], &Device::Cpu).unwrap();
+    let refused = error(g.batch_norm2d_relu_max_pool2d_backward(&saved, &other, Some(&weight), true, &pool));
+    assert!(refused.contains("another op"), "{refused}");
+}
+
 #[test]
 fn batch_norm_known_values_and_running_statistics() {
     // Channel 0 holds 1, 3 (mean 2, biased var 1); channel 1 holds 10, 10 (var 0).

@@ -164,6 +164,27 @@ impl Var {
         }))
     }
 
+    /// max_pool2d(max(batch_norm2d(x), 0)) in training mode: a batch norm, the ReLU after it
+    /// and a max pooling as one op forward and backward
+    /// ([`Tensor::batch_norm2d_relu_max_pool2d`]; `config.relu` is implied).
+    pub fn batch_norm2d_relu_max_pool2d(
+        &self,
+        weight: Option<&Var>,
+        bias: Option<&Var>,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        config: &BatchNormConfig,
+        pool: &Pool2d,
+    ) -> Result<Var> {
+        let (x, w, b) = (self.value(), weight.map(Var::value), bias.map(Var::value));
+        let saved = x.batch_norm2d_relu_max_pool2d(w.as_ref(), b.as_ref(), running_mean, running_var, config, pool)?;
+        let (has_bias, pool) = (bias.is_some(), *pool);
+        Ok(Var::custom(saved.output().clone(), &present(&[self], &[weight, bias]), move |g| {
+            let grads = g.batch_norm2d_relu_max_pool2d_backward(&saved, &x, w.as_ref(), has_bias, &pool)?;
+            Ok(std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect())
+        }))
+    }
+
     /// Inverted dropout with probability `p` (the identity when not training). The mask is
     /// a function of `seed` alone, so the backward pass reapplies it to the gradient.
     pub fn dropout(&self, p: f32, seed: u64, training: bool) -> Result<Var> {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use kiln_autograd::Var;
-use kiln_tensor::{BatchNormConfig, Device, Tensor};
+use kiln_tensor::{BatchNormConfig, Device, Pool2d, Tensor};
 
 use crate::export::{Attribute, GraphBuilder};
 use crate::replicas::{gather_batch, local_rows};
@@ -106,6 +106,26 @@ impl Module for BatchNorm2d {
 
     fn forward_relu(&mut self, input: &Var) -> Option<Result<Var>> {
         Some(self.normalize(input, BatchNormConfig { relu: true, ..self.config }))
+    }
+
+    /// In training mode on one process, the three as one op; otherwise `None`, and the
+    /// pooling runs on its own after [`Module::forward_relu`].
+    fn forward_relu_max_pool(&mut self, input: &Var, pool: &Pool2d) -> Option<Result<Var>> {
+        if !self.training || self.replicas.is_some() {
+            return None;
+        }
+        let output = input.batch_norm2d_relu_max_pool2d(
+            Some(&self.weight),
+            Some(&self.bias),
+            &mut self.running_mean,
+            &mut self.running_var,
+            &self.config,
+            pool,
+        );
+        if output.is_ok() {
+            self.num_batches_tracked += 1;
+        }
+        Some(output.map_err(Into::into))
     }
 
     /// BatchNormalization with the running statistics (evaluation mode).

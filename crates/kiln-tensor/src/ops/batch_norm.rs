@@ -78,7 +78,7 @@ fn buffer(t: Option<&Tensor>) -> Option<&kiln_wgsl::GpuBuffer> {
 }
 
 impl Tensor {
-    fn check_batch_norm(&self, op: &'static str, per_channel: &[Option<&Tensor>]) -> Result<usize> {
+    pub(super) fn check_batch_norm(&self, op: &'static str, per_channel: &[Option<&Tensor>]) -> Result<usize> {
         self.expect_dtype(op, DType::F32)?;
         let &[_, channels, _, _] = &self.shape[..] else {
             return Err(TensorError::InvalidArgument {
@@ -101,6 +101,19 @@ impl Tensor {
         Ok(channels)
     }
 
+    /// [`Tensor::check_batch_norm`] for training mode, which needs more than one value per
+    /// channel for a variance.
+    pub(super) fn check_batch_norm_training(&self, op: &'static str, per_channel: &[Option<&Tensor>]) -> Result<usize> {
+        let channels = self.check_batch_norm(op, per_channel)?;
+        if self.len().checked_div(channels).is_none_or(|count| count < 2) {
+            return Err(TensorError::InvalidArgument {
+                op,
+                why: format!("training needs more than one value per channel, got shape {:?}", self.shape),
+            });
+        }
+        Ok(channels)
+    }
+
     /// Training-mode batch norm of `[N, C, H, W]`: normalises with the batch's per-channel
     /// mean and biased variance, applies the optional scale `weight` and shift `bias`, and
     /// moves the running statistics toward the batch's (the variance unbiased), as PyTorch.
@@ -114,14 +127,7 @@ impl Tensor {
     ) -> Result<(Tensor, BatchNormSaved)> {
         let _op = profile::enter("batch_norm2d_train");
         const OP: &str = "batch_norm2d_train";
-        self.check_batch_norm(OP, &[weight, bias, Some(running_mean), Some(running_var)])?;
-        let count = (self.len() / self.shape[1]) as f32;
-        if count < 2.0 {
-            return Err(TensorError::InvalidArgument {
-                op: OP,
-                why: format!("training needs more than one value per channel, got shape {:?}", self.shape),
-            });
-        }
+        self.check_batch_norm_training(OP, &[weight, bias, Some(running_mean), Some(running_var)])?;
         let Device::Gpu(ctx) = &self.device() else {
             return Ok(self.cpu_batch_norm_train(weight, bias, running_mean, running_var, config));
         };
@@ -234,15 +240,20 @@ impl Tensor {
 }
 
 /// Channel `c`'s values in an NCHW buffer: one run of H·W per batch item.
-fn channel_runs(data: &[f32], channels: usize, plane: usize, c: usize) -> impl Iterator<Item = &[f32]> + Clone {
+pub(super) fn channel_runs<T>(
+    data: &[T],
+    channels: usize,
+    plane: usize,
+    c: usize,
+) -> impl Iterator<Item = &[T]> + Clone {
     data.chunks(plane).skip(c).step_by(channels)
 }
 
 /// An NCHW buffer's planes grouped by channel: entry c holds channel c's plane of every
 /// batch item, so one task can own a channel from its statistics to its output while that
 /// channel's data is still in the core's cache.
-fn planes_by_channel_mut(data: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<&mut [f32]>> {
-    let mut by_channel: Vec<Vec<&mut [f32]>> = (0..channels).map(|_| Vec::new()).collect();
+pub(super) fn planes_by_channel_mut<T>(data: &mut [T], channels: usize, plane: usize) -> Vec<Vec<&mut [T]>> {
+    let mut by_channel: Vec<Vec<&mut [T]>> = (0..channels).map(|_| Vec::new()).collect();
     for (i, run) in data.chunks_mut(plane).enumerate() {
         by_channel[i % channels].push(run);
     }
@@ -309,18 +320,18 @@ fn input_grad_plane<const RELU: bool>(
 /// What one channel's backward needs besides its data (see `input_grad_plane`): `scale` is
 /// γ·invstd, `count` the values per channel (m).
 #[derive(Clone, Copy)]
-struct ChannelGrad {
-    scale: f32,
-    mean: f32,
-    invstd: f32,
-    count: f32,
-    training: bool,
+pub(super) struct ChannelGrad {
+    pub(super) scale: f32,
+    pub(super) mean: f32,
+    pub(super) invstd: f32,
+    pub(super) count: f32,
+    pub(super) training: bool,
 }
 
 /// One channel's backward: Σg and Σg·x̂ over its planes (dy, x, ReLU output), then its
 /// input gradient into `grads` while that data is still in cache. Returns the two sums.
 #[inline(always)]
-fn channel_backward<'a, const RELU: bool>(
+pub(super) fn channel_backward<'a, const RELU: bool>(
     grads: &mut [&mut [f32]],
     planes: impl Iterator<Item = (&'a [f32], &'a [f32], &'a [f32])> + Clone,
     channel: ChannelGrad,
@@ -340,7 +351,7 @@ fn channel_backward<'a, const RELU: bool>(
 
 /// `(x − center)·scale + shift` over one plane, then max(·, 0) when `relu`.
 #[inline(always)]
-fn affine_plane(out: &mut [f32], x: &[f32], (center, scale, shift): (f32, f32, f32), relu: bool) {
+pub(super) fn affine_plane(out: &mut [f32], x: &[f32], (center, scale, shift): (f32, f32, f32), relu: bool) {
     for (o, &x) in out.iter_mut().zip(x) {
         *o = (x - center) * scale + shift;
     }
@@ -349,13 +360,69 @@ fn affine_plane(out: &mut [f32], x: &[f32], (center, scale, shift): (f32, f32, f
     }
 }
 
+/// One channel's batch statistics in a training forward pass.
+#[derive(Clone, Copy)]
+pub(super) struct ChannelStatistics {
+    pub(super) mean: f32,
+    /// Biased, as the normalisation uses it.
+    pub(super) var: f32,
+    pub(super) invstd: f32,
+}
+
+/// Channel `c`'s mean and variance over its planes in an NCHW buffer, in f64 lanes. Two
+/// passes (mean, then squared deviations) keep the variance accurate when the mean is
+/// large against the spread.
+#[inline(always)]
+pub(super) fn channel_statistics(x: &[f32], channels: usize, plane: usize, c: usize, eps: f32) -> ChannelStatistics {
+    let count = (x.len() / channels) as f64;
+    let mut sum = 0.0;
+    for run in channel_runs(x, channels, plane, c) {
+        sum += sum_in_lanes::<f64, STAT_LANES>(run, f64::from);
+    }
+    let mean = sum / count;
+    let mut squares = 0.0;
+    for run in channel_runs(x, channels, plane, c) {
+        squares += sum_in_lanes::<f64, STAT_LANES>(run, |v| (f64::from(v) - mean).powi(2));
+    }
+    let (mean, var) = (mean as f32, (squares / count) as f32);
+    ChannelStatistics { mean, var, invstd: 1.0 / (var + eps).sqrt() }
+}
+
+/// Moves the running statistics toward the batch's (`count` values per channel; the
+/// variance unbiased), as PyTorch, and returns what the backward pass needs (no ReLU
+/// output: the caller sets it).
+pub(super) fn update_running_statistics(
+    stats: &[ChannelStatistics],
+    count: usize,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    config: &BatchNormConfig,
+) -> BatchNormSaved {
+    let channels = stats.len();
+    let column = |pick: fn(&ChannelStatistics) -> f32| stats.iter().map(pick).collect::<Vec<f32>>();
+    let (mean, var) = (column(|s| s.mean), column(|s| s.var));
+    let (m, unbias) = (config.momentum, (count as f64 / (count as f64 - 1.0)) as f32);
+    let blend = |running: &Tensor, batch: &[f32]| {
+        let values = running.cpu_values().iter().zip(batch).map(|(r, b)| r * (1.0 - m) + b * m).collect();
+        Tensor::cpu_f32(values, vec![channels])
+    };
+    *running_mean = blend(running_mean, &mean);
+    *running_var = blend(running_var, &var.iter().map(|v| v * unbias).collect::<Vec<_>>());
+    BatchNormSaved {
+        mean: Tensor::cpu_f32(mean, vec![channels]),
+        invstd: Tensor::cpu_f32(column(|s| s.invstd), vec![channels]),
+        relu_output: None,
+    }
+}
+
 /// The per-channel scalar of `t` (a `[C]` tensor on the CPU), or `default` without one.
-fn per_channel_values(t: Option<&Tensor>, channels: usize, default: f32) -> Vec<f32> {
+pub(super) fn per_channel_values(t: Option<&Tensor>, channels: usize, default: f32) -> Vec<f32> {
     t.map_or_else(|| vec![default; channels], |t| t.cpu_values().to_vec())
 }
 
 impl Tensor {
-    fn nchw(&self) -> (usize, usize) {
+    /// (channels, values per plane) of an NCHW tensor.
+    pub(super) fn nchw(&self) -> (usize, usize) {
         (self.shape[1], self.shape[2] * self.shape[3])
     }
 
@@ -396,51 +463,25 @@ impl Tensor {
         let (channels, plane) = self.nchw();
         let (gamma, beta) = (per_channel_values(weight, channels, 1.0), per_channel_values(bias, channels, 0.0));
         let x = self.cpu_values();
-        let count = (self.len() / channels) as f64;
+        let count = self.len() / channels;
         let mut out = vec![0.0f32; self.len()];
         let mut out_planes = planes_by_channel_mut(&mut out, channels, plane);
-        // Two passes per channel (mean, then squared deviations) keep the variance accurate
-        // when the mean is large against the spread.
-        let stats: Vec<(f32, f32, f32)> = out_planes
+        let stats: Vec<ChannelStatistics> = out_planes
             .par_iter_mut()
             .enumerate()
             .map(|(c, outputs)| {
-                widest_simd!({
-                    let mut sum = 0.0;
-                    for run in channel_runs(x, channels, plane, c) {
-                        sum += sum_in_lanes::<f64, STAT_LANES>(run, f64::from);
-                    }
-                    let mean = sum / count;
-                    let mut squares = 0.0;
-                    for run in channel_runs(x, channels, plane, c) {
-                        squares += sum_in_lanes::<f64, STAT_LANES>(run, |v| (f64::from(v) - mean).powi(2));
-                    }
-                    let (mean, var) = (mean as f32, (squares / count) as f32);
-                    let invstd = 1.0 / (var + config.eps).sqrt();
-                    let affine = (mean, invstd * gamma[c], beta[c]);
-                    for (out, x) in outputs.iter_mut().zip(channel_runs(x, channels, plane, c)) {
-                        affine_plane(out, x, affine, config.relu);
-                    }
-                    (mean, var, invstd)
-                })
+                let stats = widest_simd!(channel_statistics(x, channels, plane, c, config.eps));
+                let affine = (stats.mean, stats.invstd * gamma[c], beta[c]);
+                widest_simd!(for (out, x) in outputs.iter_mut().zip(channel_runs(x, channels, plane, c)) {
+                    affine_plane(out, x, affine, config.relu);
+                });
+                stats
             })
             .collect();
         drop(out_planes);
-        let column = |pick: fn(&(f32, f32, f32)) -> f32| stats.iter().map(pick).collect::<Vec<f32>>();
-        let (mean, var) = (column(|s| s.0), column(|s| s.1));
         let output = Tensor::cpu_f32(out, self.shape.clone());
-        let saved = BatchNormSaved {
-            mean: Tensor::cpu_f32(mean.clone(), vec![channels]),
-            invstd: Tensor::cpu_f32(column(|s| s.2), vec![channels]),
-            relu_output: config.relu.then(|| output.clone()),
-        };
-        let (m, unbias) = (config.momentum, (count / (count - 1.0)) as f32);
-        let blend = |running: &Tensor, batch: &[f32]| {
-            let values = running.cpu_values().iter().zip(batch).map(|(r, b)| r * (1.0 - m) + b * m).collect();
-            Tensor::cpu_f32(values, vec![channels])
-        };
-        *running_mean = blend(running_mean, &mean);
-        *running_var = blend(running_var, &var.iter().map(|v| v * unbias).collect::<Vec<_>>());
+        let mut saved = update_running_statistics(&stats, count, running_mean, running_var, config);
+        saved.relu_output = config.relu.then(|| output.clone());
         (output, saved)
     }
 

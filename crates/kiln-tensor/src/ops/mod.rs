@@ -37,6 +37,7 @@ macro_rules! widest_simd {
 
 mod avg_pool;
 mod batch_norm;
+mod batch_norm_pool;
 mod conv;
 mod conv_pool;
 mod convert;
@@ -54,6 +55,7 @@ mod row_dots;
 mod softmax;
 
 pub use batch_norm::{BatchNormConfig, BatchNormGrads, BatchNormSaved};
+pub use batch_norm_pool::BatchNormReluPool;
 pub use conv::{Conv2d, Conv2dGrads};
 pub use conv_pool::ConvReluPool;
 pub use linear::LinearGrads;
