@@ -163,6 +163,8 @@ fn measure(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This thread trains: it computes beside rayon's threads instead of handing work to them.
+    kiln::threads::compute_on_this_thread(None);
     let options = options()?;
     if !options.isolated {
         let rows = run_isolated(&options)?;

@@ -128,6 +128,10 @@ impl Options {
         // leave the other processes waiting.
         if distributed {
             options.world = Some(World::init()?);
+        } else {
+            // This thread trains: it computes beside rayon's threads (a distributed run's
+            // World::cpu does the same with the process's share of the cores).
+            kiln::threads::compute_on_this_thread(None);
         }
         options.device = match (&options.world, device) {
             (Some(world), DeviceArg::Auto) => world.best_device(),

@@ -82,15 +82,14 @@ impl World {
 
     /// The CPU, with this process's share of the machine's cores: the processes on one
     /// machine would otherwise each start a thread per core and contend for them. A
-    /// `RAYON_NUM_THREADS` the user set is left to decide.
+    /// `RAYON_NUM_THREADS` the user set is left to decide. The calling thread, which is to
+    /// train, becomes one of them ([`kiln_tensor::threads::compute_on_this_thread`]; a
+    /// second call keeps the threads of the first).
     pub fn cpu(&self) -> Device {
-        if std::env::var_os("RAYON_NUM_THREADS").is_some() {
-            return Device::Cpu;
-        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = (cores / self.local_size().max(1)).max(1);
-        // Fails only when the pool has started already (a second call): it keeps its size.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        let share = (cores / self.local_size().max(1)).max(1);
+        let threads = std::env::var_os("RAYON_NUM_THREADS").is_none().then_some(share);
+        kiln_tensor::threads::compute_on_this_thread(threads);
         Device::Cpu
     }
 

@@ -230,6 +230,8 @@ fn train(args: TrainArgs) -> Result<(), AppError> {
     if args.distributed {
         return train_distributed(args);
     }
+    // This thread trains: it computes beside rayon's threads instead of handing work to them.
+    kiln::threads::compute_on_this_thread(None);
     let config = train_config(args, Some(stop_on_ctrl_c()?));
     let device = asl_app::pick_device(config.device)?;
     println!("device: {device}");

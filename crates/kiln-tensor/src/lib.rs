@@ -22,6 +22,7 @@ pub mod random;
 pub mod shape;
 pub mod subnormals;
 mod tensor;
+pub mod threads;
 
 pub use device::Device;
 pub use error::{Result, TensorError};

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::subnormals;
+use crate::{subnormals, threads};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -213,7 +213,7 @@ pub(crate) fn enter(name: &'static str) -> OpScope {
     if depth > 0 {
         return OpScope { outermost: None };
     }
-    subnormals::prepare_workers();
+    threads::prepare_workers();
     let _flushed = subnormals::for_this_op();
     let started = is_enabled().then(Instant::now);
     OpScope { outermost: Some(Outermost { name, started, _flushed }) }

@@ -9,9 +9,7 @@
 //!
 //! The calling thread gets the mode only while one of Kiln's ops runs (`for_this_op`), so
 //! the user's own float code keeps IEEE semantics; rayon's worker threads, which run the
-//! ops' parallel parts and gemm's, get it for good (`prepare_workers`).
-
-use std::sync::Once;
+//! ops' parallel parts and gemm's, get it for good (`crate::threads`).
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
@@ -67,7 +65,7 @@ pub fn flushing_on_this_thread() -> bool {
     arch::read() & arch::FLUSH == arch::FLUSH
 }
 
-fn flush_for_good() {
+pub(crate) fn flush_for_good() {
     arch::write(arch::read() | arch::FLUSH);
 }
 
@@ -92,15 +90,4 @@ pub(crate) fn for_this_op() -> Flushed {
     }
     arch::write(mode | arch::FLUSH);
     Flushed { saved: Some(mode) }
-}
-
-/// Makes rayon's global pool flush subnormals, once per process: built with a start hook
-/// when nothing has built it yet, otherwise told on each of its threads.
-pub(crate) fn prepare_workers() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if rayon::ThreadPoolBuilder::new().start_handler(|_| flush_for_good()).build_global().is_err() {
-            rayon::broadcast(|_| flush_for_good());
-        }
-    });
 }
