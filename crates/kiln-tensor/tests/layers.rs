@@ -731,6 +731,12 @@ fn batch_norm_relu_pool_refuses_bad_input() {
     let other = Tensor::ones(&[2, 3, 6, 6], &Device::Cpu).unwrap();
     let refused = error(g.batch_norm2d_relu_max_pool2d_backward(&saved, &other, Some(&weight), true, &pool));
     assert!(refused.contains("another op"), "{refused}");
+    // A forward pass saved on another device is refused, not read as this one's.
+    let Some(gpu) = gpu("batch_norm_relu_pool_refuses_bad_input") else { return };
+    let (xg, mut rmg, mut rvg) = (x.to(&gpu).unwrap(), rm.to(&gpu).unwrap(), rv.to(&gpu).unwrap());
+    let on_gpu = xg.batch_norm2d_relu_max_pool2d(None, None, &mut rmg, &mut rvg, &config, &pool).unwrap();
+    let refused = error(g.batch_norm2d_relu_max_pool2d_backward(&on_gpu, &x, None, true, &pool));
+    assert!(refused.to_lowercase().contains("device"), "{refused}");
 }
 
 #[test]

@@ -172,6 +172,7 @@ impl Tensor {
         let channels = input.check_batch_norm(OP, &[weight, Some(&saved.statistics.mean)])?;
         self.expect_dtype(OP, DType::F32)?;
         self.expect_same_device(OP, input)?;
+        self.expect_same_device(OP, &saved.output)?;
         let [ph, pw] = pool.shape(OP, &input.shape)?.output();
         let pooled_shape = [input.shape[0], channels, ph, pw];
         if saved.output.shape != pooled_shape {
