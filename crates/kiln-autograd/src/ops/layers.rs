@@ -1,7 +1,7 @@
 //! The layers' ops: matrix products and linear layers, convolutions, pooling, batch norm,
 //! dropout and cross-entropy.
 
-use kiln_tensor::{BatchNormConfig, BatchNormSaved, Conv2d, Pool2d, Reduction, Tensor};
+use kiln_tensor::{BatchNormConfig, BatchNormGrads, BatchNormSaved, Conv2d, Pool2d, Reduction, Tensor};
 
 use super::{present, through_relu};
 use crate::{Result, Var};
@@ -160,7 +160,7 @@ impl Var {
                 }
             };
             let grads = g.batch_norm2d_backward(&x, w.as_ref(), has_bias, &saved, training)?;
-            Ok(std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect())
+            Ok(batch_norm_inputs_grads(grads))
         }))
     }
 
@@ -181,7 +181,7 @@ impl Var {
         let (has_bias, pool) = (bias.is_some(), *pool);
         Ok(Var::custom(saved.output().clone(), &present(&[self], &[weight, bias]), move |g| {
             let grads = g.batch_norm2d_relu_max_pool2d_backward(&saved, &x, w.as_ref(), has_bias, &pool)?;
-            Ok(std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect())
+            Ok(batch_norm_inputs_grads(grads))
         }))
     }
 
@@ -201,4 +201,10 @@ impl Var {
         let (loss, grad) = self.value().cross_entropy_with_grad(labels, weight, reduction)?;
         Ok(Var::custom(loss, &[self], move |g| Ok(vec![Some(grad.mul(g)?)])))
     }
+}
+
+/// A batch norm's gradients in the order of its `Var::custom` inputs: the input, then the
+/// scale and the shift where they were given.
+fn batch_norm_inputs_grads(grads: BatchNormGrads) -> Vec<Option<Tensor>> {
+    std::iter::once(Some(grads.input)).chain(grads.weight.map(Some)).chain(grads.bias.map(Some)).collect()
 }
