@@ -12,10 +12,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kiln::{Device, Tensor};
 
 /// (label, M, N, K, A transposed, B transposed): square sizes, then the ASL MLP's Linear
-/// layers at batch 32 (x · Wᵀ with W stored [out, in]), then the two backward products of
-/// the Fashion-MNIST MLP's first and second layers at batch 64: the weight gradient gᵀ · x
-/// (the batch summed) and the input gradient g · W.
-const SHAPES: [(&str, usize, usize, usize, bool, bool); 9] = [
+/// layers at batch 32 (x · Wᵀ with W stored [out, in]), then the Fashion-MNIST MLP's
+/// products at batch 64: its first layer's forward product, the weight gradients gᵀ · x
+/// of its first two layers (the batch summed) and its second layer's input gradient g · W.
+const SHAPES: [(&str, usize, usize, usize, bool, bool); 11] = [
     ("square", 256, 256, 256, false, false),
     ("square", 512, 512, 512, false, false),
     ("square", 1024, 1024, 1024, false, false),
@@ -23,7 +23,9 @@ const SHAPES: [(&str, usize, usize, usize, bool, bool); 9] = [
     ("asl-mlp fc1", 32, 512, 784, false, true),
     ("asl-mlp fc2", 32, 512, 512, false, true),
     ("asl-mlp fc3", 32, 24, 512, false, true),
+    ("fashion-mlp fc1", 64, 512, 784, false, true),
     ("fashion-mlp fc1 weight grad", 512, 784, 64, true, false),
+    ("fashion-mlp fc2 weight grad", 512, 512, 64, true, false),
     ("fashion-mlp fc2 input grad", 64, 512, 512, false, false),
 ];
 

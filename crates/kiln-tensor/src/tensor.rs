@@ -265,6 +265,7 @@ impl Tensor {
     }
 
     pub(crate) fn cpu_values(&self) -> &[f32] {
+        crate::threads::expect_work();
         match &self.storage {
             Storage::Host(HostData::F32(values)) => values,
             _ => panic!("cpu_values on a {:?} tensor on {}", self.dtype(), self.device()),
@@ -306,6 +307,7 @@ impl Tensor {
 
     /// The f32 values of an unshared CPU tensor, to update in place.
     pub(crate) fn cpu_values_mut(&mut self) -> &mut [f32] {
+        crate::threads::expect_work();
         let dtype = self.dtype();
         match &mut self.storage {
             Storage::Host(HostData::F32(values)) => Arc::get_mut(values).expect("unshare() first"),

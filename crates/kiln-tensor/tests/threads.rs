@@ -1,7 +1,22 @@
 //! `threads::compute_on_this_thread`, in a test binary of its own: rayon's global pool is
 //! started once per process.
 
+use std::time::{Duration, Instant};
+
 use kiln_tensor::{Device, Tensor, subnormals, threads};
+use kiln_wgsl::testing::context_or_skip;
+
+/// Whether `threads_waiting_for_work()` comes to `count` within a second.
+fn comes_to(count: usize) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if threads::threads_waiting_for_work() == count {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
 
 #[test]
 fn the_calling_thread_computes_as_one_of_the_pool_s_threads() {
@@ -22,4 +37,21 @@ fn the_calling_thread_computes_as_one_of_the_pool_s_threads() {
     // The other thread flushes subnormals from its start; this one only while an op runs.
     let flushing = rayon::broadcast(|_| subnormals::flushing_on_this_thread());
     assert_eq!(flushing, vec![false, true]);
+
+    // After a CPU op the other thread looks for work for a while instead of sleeping, then
+    // stops when none comes; this thread never waits so.
+    assert!(comes_to(0), "nothing waits long after the ops above");
+    x.relu().unwrap();
+    assert!(comes_to(1), "the other thread waits for work after a CPU op");
+    assert!(comes_to(0), "and stops when none comes");
+
+    // GPU ops leave the threads asleep: on a software adapter they would take its cores.
+    if let Some(ctx) = context_or_skip("threads: GPU ops leave the CPU's threads asleep") {
+        let x = x.to(&Device::Gpu(ctx)).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x.relu().unwrap().sum(0, false).unwrap();
+            assert_eq!(threads::threads_waiting_for_work(), 0, "a GPU op set the threads waiting");
+        }
+    }
 }
