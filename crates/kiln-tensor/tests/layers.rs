@@ -834,6 +834,8 @@ proptest! {
         let (masked, sums) = dy.relu_backward_sum_per_channel(&relu).unwrap();
         let (masked_g, sums_g) = dy.to(&gpu).unwrap().relu_backward_sum_per_channel(&relu_g).unwrap();
         prop_assert_eq!(masked.to_vec().unwrap(), dy.relu_backward(&relu).unwrap().to_vec().unwrap());
+        // One pass on the CPU, adding in the bias gradient's order: its bits.
+        prop_assert_eq!(sums.to_vec().unwrap(), masked.sum_per_channel().unwrap().to_vec().unwrap());
         prop_assert!(close(&masked_g.to_vec().unwrap(), &masked.to_vec().unwrap(), tolerance));
         prop_assert!(close(&sums_g.to_vec().unwrap(), &sums.to_vec().unwrap(), tolerance));
         // The same sums as the generic reduction, in another order of addition.
