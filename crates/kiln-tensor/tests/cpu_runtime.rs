@@ -194,12 +194,17 @@ fn a_multi_tensor_sgd_step_with_momentum_matches_the_reference() {
 }
 
 /// Large products are cut into blocks of rows (300 rows) or of columns (40 rows, 300
-/// columns) across the cores: every block, transposed operands, a batch of two products
-/// and a bias added onto the product included, against plain sums.
+/// columns) across the cores, others split inside `gemm` (100 × 50) or by batch entry
+/// (small ones): every block, transposed operands, a batch of products and a bias added
+/// onto the product included, against plain sums. Each product's output is not zeroed
+/// before it is written, so memory full of NaN is freed first, for the allocator to hand
+/// back: an output left unwritten would show.
 #[test]
 fn products_cut_into_row_or_column_blocks_match_the_reference() {
     let _turn = turn();
-    for (batch, m, n, k) in [(1, 300, 130, 70), (1, 40, 300, 70), (2, 40, 300, 70)] {
+    let shapes = [(1, 300, 130, 70), (1, 40, 300, 70), (2, 40, 300, 70), (1, 100, 50, 100), (3, 5, 7, 9)];
+    for (batch, m, n, k) in shapes {
+        drop(std::hint::black_box(vec![f32::NAN; batch * m * n]));
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
             let a_shape = if trans_a { [batch, k, m] } else { [batch, m, k] };
             let b_shape = if trans_b { [batch, n, k] } else { [batch, k, n] };
@@ -223,6 +228,12 @@ fn products_cut_into_row_or_column_blocks_match_the_reference() {
                 }
             }
         }
+        // No terms: zeros, not whatever the memory held.
+        drop(std::hint::black_box(vec![f32::NAN; batch * m * n]));
+        let empty = Tensor::zeros(&[batch, m, 0], &Device::Cpu)
+            .unwrap()
+            .matmul(&Tensor::zeros(&[batch, 0, n], &Device::Cpu).unwrap());
+        assert_eq!(empty.unwrap().to_vec().unwrap(), vec![0.0; batch * m * n]);
         // A linear layer at batch m: the bias is the product's starting value.
         let x = Tensor::randn(&[m, k], 3, &Device::Cpu).unwrap();
         let w = Tensor::randn(&[n, k], 4, &Device::Cpu).unwrap();

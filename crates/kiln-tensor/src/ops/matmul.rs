@@ -122,54 +122,81 @@ const COLUMNS_PER_TASK: usize = 32;
 /// across cores inside `gemm`; a batch of small ones (a convolution's images) splits
 /// across cores by batch entry.
 fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
-    let mut c = vec![0.0f32; s.batch * s.m * s.n];
-    cpu_matmul_into(&mut c, a, b, s, false);
+    let len = s.batch * s.m * s.n;
+    if s.k == 0 {
+        return vec![0.0; len];
+    }
+    // Not zeroed first: that pass over the output (up to 1.6 MB a step for the
+    // Fashion-MNIST MLP's weight gradients) would be overwritten anyway.
+    let mut c = Vec::with_capacity(len);
+    // SAFETY: `c` has room for all `len` outputs and nothing else sees it; with k > 0 and
+    // `accumulate` off, every output is written and none read, so all are initialised
+    // before the length covers them.
+    unsafe {
+        matmul_to(SharedOutput(c.as_mut_ptr()), a, b, s, false);
+        c.set_len(len);
+    }
     c
 }
 
 /// `c = op(A)·op(B)`, or with `accumulate` `c += op(A)·op(B)` (a bias already in `c` is
 /// then added as the products are stored, with no pass of its own), per batch entry.
 pub(crate) fn cpu_matmul_into(c: &mut [f32], a: &[f32], b: &[f32], s: MatmulShape, accumulate: bool) {
-    if s.m * s.n == 0 {
+    assert!(c.len() == s.batch * s.m * s.n, "output sized by the caller");
+    // SAFETY: `c` is the whole output, initialised, and borrowed mutably for the call.
+    unsafe { matmul_to(SharedOutput(c.as_mut_ptr()), a, b, s, accumulate) }
+}
+
+/// [`cpu_matmul_into`] through a pointer, so that an output not yet initialised can be
+/// written.
+///
+/// # Safety
+/// `c` must be valid for writes of `batch·m·n` elements (and for reads, holding initialised
+/// values, with `accumulate`), with nothing else accessing them during the call.
+unsafe fn matmul_to(c: SharedOutput, a: &[f32], b: &[f32], s: MatmulShape, accumulate: bool) {
+    let entry = s.m * s.n;
+    if entry == 0 {
         return;
     }
-    assert!(c.len() == s.batch * s.m * s.n, "output sized by the caller");
-    let large = s.m * s.n * s.k >= PARALLEL_MIN_MACS;
-    for (i, c) in c.chunks_mut(s.m * s.n).enumerate().filter(|_| large) {
-        let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+    let operands = |i: usize| (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+    if s.m * s.n * s.k < PARALLEL_MIN_MACS {
+        (0..s.batch).into_par_iter().for_each(|i| {
+            let (a, b) = operands(i);
+            // SAFETY: entry i's outputs, written by this task alone (the contract above).
+            unsafe { gemm_tile(c.at(i * entry), a, b, &s, 0..s.m, 0..s.n, accumulate, gemm::Parallelism::None) }
+        });
+        return;
+    }
+    for i in 0..s.batch {
+        let ((a, b), c) = (operands(i), SharedOutput(unsafe { c.at(i * entry) }));
         if s.m >= 2 * ROWS_PER_TASK {
-            c.par_chunks_mut(ROWS_PER_TASK * s.n).enumerate().for_each(|(block, out)| {
-                let rows = block * ROWS_PER_TASK..block * ROWS_PER_TASK + out.len() / s.n;
-                // SAFETY: `out` is exactly these rows of this entry's C, all columns.
-                unsafe { gemm_tile(out.as_mut_ptr(), a, b, &s, rows, 0..s.n, accumulate, gemm::Parallelism::None) }
+            (0..s.m.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|block| {
+                let rows = block * ROWS_PER_TASK..((block + 1) * ROWS_PER_TASK).min(s.m);
+                // SAFETY: each task writes only its own rows of this entry's C.
+                unsafe {
+                    gemm_tile(c.at(rows.start * s.n), a, b, &s, rows, 0..s.n, accumulate, gemm::Parallelism::None)
+                }
             });
         } else if s.n >= 2 * COLUMNS_PER_TASK {
-            let out = SharedOutput(c.as_mut_ptr());
             (0..s.n.div_ceil(COLUMNS_PER_TASK)).into_par_iter().for_each(|block| {
                 let columns = block * COLUMNS_PER_TASK..((block + 1) * COLUMNS_PER_TASK).min(s.n);
                 // SAFETY: each task writes only its own columns of the rows of this entry's C
-                // (m·n elements from `out`), so no two tasks touch the same element.
+                // (m·n elements from `c`), so no two tasks touch the same element.
                 unsafe {
-                    let out = out.at(columns.start);
-                    gemm_tile(out, a, b, &s, 0..s.m, columns, accumulate, gemm::Parallelism::None)
+                    gemm_tile(c.at(columns.start), a, b, &s, 0..s.m, columns, accumulate, gemm::Parallelism::None)
                 }
             });
         } else {
-            gemm_accumulate(c, a, b, &s, accumulate, gemm::Parallelism::Rayon(0));
+            // SAFETY: this entry's outputs, as the contract says.
+            unsafe { gemm_tile(c.0, a, b, &s, 0..s.m, 0..s.n, accumulate, gemm::Parallelism::Rayon(0)) }
         }
-    }
-    if !large {
-        c.par_chunks_mut(s.m * s.n).enumerate().for_each(|(i, out)| {
-            let (a, b) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
-            gemm_accumulate(out, a, b, &s, accumulate, gemm::Parallelism::None)
-        });
     }
 }
 
-/// A product's output shared by tasks that each write their own columns of it.
+/// A product's output shared by tasks that each write their own part of it.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
-// SAFETY: only handed to tasks whose writes are disjoint (see `cpu_matmul_into`).
+// SAFETY: only handed to tasks whose writes are disjoint (see `matmul_to`).
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
 
