@@ -1,9 +1,11 @@
 //! Known values from PyTorch (fixtures/pytorch_ops.json, made by fixtures/make_pytorch_ops.py):
 //! conv2d, max_pool2d, batch_norm2d and cross_entropy outputs and gradients, and SGD and
-//! Adam trajectories, reproduced on the CPU and on the GPU.
+//! Adam trajectories, reproduced on the CPU and on the GPU, with each kernel class the GPU
+//! adapter can run (lavapipe runs both: the software kernels and the portable ones that
+//! hardware GPUs launch).
 
 use kiln_tensor::{AdamConfig, BatchNormConfig, Conv2d, Device, Pool2d, Reduction, SgdConfig, Tensor};
-use kiln_wgsl::testing::context_or_skip;
+use kiln_wgsl::testing::contexts_of_each_class;
 use serde_json::Value;
 
 const TOLERANCE: f32 = 2e-5;
@@ -14,7 +16,7 @@ fn fixture() -> Value {
 
 fn devices(test: &str) -> Vec<Device> {
     let mut devices = vec![Device::Cpu];
-    devices.extend(context_or_skip(test).map(Device::Gpu));
+    devices.extend(contexts_of_each_class(test).into_iter().map(Device::Gpu));
     devices
 }
 
