@@ -168,6 +168,7 @@ unsafe fn matmul_to(c: SharedOutput, a: &[f32], b: &[f32], s: MatmulShape, accum
         return;
     }
     for i in 0..s.batch {
+        // SAFETY: entry i's outputs start inside the batch·m·n the contract covers.
         let ((a, b), c) = (operands(i), SharedOutput(unsafe { c.at(i * entry) }));
         if s.m >= 2 * ROWS_PER_TASK {
             (0..s.m.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|block| {
