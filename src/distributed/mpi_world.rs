@@ -178,7 +178,10 @@ impl World {
     /// Ends every process of the run (MPI_Abort) after `error` stopped this one, saying so:
     /// the others would otherwise wait for it in their next collective step forever.
     pub fn abort(&self, error: &dyn std::fmt::Display) -> ! {
-        eprintln!("rank {} of {}: {error}; stopping every process", self.rank(), self.size());
+        // One write: `eprintln!` writes its pieces one by one to the unbuffered stderr, and
+        // mpirun, forwarding them, could print its own abort banner between them.
+        let message = format!("rank {} of {}: {error}; stopping every process\n", self.rank(), self.size());
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), message.as_bytes());
         self.world.abort(1)
     }
 
