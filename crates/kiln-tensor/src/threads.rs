@@ -10,8 +10,9 @@
 //! steal, as the pool's own threads do, and it never sleeps between ops.
 //!
 //! The other threads still slept between ops: a thread that finds no work sleeps after a
-//! few dozen microseconds, and the next op's pieces waited while it was woken, ~15,000
-//! sleeps and wakes in 2 s of the Fashion-MNIST MLP's training. So every CPU op, as it
+//! few dozen microseconds, and the next op's pieces waited while it was woken: `perf stat`
+//! counted ~15,000 context switches in a 2.8 s run of the Fashion-MNIST MLP's training
+//! bench (~4,900 with the wait below). So every CPU op, as it
 //! reads its operands ([`expect_work`]), has the pool's other threads look for work for
 //! [`WAIT_FOR_WORK`] after their last piece before they sleep, as OpenMP's threads spin
 //! before they block. GPU ops never read host values and leave the threads asleep (on
