@@ -5,7 +5,8 @@
 //!
 //! Each model trains in its tutorial's loop (`train_epoch` over a GPU-resident loader, with
 //! the tutorial's optimizer and transform) on a small synthetic dataset of its input shape,
-//! on a GPU context of its own, so other tests' work never moves its counters. Batches are
+//! on a GPU context of its own, so other tests' work never moves its counters: one of each
+//! kernel class the adapter has (on lavapipe also the portable kernels hardware GPUs run). Batches are
 //! the tutorial's size up to 32 (the ASL models' own): the Fashion-MNIST models' 256 and 64
 //! would only make lavapipe slower at the same buffer bookkeeping.
 
@@ -14,8 +15,8 @@ use kiln::data::{DataLoader, ImageDataset, numbered_classes};
 use kiln::nn::{CrossEntropyLoss, Module};
 use kiln::training;
 use kiln::tutorials::Tutorial;
-use kiln::wgsl::testing::context_or_skip;
-use kiln::wgsl::{AdapterPreference, GpuContext, RuntimeStats};
+use kiln::wgsl::testing::{context_or_skip, contexts_of_each_class};
+use kiln::wgsl::{AdapterPreference, GpuContext, KernelClass, RuntimeStats};
 
 const MAX_BATCH: usize = 32;
 
@@ -66,17 +67,24 @@ fn epochs(tutorial: Tutorial, ctx: &GpuContext) -> [RuntimeStats; 4] {
 
 #[test]
 fn a_training_step_creates_nothing_once_warm() {
-    let Some(_) = context_or_skip("a_training_step_creates_nothing_once_warm") else { return };
+    let classes: Vec<_> =
+        contexts_of_each_class("a_training_step_creates_nothing_once_warm").iter().map(|c| c.kernel_class()).collect();
+    for class in classes {
+        a_training_step_creates_nothing_once_warm_with(class);
+    }
+}
+
+fn a_training_step_creates_nothing_once_warm_with(class: KernelClass) {
     let mut asl_cnn_dispatches = 0;
     for tutorial in Tutorial::ALL {
-        let ctx = GpuContext::new(&AdapterPreference::from_env()).unwrap();
+        let ctx = GpuContext::with_kernel_class(&AdapterPreference::from_env(), class).unwrap();
         let [warm, first, _, third] = epochs(tutorial, &ctx);
         // The three epochs after warm-up, and the last two (whole steps, no epoch's first).
         let (settled, measured) = (third.since(&warm), third.since(&first));
         let per_step = |count: u64| count as f64 / (2 * STEPS) as f64;
         println!(
-            "{tutorial}: per step {:.0} dispatches, {:.1} submits; after warm-up {} buffers, {} bind groups \
-             and {} pipelines created; peak {} KiB",
+            "{tutorial} ({class:?} kernels): per step {:.0} dispatches, {:.1} submits; after warm-up {} buffers, \
+             {} bind groups and {} pipelines created; peak {} KiB",
             per_step(measured.dispatches),
             per_step(measured.submits),
             settled.buffers_created,
@@ -89,9 +97,9 @@ fn a_training_step_creates_nothing_once_warm() {
             ("bind groups", settled.bind_groups_created),
             ("pipelines", settled.pipelines_created),
         ] {
-            assert_eq!(created, 0, "{tutorial}: {name} created after the warm-up");
+            assert_eq!(created, 0, "{tutorial} ({class:?}): {name} created after the warm-up");
         }
-        assert_eq!(third.peak_buffer_bytes, first.peak_buffer_bytes, "{tutorial}: peak device memory grew");
+        assert_eq!(third.peak_buffer_bytes, first.peak_buffer_bytes, "{tutorial} ({class:?}): peak device memory grew");
         if tutorial == Tutorial::AslCnn {
             asl_cnn_dispatches = measured.dispatches;
         }
@@ -99,7 +107,7 @@ fn a_training_step_creates_nothing_once_warm() {
     let steps = (2 * STEPS) as u64;
     assert!(
         asl_cnn_dispatches <= ASL_CNN_MAX_DISPATCHES * steps,
-        "ASL CNN: {asl_cnn_dispatches} dispatches in {steps} steps, more than {ASL_CNN_MAX_DISPATCHES} a step"
+        "ASL CNN ({class:?}): {asl_cnn_dispatches} dispatches in {steps} steps, more than {ASL_CNN_MAX_DISPATCHES} a step"
     );
 }
 

@@ -8,8 +8,8 @@
 use std::ops::Range;
 
 use kiln_wgsl::kernels::conv::{
-    ConvShape, col2im, conv2d_direct, conv2d_implicit, conv2d_input_grad_implicit, conv2d_weight_grad_implicit, im2col,
-    implicit_fits,
+    ConvShape, col2im, conv2d_direct, conv2d_implicit, conv2d_input_grad_implicit, conv2d_input_grad_tiled,
+    conv2d_tiled, conv2d_weight_grad_implicit, conv2d_weight_grad_tiled, im2col, implicit_fits, tiled_fits,
 };
 use kiln_wgsl::kernels::matmul::{BiasAxis, Epilogue, matmul_with};
 use kiln_wgsl::{GpuContext, KernelClass};
@@ -26,6 +26,13 @@ use crate::{DType, Device, Result, Tensor, TensorError};
 /// on hardware GPUs.
 const GPU_DIRECT_MAX_OUT_CHANNELS: usize = 16;
 
+/// With the portable kernels, input gradients of fewer channels than this go through the
+/// matrix product and col2im rather than the tiled kernel, whose tiles have a row per
+/// input channel and at least 32 rows: a first layer's one channel left 31 of 32 idle
+/// (lavapipe, `cargo bench --bench layers -- "gpu portable"`, the Fashion-MNIST CNN's 1→32
+/// backward: 3.5 s tiled, 0.36 s by the product). Training never asks a first layer for it.
+const TILED_INPUT_GRAD_MIN_CHANNELS: usize = 8;
+
 /// How the GPU computes a convolution's forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GpuForward {
@@ -35,6 +42,17 @@ enum GpuForward {
     /// 32 took 7.5 / 41 / 29 ms against the portable 87 (direct) / 364 / 318 ms (im2col +
     /// matmul) for conv1 / conv2 / conv3, in one run.
     Implicit,
+    /// The portable kernels' implicit matrix product in workgroup tiles (conv_tiled.wgsl)
+    /// within its limits (`tiled_fits`), and their gradients likewise: chosen for hardware
+    /// GPUs before any hardware measurement, because it never writes the column matrix
+    /// and takes fewer launches. On lavapipe's portable path (`tests/gpu_steady_state.rs`,
+    /// batch 32) that took the ASL CNN's step from 60 to 58 dispatches and its peak device
+    /// memory from 48 to 38 MiB; the tutorials' convolutions took 0.9–1.2× the time of
+    /// im2col + matmul forward and 1.1–2.2× backward (README, "Convolutions on the
+    /// portable kernels": llvmpipe pays per lane for the scalar loads that stage the
+    /// columns, which a GPU coalesces). `benches/gpu/run.sh` times both ways on a
+    /// hardware GPU: route by its first run.
+    Tiled,
     Direct,
     ColumnsAndMatmul,
 }
@@ -44,6 +62,7 @@ fn gpu_forward(ctx: &GpuContext, s: &ConvShape, out_channels: usize) -> GpuForwa
         KernelClass::Software if implicit_fits(s, out_channels) => GpuForward::Implicit,
         KernelClass::Software => GpuForward::ColumnsAndMatmul,
         KernelClass::Hardware if out_channels <= GPU_DIRECT_MAX_OUT_CHANNELS => GpuForward::Direct,
+        KernelClass::Hardware if tiled_fits(ctx, s, out_channels) => GpuForward::Tiled,
         KernelClass::Hardware => GpuForward::ColumnsAndMatmul,
     }
 }
@@ -504,6 +523,7 @@ impl Tensor {
         let (x, w, b) = (self.gpu_buffer(), weight.gpu_buffer(), bias.map(Tensor::gpu_buffer));
         let out = match gpu_forward(ctx, &s, out_channels) {
             GpuForward::Implicit => Some(conv2d_implicit(ctx, x, w, b, &s, out_channels, relu)?),
+            GpuForward::Tiled => Some(conv2d_tiled(ctx, x, w, b, &s, out_channels, relu)?),
             GpuForward::Direct => Some(conv2d_direct(ctx, x, w, b, &s, out_channels, relu)?),
             GpuForward::ColumnsAndMatmul => None,
         };
@@ -607,6 +627,27 @@ impl Tensor {
                             .then(|| conv2d_input_grad_implicit(ctx, g, weight.gpu_buffer(), &s, out_channels))
                             .transpose()?
                             .map(|x| Tensor::gpu(x, input.shape.clone(), DType::F32));
+                        (w, x)
+                    }
+                    // The portable kernels' tiled implicit products, likewise; an input
+                    // gradient of few channels as the weight's product with the output
+                    // gradient, added back into place (col2im), which takes no column
+                    // matrix either.
+                    KernelClass::Hardware if tiled_fits(ctx, &s, out_channels) => {
+                        let g = self.gpu_buffer();
+                        let w = conv2d_weight_grad_tiled(ctx, input.gpu_buffer(), g, &s, out_channels)?;
+                        let w = Tensor::gpu(w, weight.shape.clone(), DType::F32);
+                        let x = match input_grad {
+                            false => None,
+                            true if s.channels < TILED_INPUT_GRAD_MIN_CHANNELS => {
+                                let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
+                                Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?)
+                            }
+                            true => {
+                                let x = conv2d_input_grad_tiled(ctx, g, weight.gpu_buffer(), &s, out_channels)?;
+                                Some(Tensor::gpu(x, input.shape.clone(), DType::F32))
+                            }
+                        };
                         (w, x)
                     }
                     KernelClass::Software | KernelClass::Hardware => {

@@ -194,7 +194,7 @@ pub fn conv2d_input_grad_implicit(
     shape: &ConvShape,
     out_channels: usize,
 ) -> Result<GpuBuffer> {
-    let [oh, ow] = shape.output().expect("checked by the caller");
+    require_software(ctx, "conv2d_input_grad_implicit")?;
     let forward = Params { out_channels: out_channels as u32, ..shape.params() };
     let weight_len = out_channels * shape.patch_len();
     super::check_indexable("flip_weight", weight_len, 1)?;
@@ -205,9 +205,19 @@ pub fn conv2d_input_grad_implicit(
         &[weight, &flipped],
         ctx.linear_grid(weight_len, 256)?,
     )?;
-    // A negative padding travels as its two's complement; the kernel reads it back signed.
+    let params = input_grad_parameters(shape, out_channels);
+    launch_implicit(ctx, "conv2d_input_grad_implicit", grad, &flipped, None, params, false)
+}
+
+/// The input gradient of a convolution of `shape` as a convolution of its output gradient,
+/// spread out by the stride and padded by dilation · (kernel − 1) − padding, with the
+/// weight turned by 180° and its two channel axes swapped: that convolution's parameters.
+fn input_grad_parameters(shape: &ConvShape, out_channels: usize) -> Params {
+    let [oh, ow] = shape.output().expect("checked by the caller");
+    let forward = Params { out_channels: out_channels as u32, ..shape.params() };
+    // A negative padding travels as its two's complement; the kernels read it back signed.
     let pad = |d: usize| (shape.dilation[d] * (shape.kernel[d] - 1)) as i64 - shape.padding[d] as i64;
-    let params = Params {
+    Params {
         batch: forward.batch,
         channels: out_channels as u32,
         height: oh as u32,
@@ -222,8 +232,7 @@ pub fn conv2d_input_grad_implicit(
         spread_h: forward.stride_h,
         spread_w: forward.stride_w,
         ..forward
-    };
-    launch_implicit(ctx, "conv2d_input_grad_implicit", grad, &flipped, None, params, false)
+    }
 }
 
 /// The weight gradient `[O, C, KH, KW]` of a convolution of `shape` from the input `x` and
@@ -325,6 +334,190 @@ fn launch_implicit(
     let buffers = [x, &out, weight, bias.unwrap_or(weight)];
     ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, workgroups)?;
     Ok(out)
+}
+
+/// The portable class's implicit kernels in workgroup tiles (conv_tiled.wgsl): the forward
+/// pass, the input gradient and the weight gradient as matrix products whose column matrix
+/// is read from its source as it is staged, never stored.
+pub(crate) static TILED_FAMILY: KernelFamily =
+    KernelFamily { name: "conv_tiled", source: include_str!("conv_tiled.wgsl") };
+
+/// The slice of K a tiled workgroup stages at a time (`SLICE` in conv_tiled.wgsl).
+const TILE_SLICE: usize = 16;
+
+/// Outputs of one tiled workgroup (`TILE_M` × 4096 / `TILE_M` in conv_tiled.wgsl).
+const TILE_AREA: usize = 4096;
+
+/// Loop iterations a tiled invocation runs per slice of K at most (staging three quads of
+/// 4 values, stepping their positions on by 16 (up to 17 iterations each for a 1-wide
+/// kernel or image), 16 steps of the product, the loops themselves): for
+/// [`SOFTWARE_LOOP_BUDGET`] on software adapters, where the portable class runs in tests.
+const TILED_ITERATIONS_PER_SLICE: usize = 96;
+
+/// Workgroups the tiled weight gradient spreads over at least, splitting its sum into
+/// more slices where its tiles give fewer (a weight is a few tiles). Not measured on a
+/// hardware GPU: a few workgroups per compute unit of a large one.
+const TILED_WEIGHT_GRAD_WORKGROUPS: usize = 512;
+
+/// The three products of conv_tiled.wgsl (its `PRODUCT`): the input gradient as a
+/// convolution of the output gradient ([`input_grad_parameters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TiledProduct {
+    Forward = 0,
+    InputGrad = 1,
+    WeightGrad = 2,
+}
+
+impl TiledProduct {
+    /// (M, N, K) of the product for `shape`: the columns of the forward pass and the input
+    /// gradient, and the K of the weight gradient, run over every image's pixels.
+    fn dims(self, shape: &ConvShape, out_channels: usize) -> [usize; 3] {
+        let [oh, ow] = shape.output().expect("checked by the caller");
+        let taps = shape.kernel[0] * shape.kernel[1];
+        let b = shape.batch;
+        match self {
+            TiledProduct::Forward => [out_channels, b * oh * ow, shape.patch_len()],
+            TiledProduct::InputGrad => [shape.channels, b * shape.height * shape.width, out_channels * taps],
+            TiledProduct::WeightGrad => [out_channels, shape.patch_len(), b * oh * ow],
+        }
+    }
+
+    /// The tile's rows and columns for a product of `m` rows: 32 × 128 where 32 rows hold
+    /// them all, else 64 × 64.
+    fn tile(m: usize) -> [usize; 2] {
+        let rows = if m <= 32 { 32 } else { 64 };
+        [rows, TILE_AREA / rows]
+    }
+}
+
+/// Whether the tiled kernels can run `shape` on `ctx`: every grid within the adapter's
+/// limits, every buffer indexable, and on a software adapter each invocation's loops
+/// within [`SOFTWARE_LOOP_BUDGET`] (the weight gradient splits its K to fit).
+pub fn tiled_fits(ctx: &GpuContext, shape: &ConvShape, out_channels: usize) -> bool {
+    let Some([oh, ow]) = shape.output() else { return false };
+    let most = ctx.limits().max_compute_workgroups_per_dimension as usize;
+    let lens = [
+        shape.batch * shape.channels * shape.height * shape.width,
+        shape.batch * out_channels * oh * ow,
+        out_channels * shape.patch_len() * TILED_WEIGHT_GRAD_WORKGROUPS,
+    ];
+    let products = [TiledProduct::Forward, TiledProduct::InputGrad, TiledProduct::WeightGrad];
+    products.iter().all(|&product| {
+        let [m, n, k] = product.dims(shape, out_channels);
+        let [tile_m, tile_n] = TiledProduct::tile(m);
+        let loops = k.div_ceil(TILE_SLICE) * TILED_ITERATIONS_PER_SLICE;
+        m.div_ceil(tile_m) <= most
+            && n.div_ceil(tile_n) <= most
+            && (product == TiledProduct::WeightGrad || !ctx.adapter().is_software() || loops <= SOFTWARE_LOOP_BUDGET)
+    }) && lens.iter().all(|&len| super::check_indexable("conv2d_tiled", len, 1).is_ok())
+}
+
+/// The convolution output `[batch, O, OH, OW]` by the tiled implicit kernel, the bias and,
+/// with `relu`, a ReLU applied as each result is stored. Any kernel class.
+pub fn conv2d_tiled(
+    ctx: &GpuContext,
+    x: &GpuBuffer,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    shape: &ConvShape,
+    out_channels: usize,
+    relu: bool,
+) -> Result<GpuBuffer> {
+    require_tiled_fit(ctx, shape, out_channels)?;
+    let params = Params { out_channels: out_channels as u32, ..shape.params() };
+    let [m, n, _] = TiledProduct::Forward.dims(shape, out_channels);
+    TiledLaunch { product: TiledProduct::Forward, a: weight, b: x, bias, relu, params }.run(ctx, [m, n], 1)
+}
+
+/// The input gradient `[batch, C, H, W]` of a convolution of `shape` from its output
+/// gradient `grad` `[batch, O, OH, OW]`, by the tiled implicit kernel.
+pub fn conv2d_input_grad_tiled(
+    ctx: &GpuContext,
+    grad: &GpuBuffer,
+    weight: &GpuBuffer,
+    shape: &ConvShape,
+    out_channels: usize,
+) -> Result<GpuBuffer> {
+    require_tiled_fit(ctx, shape, out_channels)?;
+    let params = input_grad_parameters(shape, out_channels);
+    let [m, n, _] = TiledProduct::InputGrad.dims(shape, out_channels);
+    let launch = TiledLaunch { product: TiledProduct::InputGrad, a: weight, b: grad, bias: None, relu: false, params };
+    launch.run(ctx, [m, n], 1)
+}
+
+/// The weight gradient `[O, C, KH, KW]` of a convolution of `shape` from the input `x` and
+/// the output gradient `grad`, by the tiled implicit kernel: its sum over every image's
+/// pixels cut into slices summed in order, the slices' partial sums then added in order,
+/// so deterministic.
+pub fn conv2d_weight_grad_tiled(
+    ctx: &GpuContext,
+    x: &GpuBuffer,
+    grad: &GpuBuffer,
+    shape: &ConvShape,
+    out_channels: usize,
+) -> Result<GpuBuffer> {
+    require_tiled_fit(ctx, shape, out_channels)?;
+    let [m, n, k] = TiledProduct::WeightGrad.dims(shape, out_channels);
+    let [tile_m, tile_n] = TiledProduct::tile(m);
+    let steps = k.div_ceil(TILE_SLICE).max(1);
+    let mut slices = TILED_WEIGHT_GRAD_WORKGROUPS.div_ceil(m.div_ceil(tile_m) * n.div_ceil(tile_n));
+    if ctx.adapter().is_software() {
+        slices = slices.max((steps * TILED_ITERATIONS_PER_SLICE).div_ceil(SOFTWARE_LOOP_BUDGET));
+    }
+    let chunk = steps.div_ceil(slices.clamp(1, steps)) * TILE_SLICE;
+    let slices = k.div_ceil(chunk).max(1);
+    let params = Params { out_channels: out_channels as u32, chunk: chunk as u32, ..shape.params() };
+    let launch = TiledLaunch { product: TiledProduct::WeightGrad, a: grad, b: x, bias: None, relu: false, params };
+    let partials = launch.run(ctx, [m, n], slices)?;
+    if slices == 1 {
+        return Ok(partials);
+    }
+    super::reduce::reduce(ctx, super::reduce::ReduceOp::Sum, &partials, 1, slices, m * n)
+}
+
+fn require_tiled_fit(ctx: &GpuContext, shape: &ConvShape, out_channels: usize) -> Result<()> {
+    if tiled_fits(ctx, shape, out_channels) {
+        return Ok(());
+    }
+    Err(crate::GpuError::InvalidLaunch {
+        kernel: "conv2d_tiled",
+        reason: format!("{shape:?} is past the tiled kernels' limits on this adapter (see tiled_fits)"),
+    })
+}
+
+/// One launch of conv_tiled.wgsl: its operands A and B (binding 1 and 3), its epilogue and
+/// its parameters (for the weight gradient, the k each z-slice of the grid sums).
+struct TiledLaunch<'a> {
+    product: TiledProduct,
+    a: &'a GpuBuffer,
+    b: &'a GpuBuffer,
+    bias: Option<&'a GpuBuffer>,
+    relu: bool,
+    params: Params,
+}
+
+impl TiledLaunch<'_> {
+    /// The `[M, N]` product: the convolution's stored as `[batch, M, pixels]`, the weight
+    /// gradient's as one partial per slice.
+    fn run(&self, ctx: &GpuContext, [m, n]: [usize; 2], slices: usize) -> Result<GpuBuffer> {
+        let [tile_m, tile_n] = TiledProduct::tile(m);
+        let out = ctx.alloc((slices * m * n).max(1) as u64 * 4)?;
+        let spec = KernelSpec::new(
+            &TILED_FAMILY,
+            "conv2d_tiled",
+            &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::Read), Slot(4, Access::Read)],
+        )
+        .constant("PRODUCT", self.product as u32)
+        .constant("HAS_BIAS", self.bias.is_some())
+        .constant("RELU", self.relu)
+        .constant("SPREAD", self.params.spread_h > 1 || self.params.spread_w > 1)
+        .constant("TILE_M", tile_m as u32);
+        let workgroups = [n.div_ceil(tile_n) as u32, m.div_ceil(tile_m) as u32, slices as u32];
+        // Without a bias, A stands in for the unused binding.
+        let buffers = [self.a, &out, self.b, self.bias.unwrap_or(self.a)];
+        ctx.launch(&spec, bytemuck::bytes_of(&self.params), &buffers, workgroups)?;
+        Ok(out)
+    }
 }
 
 /// The column matrix `[batch, C·KH·KW, OH·OW]` of input `x`.
@@ -433,8 +626,11 @@ mod tests {
     fn shape_strategy() -> impl Strategy<Value = (ConvShape, usize, bool, bool)> {
         // Output channels on both sides of the 32-channel blocks; widths on both sides of
         // the 4-pixel segments.
+        // Input channels on both sides of the tiled kernels' 32-row tiles (their input
+        // gradient's rows).
         let out_channels = prop_oneof![1..4usize, Just(8usize), Just(31), Just(32), Just(33), Just(70)];
-        (1..4usize, 1..5usize, 1..12usize, 1..12usize, out_channels, 1..4usize, 1..4usize, 1..3usize, 0..3usize)
+        let channels = prop_oneof![4 => 1..5usize, 1 => Just(33usize)];
+        (1..4usize, channels, 1..12usize, 1..12usize, out_channels, 1..4usize, 1..4usize, 1..3usize, 0..3usize)
             .prop_flat_map(|(batch, channels, height, width, out, kh, kw, stride, pad)| {
                 (Just((batch, channels, height, width, out, kh, kw, stride, pad)), 1..3usize, any::<(bool, bool)>())
             })
@@ -456,10 +652,10 @@ mod tests {
             )
     }
 
-    /// The implicit kernels (software class) and the direct one (portable class) against the
-    /// definition, for one shape and seed.
+    /// The implicit kernels (software class), the direct one (portable class) and the tiled
+    /// ones (both classes) against the definition, for one shape and seed.
     fn check_against_definition(s: &ConvShape, out_channels: usize, with_bias: bool, relu: bool, seed: u64) {
-        const TEST: &str = "implicit_and_direct_kernels_match_the_definition";
+        const TEST: &str = "implicit_tiled_and_direct_kernels_match_the_definition";
         let Some(software) = context_of(TEST, KernelClass::Software) else { return };
         let Some(portable) = context_of(TEST, KernelClass::Hardware) else { return };
         let x = values(s.batch * s.channels * s.height * s.width, seed);
@@ -479,13 +675,27 @@ mod tests {
         host_input_grad(&grad, &w, s, out_channels).assert_matches(&software.read::<f32>(&dx, x.len()).unwrap());
         let xg = software.upload(&x).unwrap();
         let dw = conv2d_weight_grad_implicit(&software, &xg, &gg, s, out_channels).unwrap();
-        host_weight_grad(&grad, &x, s, out_channels).assert_matches(&software.read::<f32>(&dw, w.len()).unwrap());
+        let want_dw = host_weight_grad(&grad, &x, s, out_channels);
+        want_dw.assert_matches(&software.read::<f32>(&dw, w.len()).unwrap());
+
+        // The tiled kernels, which hardware GPUs run, on contexts of both classes.
+        let want_dx = host_input_grad(&grad, &w, s, out_channels);
+        for ctx in [&software, &portable] {
+            let (xg, wg, bg, gg) =
+                (ctx.upload(&x).unwrap(), ctx.upload(&w).unwrap(), ctx.upload(&b).unwrap(), ctx.upload(&grad).unwrap());
+            let out = conv2d_tiled(ctx, &xg, &wg, with_bias.then_some(&bg), s, out_channels, relu).unwrap();
+            want.assert_matches(&ctx.read::<f32>(&out, out_len).unwrap());
+            let dx = conv2d_input_grad_tiled(ctx, &gg, &wg, s, out_channels).unwrap();
+            want_dx.assert_matches(&ctx.read::<f32>(&dx, x.len()).unwrap());
+            let dw = conv2d_weight_grad_tiled(ctx, &xg, &gg, s, out_channels).unwrap();
+            want_dw.assert_matches(&ctx.read::<f32>(&dw, w.len()).unwrap());
+        }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn implicit_and_direct_kernels_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
+        fn implicit_tiled_and_direct_kernels_match_the_definition((s, out_channels, with_bias, relu) in shape_strategy(), seed in any::<u64>()) {
             check_against_definition(&s, out_channels, with_bias, relu, seed);
         }
     }
@@ -517,6 +727,39 @@ mod tests {
         let dw =
             conv2d_weight_grad_implicit(&ctx, &ctx.upload(&x).unwrap(), &ctx.upload(&grad).unwrap(), &s, 8).unwrap();
         host_weight_grad(&grad, &x, &s, 8).assert_matches(&ctx.read::<f32>(&dw, 8 * 25).unwrap());
+    }
+
+    /// The tiled weight gradient of 128 images of 24×24 output pixels on the portable
+    /// class: its sum over them goes in slices (on lavapipe within llvmpipe's loop cap),
+    /// whose partial sums are added; one image of 2×2 pixels takes no partials.
+    #[test]
+    fn tiled_weight_gradients_sum_their_images_in_slices() {
+        let Some(ctx) = context_of("tiled_weight_gradients_sum_their_images_in_slices", KernelClass::Hardware) else {
+            return;
+        };
+        for (batch, size) in [(128, 28), (1, 6)] {
+            let s = square(batch, size, 5);
+            let out = size - 4;
+            let (x, grad) = (values(batch * size * size, 41), values(batch * 8 * out * out, 42));
+            let (xg, gg) = (ctx.upload(&x).unwrap(), ctx.upload(&grad).unwrap());
+            let dw = conv2d_weight_grad_tiled(&ctx, &xg, &gg, &s, 8).unwrap();
+            host_weight_grad(&grad, &x, &s, 8).assert_matches(&ctx.read::<f32>(&dw, 8 * 25).unwrap());
+        }
+    }
+
+    /// Past what the tiled kernels can address, a clear error rather than a wrong result.
+    #[test]
+    fn a_convolution_past_the_tiled_limits_is_refused() {
+        let Some(ctx) = context_of("a_convolution_past_the_tiled_limits_is_refused", KernelClass::Hardware) else {
+            return;
+        };
+        // Columns of one pixel per image: one more than a grid dimension's tiles hold.
+        let s = square(ctx.limits().max_compute_workgroups_per_dimension as usize * 128 + 1, 1, 1);
+        assert!(!tiled_fits(&ctx, &s, 1), "more columns than a grid dimension's tiles hold");
+        let x = ctx.upload(&[0.0f32; 9]).unwrap();
+        let err = conv2d_tiled(&ctx, &x, &x, None, &s, 1, false).unwrap_err();
+        assert!(err.to_string().contains("tiled_fits"), "{err}");
+        assert!(tiled_fits(&ctx, &square(2, 28, 5), 8));
     }
 
     type ConvKernel =

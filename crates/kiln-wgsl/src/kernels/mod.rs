@@ -215,6 +215,7 @@ mod params_tests {
             (&classification::FAMILY, &classification::PARAMS),
             (&conv::FAMILY, &conv::PARAMS),
             (&conv::SOFTWARE_FAMILY, &conv::PARAMS),
+            (&conv::TILED_FAMILY, &conv::PARAMS),
             (&convert::FAMILY, &convert::PARAMS),
             (&dropout::FAMILY, &dropout::PARAMS),
             (&fill::FAMILY, &fill::PARAMS),
