@@ -7,13 +7,19 @@
 //!
 //! `cargo bench --bench layers -- gpu` (or `cpu`, `conv`, `batch_norm`, `cross_entropy`, …). On
 //! a software adapter the convolutions are timed with both kernel classes ("gpu", the
-//! software kernels; "gpu portable").
+//! software kernels; "gpu portable"). With the portable kernels (a hardware GPU's) they
+//! are also timed the way those ran before their tiled kernels ("… columns"): the batch's
+//! column matrix and matrix products, so that a hardware run (benches/gpu/run.sh) shows
+//! which way is faster there.
 
 mod support;
 
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kiln::wgsl::kernels::conv::{ConvShape, col2im, im2col};
+use kiln::wgsl::kernels::matmul::{BiasAxis, Epilogue, MatmulShape, matmul, matmul_sum, matmul_with};
+use kiln::wgsl::{GpuBuffer, GpuContext, KernelClass};
 use kiln::{AdamConfig, BatchNormConfig, Conv2d, Device, Pool2d, Reduction, Tensor};
 
 /// (label, input [N, C, H, W], output channels, kernel, padding), stride 1.
@@ -41,6 +47,61 @@ fn conv_case(input: [usize; 4], out: usize, kernel: usize, conv: &Conv2d, device
     let y_shape = x.conv2d(&w, Some(&b), conv).unwrap().shape().to_vec();
     let grad = Tensor::randn(&y_shape, 4, device).unwrap();
     ConvCase { x, w, b, grad }
+}
+
+/// A convolution's operands on the GPU as raw buffers, for the column path below.
+struct ColumnCase {
+    x: GpuBuffer,
+    w: GpuBuffer,
+    b: GpuBuffer,
+    grad: GpuBuffer,
+    shape: ConvShape,
+    out: usize,
+}
+
+impl ColumnCase {
+    fn new(ctx: &GpuContext, cpu: &ConvCase, conv: &Conv2d, out: usize) -> Self {
+        let upload = |t: &Tensor| ctx.upload(&t.to_vec().unwrap()).unwrap();
+        let [batch, channels, height, width] = cpu.x.shape().try_into().unwrap();
+        let [_, _, kh, kw] = cpu.w.shape().try_into().unwrap();
+        let shape = ConvShape {
+            batch,
+            channels,
+            height,
+            width,
+            kernel: [kh, kw],
+            stride: conv.stride,
+            padding: conv.padding,
+            dilation: conv.dilation,
+        };
+        ColumnCase { x: upload(&cpu.x), w: upload(&cpu.w), b: upload(&cpu.b), grad: upload(&cpu.grad), shape, out }
+    }
+
+    fn pixels(&self) -> usize {
+        let [oh, ow] = self.shape.output().unwrap();
+        oh * ow
+    }
+
+    /// The output: the weight [O, P] times each image's columns [P, S], the bias added.
+    fn forward(&self, ctx: &GpuContext) -> GpuBuffer {
+        let (p, s) = (self.shape.patch_len(), self.pixels());
+        let columns = im2col(ctx, &self.x, &self.shape).unwrap();
+        let product = MatmulShape { a_batch_stride: 0, ..MatmulShape::new(self.shape.batch, self.out, s, p) };
+        let epilogue = Epilogue { bias: Some((&self.b, BiasAxis::Row)), relu: false };
+        matmul_with(ctx, &self.w, &columns, product, epilogue).unwrap()
+    }
+
+    /// The weight gradient Σ grad[n] · columns[n]ᵀ and the input gradient, each image's
+    /// weightᵀ · grad[n] added back into place.
+    fn backward(&self, ctx: &GpuContext) -> (GpuBuffer, GpuBuffer) {
+        let (batch, p, s, o) = (self.shape.batch, self.shape.patch_len(), self.pixels(), self.out);
+        let columns = im2col(ctx, &self.x, &self.shape).unwrap();
+        let weight = MatmulShape { trans_b: true, b_batch_stride: p * s, ..MatmulShape::new(batch, o, p, s) };
+        let weight_grad = matmul_sum(ctx, &self.grad, &columns, weight).unwrap();
+        let input = MatmulShape { trans_a: true, a_batch_stride: 0, ..MatmulShape::new(batch, p, s, o) };
+        let input_columns = matmul(ctx, &self.w, &self.grad, input).unwrap();
+        (weight_grad, col2im(ctx, &input_columns, &self.shape).unwrap())
+    }
 }
 
 fn bench_conv(c: &mut Criterion) {
@@ -90,6 +151,23 @@ fn bench_conv(c: &mut Criterion) {
                         drop(on_gpu.grad.conv2d_backward(&on_gpu.x, &on_gpu.w, &conv, true).unwrap())
                     })
                 })
+            });
+            if ctx.kernel_class() != KernelClass::Hardware {
+                continue;
+            }
+            let columns = ColumnCase::new(ctx, &cpu, &conv, out);
+            let weight_grad = ctx.read::<f32>(&columns.backward(ctx).0, out * ci * kernel * kernel).unwrap();
+            support::check_close(
+                "conv2d weight gradient by columns",
+                &weight_grad,
+                &cpu.grad.conv2d_backward(&cpu.x, &cpu.w, &conv, true).unwrap().weight.to_vec().unwrap(),
+                1e-4 * ((n * ho * wo) as f32).sqrt(),
+            );
+            group.bench_function(BenchmarkId::new(format!("{name} columns forward"), label), |bench| {
+                bench.iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(columns.forward(ctx))))
+            });
+            group.bench_function(BenchmarkId::new(format!("{name} columns backward"), label), |bench| {
+                bench.iter_custom(|iterations| support::time_on_gpu(ctx, iterations, || drop(columns.backward(ctx))))
             });
         }
     }

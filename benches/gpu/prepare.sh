@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the hardware-GPU check on a machine without a GPU: builds the binaries that
-# benches/gpu/run.sh runs there (the training bench, the GPU test suites, xtask), and puts
+# benches/gpu/run.sh runs there (the training and layers benches, the GPU test suites,
+# xtask), and puts
 # them, slices of the datasets and the Vulkan loader package into .gpu-check/ (ignored by
 # git), to travel with the checkout to a machine that has a GPU and no network.
 #
@@ -22,7 +23,7 @@ suites="parity layers training_ops classification gradients models loader gpu_st
 
 echo "== building (release)"
 artifacts=$(mktemp)
-cargo build --release --bench train --message-format=json >"$artifacts"
+cargo build --release --bench train --bench layers --message-format=json >"$artifacts"
 cargo build --release -p xtask --message-format=json >>"$artifacts"
 cargo test --release --workspace --no-run --message-format=json >>"$artifacts"
 python3 - "$artifacts" "$check/bin" $suites <<'PY'
@@ -37,10 +38,10 @@ for line in open(artifacts):
         continue
     name, kind = m["target"]["name"], m["target"]["kind"]
     # `cargo test` also builds xtask's own unit tests as a "bin": not that one.
-    if (kind == ["bench"] and name == "train") or (kind == ["bin"] and name == "xtask" and not m["profile"]["test"]) \
+    if (kind == ["bench"] and name in ("train", "layers")) or (kind == ["bin"] and name == "xtask" and not m["profile"]["test"]) \
             or (kind == ["test"] and name in suites):
         found[name] = m["executable"]
-missing = ({"train", "xtask"} | suites) - set(found)
+missing = ({"train", "layers", "xtask"} | suites) - set(found)
 if missing:
     sys.exit(f"not built: {sorted(missing)}")
 for name, path in found.items():

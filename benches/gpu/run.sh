@@ -4,9 +4,12 @@
 #   1. the Vulkan loader (when the machine has none) and the adapter Kiln chooses;
 #   2. the GPU test suites, with KILN_REQUIRE_GPU=1 (no adapter is a failure);
 #   3. the training bench on the GPU for all six tutorials (dispatches per step included);
-#   4. PyTorch on CUDA on the same models, batch sizes and data, eager and torch.compile;
-#   5. one table with the ratios (benches/gpu/table.py).
-# Everything goes to $OUT (default /tmp/kiln-gpu-check): log.txt, the JSON rows, table.md.
+#   4. the tutorials' convolutions, forward and backward, by the tiled kernels Kiln routes
+#      hardware GPUs to and by the column path they replaced (the layers bench);
+#   5. PyTorch on CUDA on the same models, batch sizes and data, eager and torch.compile;
+#   6. one table with the ratios (benches/gpu/table.py).
+# Everything goes to $OUT (default /tmp/kiln-gpu-check): log.txt, the JSON rows, table.md,
+# convolutions.txt.
 # Meant to end within 8 minutes on a hardware GPU; each stage has its own time limit.
 #
 #     bash benches/gpu/run.sh [--seconds S] [--torch-device cuda|cpu] [--no-compile] [--no-tests]
@@ -88,6 +91,11 @@ fi
 
 stage "Kiln on the GPU, ${seconds} s a tutorial"
 timeout 200 "$bin/train" --device gpu --seconds "$seconds" --json "$out/kiln_gpu.json" || fail "Kiln's training bench"
+
+stage "convolutions: tiled kernels (gpu) against the column path (gpu columns)"
+KILN_BENCH_DEVICE=gpu timeout 150 "$bin/layers" --bench --noplot conv2d/gpu >"$bin/layers.log" 2>&1 ||
+    fail "the layers bench"
+grep -E '^conv2d/|^ *time:' "$bin/layers.log" | grep -v '%' | paste - - | sed 's/  */ /g' | tee "$out/convolutions.txt"
 
 torch_jsons=()
 for mode in eager compiled; do
