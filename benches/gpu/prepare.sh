@@ -37,11 +37,13 @@ for line in open(artifacts):
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     name, kind = m["target"]["name"], m["target"]["kind"]
-    # `cargo test` also builds xtask's own unit tests as a "bin": not that one.
-    if (kind == ["bench"] and name in ("train", "layers")) or (kind == ["bin"] and name == "xtask" and not m["profile"]["test"]) \
-            or (kind == ["test"] and name in suites):
+    # `cargo test` also builds xtask's own unit tests as a "bin": not that one. Benches are
+    # named <bench>-bench: the layers bench shares its name with a test suite.
+    if kind == ["bench"] and name in ("train", "layers"):
+        found[f"{name}-bench"] = m["executable"]
+    elif (kind == ["bin"] and name == "xtask" and not m["profile"]["test"]) or (kind == ["test"] and name in suites):
         found[name] = m["executable"]
-missing = ({"train", "layers", "xtask"} | suites) - set(found)
+missing = ({"train-bench", "layers-bench", "xtask"} | suites) - set(found)
 if missing:
     sys.exit(f"not built: {sorted(missing)}")
 for name, path in found.items():
