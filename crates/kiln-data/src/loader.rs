@@ -359,10 +359,7 @@ impl Batches {
                 let picks = &order[*next..end];
                 *next = end;
                 let b = picks.len();
-                let mut x = images.index_select(picks)?.to_f32()?.reshape(&[b, shape[1], shape[2], shape[3]])?;
-                if *scale != 1.0 {
-                    x = x.mul_scalar(*scale)?;
-                }
+                let mut x = images.index_select_to_f32(picks, *scale)?.reshape(&[b, shape[1], shape[2], shape[3]])?;
                 if let Some((mean, std)) = normalize {
                     x = x.sub(mean)?.div(std)?;
                 }

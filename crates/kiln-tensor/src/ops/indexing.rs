@@ -1,7 +1,7 @@
 //! Picking by index: rows (index_select), elements along an axis (gather), and the sums
 //! that return their gradients to the sources.
 
-use kiln_wgsl::kernels::gather::gather_rows;
+use kiln_wgsl::kernels::gather::{gather_rows, gather_rows_to_f32};
 use kiln_wgsl::kernels::index_add::{AxisIndex, add_at_index, gather_axis};
 
 use crate::profile;
@@ -18,17 +18,7 @@ impl Tensor {
     /// batch is drawn from a dataset that lives on the device. Works for every dtype.
     pub fn index_select(&self, indices: &[usize]) -> Result<Tensor> {
         let _op = profile::enter("index_select");
-        let Some((&rows, rest)) = self.shape.split_first() else {
-            return Err(TensorError::InvalidArgument { op: "index_select", why: "a rank-0 tensor has no rows".into() });
-        };
-        if let Some(&bad) = indices.iter().find(|&&i| i >= rows) {
-            return Err(TensorError::InvalidArgument {
-                op: "index_select",
-                why: format!("row {bad} is out of range for {rows} rows"),
-            });
-        }
-        let row_len: usize = rest.iter().product();
-        let shape = [&[indices.len()], rest].concat();
+        let (row_len, shape) = self.picked_rows("index_select", indices)?;
         Ok(match &self.storage {
             Storage::Gpu(gpu) => {
                 let ctx = gpu.buffer.context();
@@ -41,6 +31,36 @@ impl Tensor {
             Storage::Host(HostData::I32(values)) => Tensor::cpu_i32(pick(values, row_len, indices), shape),
             Storage::Host(HostData::U8(values)) => Tensor::cpu_u8(pick(values, row_len, indices), shape),
         })
+    }
+
+    /// The rows at `indices` as f32, each value times `scale`: [`Tensor::index_select`],
+    /// [`Tensor::to_f32`] and (unless `scale` is 1) [`Tensor::mul_scalar`], with their bits.
+    /// A byte tensor on the GPU takes one launch for all three: how the data loader draws a
+    /// batch of images from a dataset held on the device.
+    pub fn index_select_to_f32(&self, indices: &[usize], scale: f32) -> Result<Tensor> {
+        let _op = profile::enter("index_select_to_f32");
+        if let Storage::Gpu(gpu) = &self.storage
+            && gpu.dtype == DType::U8
+        {
+            let (row_len, shape) = self.picked_rows("index_select_to_f32", indices)?;
+            let ctx = gpu.buffer.context();
+            let index: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+            let out = gather_rows_to_f32(&ctx, &gpu.buffer, &ctx.upload(&index)?, indices.len(), row_len, scale)?;
+            return Ok(Tensor::gpu(out, shape, DType::F32));
+        }
+        let values = self.index_select(indices)?.to_f32()?;
+        if scale == 1.0 { Ok(values) } else { values.mul_scalar(scale) }
+    }
+
+    /// Elements per row, and the shape of the rows at `indices`, which must be in range.
+    fn picked_rows(&self, op: &'static str, indices: &[usize]) -> Result<(usize, Vec<usize>)> {
+        let Some((&rows, rest)) = self.shape.split_first() else {
+            return Err(TensorError::InvalidArgument { op, why: "a rank-0 tensor has no rows".into() });
+        };
+        if let Some(&bad) = indices.iter().find(|&&i| i >= rows) {
+            return Err(TensorError::InvalidArgument { op, why: format!("row {bad} is out of range for {rows} rows") });
+        }
+        Ok((rest.iter().product(), [&[indices.len()], rest].concat()))
     }
 
     /// The gradient of [`Tensor::index_select`]: this gradient `[indices.len(), …]` summed

@@ -1,10 +1,14 @@
 // gather_rows: output row r is input row index[r], for rows of any byte length. Moving bytes
 // lets one kernel serve u8 images as well as f32 and i32 rows. Each invocation assembles one
 // 32-bit output word from four bytes.
+// gather_rows_to_f32: the same picking of byte rows, each byte then written as an f32 times
+// `scale`: a batch of images drawn from a byte dataset, ready for a model, in one launch.
 
 struct Params {
     out_bytes: u32,
     row_bytes: u32,
+    // gather_rows_to_f32 only.
+    scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,4 +35,14 @@ fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         packed |= source_byte(first + b) << (8u * b);
     }
     dst[word] = packed;
+}
+
+@compute @workgroup_size(256)
+fn gather_rows_to_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, 256u);
+    if (i >= p.out_bytes) {
+        return;
+    }
+    dst[i] = bitcast<u32>(f32(source_byte(i)) * p.scale);
 }
