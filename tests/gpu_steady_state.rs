@@ -30,7 +30,7 @@ const WARM_UP_EPOCHS: usize = 3;
 
 /// Dispatches the ASL CNN's training step may take in the loop: the batch's gathering and
 /// scaling on the device, forward, loss, backward, the Adam step and the running totals.
-const ASL_CNN_MAX_DISPATCHES: u64 = 57;
+const ASL_CNN_MAX_DISPATCHES: u64 = 55;
 
 fn synthetic(tutorial: Tutorial, samples: usize) -> ImageDataset {
     let (shape, classes) = match tutorial {

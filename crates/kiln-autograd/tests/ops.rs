@@ -6,7 +6,7 @@ mod common;
 
 use common::{check_op, randn};
 use kiln_autograd::Var;
-use kiln_tensor::{Device, Pool2d, Tensor};
+use kiln_tensor::{Device, Pool2d, Reduction, Tensor};
 
 /// Σ output · r for fixed random `r` shaped as the output, on the output's device.
 fn weighed(output: Var, seed: u64) -> Var {
@@ -157,7 +157,55 @@ fn bad_axes_are_errors() {
 }
 
 fn devices(test: &str) -> Vec<Device> {
+    // A context of its own, whose launch counter no other test moves.
+    let own = |_| kiln_wgsl::GpuContext::new(&kiln_wgsl::AdapterPreference::from_env()).unwrap();
     let mut devices = vec![Device::Cpu];
-    devices.extend(kiln_wgsl::testing::context_or_skip(test).map(Device::Gpu));
+    devices.extend(kiln_wgsl::testing::context_or_skip(test).map(own).map(Device::Gpu));
     devices
+}
+
+/// A loss is what `backward` usually starts from: there its gradient, computed with it,
+/// passes on as it is — bit for bit the fused kernel's, and on the GPU with no launch at
+/// all (no tensor of ones, no multiplication) — and below the root it scales with the
+/// gradient flowing into it. A custom op at the root still gets a gradient of ones.
+#[test]
+fn a_loss_passes_its_gradient_on_unscaled_at_the_root() {
+    let test = "a_loss_passes_its_gradient_on_unscaled_at_the_root";
+    // A context of its own, whose launch counter no other test moves.
+    let own = |_| kiln_wgsl::GpuContext::new(&kiln_wgsl::AdapterPreference::from_env()).unwrap();
+    let mut devices = vec![Device::Cpu];
+    devices.extend(kiln_wgsl::testing::context_or_skip(test).map(own).map(Device::Gpu));
+    for device in devices {
+        let logits = randn(&[4, 5], 1).to(&device).unwrap();
+        let labels = Tensor::from_vec_i32(vec![0, 3, 4, 1], &[4], &device).unwrap();
+        let (_, fused) = logits.cross_entropy_with_grad(&labels, None, Reduction::Mean).unwrap();
+        let fused = fused.to_vec().unwrap();
+
+        let x = Var::parameter(logits.clone());
+        let loss = x.cross_entropy(&labels, None, Reduction::Mean).unwrap();
+        let launches = |run: &dyn Fn()| match &device {
+            Device::Gpu(ctx) => {
+                let before = ctx.stats().dispatches;
+                run();
+                ctx.stats().dispatches - before
+            }
+            Device::Cpu => {
+                run();
+                0
+            }
+        };
+        assert_eq!(launches(&|| loss.backward().unwrap()), 0, "{device:?}: the root's backward launched work");
+        let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(x.grad().unwrap().to_vec().unwrap()), bits(fused.clone()), "{device:?}");
+
+        let x = Var::parameter(logits.clone());
+        x.cross_entropy(&labels, None, Reduction::Mean).unwrap().mul_scalar(3.0).unwrap().backward().unwrap();
+        let tripled: Vec<f32> = fused.iter().map(|g| g * 3.0).collect();
+        assert_eq!(bits(x.grad().unwrap().to_vec().unwrap()), bits(tripled), "{device:?}: below the root");
+
+        let x = Var::parameter(Tensor::from_vec(vec![1.5], &[1], &device).unwrap());
+        let value = x.value().mul_scalar(2.0).unwrap();
+        Var::custom(value, &[&x], |g| Ok(vec![Some(g.mul_scalar(2.0)?)])).backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec().unwrap(), vec![2.0], "{device:?}: a custom op's seed");
+    }
 }

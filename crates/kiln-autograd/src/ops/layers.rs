@@ -199,7 +199,7 @@ impl Var {
             return Ok(Var::constant(self.value().cross_entropy(labels, weight, reduction)?));
         }
         let (loss, grad) = self.value().cross_entropy_with_grad(labels, weight, reduction)?;
-        Ok(Var::custom(loss, &[self], move |g| Ok(vec![Some(grad.mul(g)?)])))
+        Ok(Var::scaled(loss, &[self], vec![Some(grad)]))
     }
 }
 
