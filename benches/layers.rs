@@ -107,7 +107,8 @@ impl ColumnCase {
 fn bench_conv(c: &mut Criterion) {
     let gpus = support::gpu_each_class("layers bench");
     let mut group = c.benchmark_group("conv2d");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let (warm_up, measurement) = support::times(Duration::from_millis(500), Duration::from_secs(3));
+    group.sample_size(10).warm_up_time(warm_up).measurement_time(measurement);
     for (label, input, out, kernel, padding) in CONVS {
         let conv = Conv2d::default().padding(padding);
         let [n, ci, h, w] = input;

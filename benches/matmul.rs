@@ -47,7 +47,8 @@ fn check_against_cpu(gpu: &Device, m: usize, n: usize, k: usize, trans_a: bool, 
 fn bench_matmul(c: &mut Criterion) {
     let gpus = support::gpu_each_class("matmul bench");
     let mut group = c.benchmark_group("matmul");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    let (warm_up, measurement) = support::times(Duration::from_millis(500), Duration::from_secs(3));
+    group.sample_size(10).warm_up_time(warm_up).measurement_time(measurement);
     for (label, m, n, k, trans_a, trans_b) in SHAPES {
         let id = format!("{label} {m}x{n}x{k}");
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));

@@ -62,6 +62,16 @@ pub fn gpu_each_class(bench: &str) -> Vec<(&'static str, Device, GpuContext)> {
     each
 }
 
+/// A group's warm-up and measurement times (the matrix products' and the convolutions'):
+/// as given, or 0.2 s and 1 s where `KILN_BENCH_QUICK` is set — benches/gpu/run.sh's
+/// hardware run, which must fit in one call of the device tool.
+pub fn times(warm_up: Duration, measurement: Duration) -> (Duration, Duration) {
+    match std::env::var_os("KILN_BENCH_QUICK") {
+        Some(_) => (Duration::from_millis(200), Duration::from_secs(1)),
+        None => (warm_up, measurement),
+    }
+}
+
 /// Runs `work` `iterations` times and returns the time until the GPU has finished all of it:
 /// launches are only queued, so timing them alone would measure recording, not execution.
 pub fn time_on_gpu(ctx: &GpuContext, iterations: u64, mut work: impl FnMut()) -> Duration {
