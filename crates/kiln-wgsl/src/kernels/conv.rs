@@ -1,13 +1,18 @@
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, Result};
 
-pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "conv", source: include_str!("conv.wgsl") };
+pub(crate) static FAMILY: KernelFamily =
+    KernelFamily { name: "conv", source: concat!(include_str!("conv_params.wgsl"), include_str!("conv.wgsl")) };
 
 /// The software adapters' implicit-GEMM kernel (`KernelClass::Software`): a module of its
 /// own, since its subgroup operations compile only on devices opened with subgroups.
 pub(crate) static SOFTWARE_FAMILY: KernelFamily = KernelFamily {
     name: "conv_software",
-    source: concat!(include_str!("software_tiles.wgsl"), include_str!("conv_software.wgsl")),
+    source: concat!(
+        include_str!("conv_params.wgsl"),
+        include_str!("software_tiles.wgsl"),
+        include_str!("conv_software.wgsl")
+    ),
 };
 
 /// Output channels per invocation of the implicit kernel (`BLOCK` in conv_software.wgsl).
@@ -339,8 +344,10 @@ fn launch_implicit(
 /// The portable class's implicit kernels in workgroup tiles (conv_tiled.wgsl): the forward
 /// pass, the input gradient and the weight gradient as matrix products whose column matrix
 /// is read from its source as it is staged, never stored.
-pub(crate) static TILED_FAMILY: KernelFamily =
-    KernelFamily { name: "conv_tiled", source: include_str!("conv_tiled.wgsl") };
+pub(crate) static TILED_FAMILY: KernelFamily = KernelFamily {
+    name: "conv_tiled",
+    source: concat!(include_str!("conv_params.wgsl"), include_str!("conv_tiled.wgsl")),
+};
 
 /// The slice of K a tiled workgroup stages at a time (`SLICE` in conv_tiled.wgsl).
 const TILE_SLICE: usize = 16;

@@ -7,29 +7,6 @@
 // col2im: the adjoint, for the input gradient: each input element sums the column entries
 //   it was copied to. One invocation per input element gathers them, so no atomics.
 
-struct Params {
-    batch: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    dilation_h: u32,
-    dilation_w: u32,
-    out_channels: u32,
-    // conv_software.wgsl's (spread 1 here, chunk unused).
-    spread_h: u32,
-    spread_w: u32,
-    chunk: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 override HAS_BIAS: bool;
 // conv2d_direct: the output goes through a ReLU as it is stored.
 override RELU: bool;

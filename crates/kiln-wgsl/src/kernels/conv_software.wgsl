@@ -11,31 +11,6 @@
 // 128 multiply-adds. Every invocation runs the whole loop (subgroup operations need all
 // lanes), those past the output only skip the store. Needs subgroups of at least 8.
 
-struct Params {
-    batch: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    dilation_h: u32,
-    dilation_w: u32,
-    out_channels: u32,
-    // The input's rows (columns) lie spread_h (spread_w) apart in the grid the window moves
-    // over, zeros between: 1, or a forward stride when this computes an input gradient.
-    spread_h: u32,
-    spread_w: u32,
-    // The weight gradient's steps (image, output pixel) per z-slice of the grid.
-    chunk: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 override HAS_BIAS: bool;
 override RELU: bool;
 // Whether spread_h or spread_w exceeds 1: specialised, as the test divides (slow per lane).

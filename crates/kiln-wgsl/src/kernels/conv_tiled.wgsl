@@ -20,31 +20,6 @@
 //                        of its own, added in order by the launcher.
 // Each product's k runs in order, so the sums are deterministic.
 
-struct Params {
-    batch: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    dilation_h: u32,
-    dilation_w: u32,
-    out_channels: u32,
-    // The input's rows (columns) lie spread_h (spread_w) apart in the grid the window moves
-    // over, zeros between: 1, or a forward stride when this computes an input gradient.
-    spread_h: u32,
-    spread_w: u32,
-    // PRODUCT 2: the k each z-slice sums, a multiple of SLICE.
-    chunk: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 override PRODUCT: u32;
 override HAS_BIAS: bool;
 override RELU: bool;
