@@ -456,6 +456,13 @@ fn cpu_conv2d_input_grad(grad: &[f32], kernel: &[f32], s: &ConvShape, out_channe
     x
 }
 
+/// The input gradient on the GPU from `grad` `[N, O, OH·OW]`: weightᵀ · each image's
+/// gradient gives the columns' gradient, which col2im adds back into place.
+fn gpu_input_grad_by_columns(ctx: &GpuContext, grad: &Tensor, weight: &Tensor, s: &ConvShape) -> Result<Tensor> {
+    let kernel = weight.reshape(&[weight.shape[0], s.patch_len()])?;
+    kernel.matmul_t(grad, true, false)?.gpu_col2im(ctx, s)
+}
+
 impl Tensor {
     /// The batch's column matrix `[N, C·KH·KW, OH·OW]` of this GPU image batch.
     fn gpu_im2col(&self, ctx: &GpuContext, s: &ConvShape) -> Result<Tensor> {
@@ -630,9 +637,8 @@ impl Tensor {
                         (w, x)
                     }
                     // The portable kernels' tiled implicit products, likewise; an input
-                    // gradient of few channels as the weight's product with the output
-                    // gradient, added back into place (col2im), which takes no column
-                    // matrix either.
+                    // gradient of few channels by the product and col2im, which need no
+                    // column matrix of the input either.
                     KernelClass::Hardware if tiled_fits(ctx, &s, out_channels) => {
                         let g = self.gpu_buffer();
                         let w = conv2d_weight_grad_tiled(ctx, input.gpu_buffer(), g, &s, out_channels)?;
@@ -640,8 +646,7 @@ impl Tensor {
                         let x = match input_grad {
                             false => None,
                             true if s.channels < TILED_INPUT_GRAD_MIN_CHANNELS => {
-                                let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
-                                Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?)
+                                Some(gpu_input_grad_by_columns(ctx, &grad, weight, &s)?)
                             }
                             true => {
                                 let x = conv2d_input_grad_tiled(ctx, g, weight.gpu_buffer(), &s, out_channels)?;
@@ -660,12 +665,7 @@ impl Tensor {
                             }
                         };
                         let w = grad.matmul_t_sum(columns, false, true)?.reshape(&weight.shape)?;
-                        let kernel = weight.reshape(&[out_channels, s.patch_len()])?;
-                        let x = if input_grad {
-                            Some(kernel.matmul_t(&grad, true, false)?.gpu_col2im(ctx, &s)?)
-                        } else {
-                            None
-                        };
+                        let x = input_grad.then(|| gpu_input_grad_by_columns(ctx, &grad, weight, &s)).transpose()?;
                         (w, x)
                     }
                 }
