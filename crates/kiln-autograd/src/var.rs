@@ -15,15 +15,23 @@ use kiln_tensor::Tensor;
 
 use crate::{AutogradError, Result, grad_mode};
 
-/// Maps the gradient of an op's output to one optional gradient per input; given `None`
-/// when the output is what `backward` started from, whose gradient is one.
-pub(crate) type BackwardFn = Box<dyn FnOnce(Option<&Tensor>) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send>;
+/// Maps the gradient of an op's output to one optional gradient per input.
+pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send>;
+
+/// How a recorded op's output gradient becomes its inputs' gradients.
+enum Backward {
+    /// A closure of the output's gradient (`Var::custom`).
+    Closure(BackwardFn),
+    /// Gradients computed with the value, times the output's gradient, a scalar
+    /// (`Var::scaled`).
+    Scaled(Vec<Option<Tensor>>),
+}
 
 enum Origin {
     /// Made by the user: a constant, or a parameter whose gradient accumulates.
     Leaf,
     /// The output of a recorded op, not yet differentiated.
-    Op { inputs: Vec<Var>, backward: BackwardFn },
+    Op { inputs: Vec<Var>, backward: Backward },
     /// The output of a recorded op whose backward pass already ran.
     Consumed,
 }
@@ -95,11 +103,7 @@ impl Var {
         inputs: &[&Var],
         backward: impl FnOnce(&Tensor) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Var {
-        let (shape, device) = (value.shape().to_vec(), value.device());
-        Var::recorded(value, inputs, move |g| match g {
-            Some(g) => backward(g),
-            None => backward(&Tensor::ones(&shape, &device)?),
-        })
+        Var::recorded(value, inputs, Backward::Closure(Box::new(backward)))
     }
 
     /// The result of an op whose input gradients were computed with its value and only
@@ -109,17 +113,10 @@ impl Var {
     /// `grads` pass on as they are: no tensor of ones made, no multiplication (on a GPU,
     /// two launches a training step fewer).
     pub fn scaled(value: Tensor, inputs: &[&Var], grads: Vec<Option<Tensor>>) -> Var {
-        Var::recorded(value, inputs, move |g| match g {
-            None => Ok(grads),
-            Some(g) => grads.into_iter().map(|grad| grad.map(|grad| grad.mul(g)).transpose()).collect(),
-        })
+        Var::recorded(value, inputs, Backward::Scaled(grads))
     }
 
-    fn recorded(
-        value: Tensor,
-        inputs: &[&Var],
-        backward: impl FnOnce(Option<&Tensor>) -> kiln_tensor::Result<Vec<Option<Tensor>>> + Send + 'static,
-    ) -> Var {
+    fn recorded(value: Tensor, inputs: &[&Var], backward: Backward) -> Var {
         if !grad_mode::is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
             return Var::constant(value);
         }
@@ -128,10 +125,7 @@ impl Var {
             value: RwLock::new(value),
             requires_grad: AtomicBool::new(true),
             grad: Mutex::new(None),
-            origin: Mutex::new(Origin::Op {
-                inputs: inputs.iter().map(|&v| v.clone()).collect(),
-                backward: Box::new(backward),
-            }),
+            origin: Mutex::new(Origin::Op { inputs: inputs.iter().map(|&v| v.clone()).collect(), backward }),
         }))
     }
 
@@ -224,7 +218,9 @@ impl Var {
         if !self.requires_grad() {
             return Err(AutogradError::NoGradient);
         }
-        // The gradient of this value is one: `None` until an op asks for it as a tensor.
+        // The gradient of this value is one: `None`, made a tensor only where a leaf or a
+        // closure needs one.
+        let seed = || Tensor::ones(self.value().shape(), &self.value().device());
         let mut pending: HashMap<u64, Tensor> = HashMap::new();
         for node in self.tape()? {
             let grad = match pending.remove(&node.0.id) {
@@ -237,7 +233,7 @@ impl Var {
                 drop(origin);
                 let grad = match grad {
                     Some(grad) => grad,
-                    None => Tensor::ones(self.value().shape(), &self.value().device())?,
+                    None => seed()?,
                 };
                 let mut slot = node.0.grad.lock().expect("grad lock");
                 *slot = Some(match slot.take() {
@@ -251,7 +247,14 @@ impl Var {
             drop(origin);
             match taken {
                 Origin::Op { inputs, backward } => {
-                    let grads = backward(grad.as_ref())?;
+                    let grads = match (backward, grad) {
+                        (Backward::Closure(backward), Some(grad)) => backward(&grad)?,
+                        (Backward::Closure(backward), None) => backward(&seed()?)?,
+                        (Backward::Scaled(grads), None) => grads,
+                        (Backward::Scaled(grads), Some(grad)) => {
+                            grads.into_iter().map(|g| g.map(|g| g.mul(&grad)).transpose()).collect::<Result<_, _>>()?
+                        }
+                    };
                     // One slot per input, `None` where none is needed: a shorter list would
                     // otherwise be cut silently by the zip below.
                     if grads.len() != inputs.len() {
