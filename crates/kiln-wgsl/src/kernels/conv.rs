@@ -376,16 +376,24 @@ enum TiledProduct {
 }
 
 impl TiledProduct {
-    /// (M, N, K) of the product for `shape`: the columns of the forward pass and the input
-    /// gradient, and the K of the weight gradient, run over every image's pixels.
-    fn dims(self, shape: &ConvShape, out_channels: usize) -> [usize; 3] {
-        let [oh, ow] = shape.output().expect("checked by the caller");
-        let taps = shape.kernel[0] * shape.kernel[1];
-        let b = shape.batch;
+    /// The kernel's parameters for this product of a convolution of `shape`.
+    fn params(self, shape: &ConvShape, out_channels: usize) -> Params {
         match self {
-            TiledProduct::Forward => [out_channels, b * oh * ow, shape.patch_len()],
-            TiledProduct::InputGrad => [shape.channels, b * shape.height * shape.width, out_channels * taps],
-            TiledProduct::WeightGrad => [out_channels, shape.patch_len(), b * oh * ow],
+            TiledProduct::InputGrad => input_grad_parameters(shape, out_channels),
+            _ => Params { out_channels: out_channels as u32, ..shape.params() },
+        }
+    }
+
+    /// (M, N, K) of the product, read from its parameters as conv_tiled.wgsl's `dims` reads
+    /// them: the columns of a convolution, and the K of the weight gradient, run over every
+    /// image's pixels.
+    fn dims(self, p: &Params) -> [usize; 3] {
+        let u = |v: u32| v as usize;
+        let window = u(p.channels) * u(p.kernel_h) * u(p.kernel_w);
+        let pixels = u(p.batch) * u(p.out_height) * u(p.out_width);
+        match self {
+            TiledProduct::WeightGrad => [u(p.out_channels), window, pixels],
+            _ => [u(p.out_channels), pixels, window],
         }
     }
 
@@ -410,7 +418,7 @@ pub fn tiled_fits(ctx: &GpuContext, shape: &ConvShape, out_channels: usize) -> b
     ];
     let products = [TiledProduct::Forward, TiledProduct::InputGrad, TiledProduct::WeightGrad];
     products.iter().all(|&product| {
-        let [m, n, k] = product.dims(shape, out_channels);
+        let [m, n, k] = product.dims(&product.params(shape, out_channels));
         let [tile_m, tile_n] = TiledProduct::tile(m);
         let loops = k.div_ceil(TILE_SLICE) * TILED_ITERATIONS_PER_SLICE;
         m.div_ceil(tile_m) <= most
@@ -431,9 +439,9 @@ pub fn conv2d_tiled(
     relu: bool,
 ) -> Result<GpuBuffer> {
     require_tiled_fit(ctx, shape, out_channels)?;
-    let params = Params { out_channels: out_channels as u32, ..shape.params() };
-    let [m, n, _] = TiledProduct::Forward.dims(shape, out_channels);
-    TiledLaunch { product: TiledProduct::Forward, a: weight, b: x, bias, relu, params }.run(ctx, [m, n], 1)
+    let product = TiledProduct::Forward;
+    let params = product.params(shape, out_channels);
+    TiledLaunch { product, a: weight, b: x, bias, relu, params }.run(ctx, 1)
 }
 
 /// The input gradient `[batch, C, H, W]` of a convolution of `shape` from its output
@@ -446,10 +454,9 @@ pub fn conv2d_input_grad_tiled(
     out_channels: usize,
 ) -> Result<GpuBuffer> {
     require_tiled_fit(ctx, shape, out_channels)?;
-    let params = input_grad_parameters(shape, out_channels);
-    let [m, n, _] = TiledProduct::InputGrad.dims(shape, out_channels);
-    let launch = TiledLaunch { product: TiledProduct::InputGrad, a: weight, b: grad, bias: None, relu: false, params };
-    launch.run(ctx, [m, n], 1)
+    let product = TiledProduct::InputGrad;
+    let params = product.params(shape, out_channels);
+    TiledLaunch { product, a: weight, b: grad, bias: None, relu: false, params }.run(ctx, 1)
 }
 
 /// The weight gradient `[O, C, KH, KW]` of a convolution of `shape` from the input `x` and
@@ -464,7 +471,9 @@ pub fn conv2d_weight_grad_tiled(
     out_channels: usize,
 ) -> Result<GpuBuffer> {
     require_tiled_fit(ctx, shape, out_channels)?;
-    let [m, n, k] = TiledProduct::WeightGrad.dims(shape, out_channels);
+    let product = TiledProduct::WeightGrad;
+    let params = product.params(shape, out_channels);
+    let [m, n, k] = product.dims(&params);
     let [tile_m, tile_n] = TiledProduct::tile(m);
     let steps = k.div_ceil(TILE_SLICE).max(1);
     let mut slices = TILED_WEIGHT_GRAD_WORKGROUPS.div_ceil(m.div_ceil(tile_m) * n.div_ceil(tile_n));
@@ -473,9 +482,8 @@ pub fn conv2d_weight_grad_tiled(
     }
     let chunk = steps.div_ceil(slices.clamp(1, steps)) * TILE_SLICE;
     let slices = k.div_ceil(chunk).max(1);
-    let params = Params { out_channels: out_channels as u32, chunk: chunk as u32, ..shape.params() };
-    let launch = TiledLaunch { product: TiledProduct::WeightGrad, a: grad, b: x, bias: None, relu: false, params };
-    let partials = launch.run(ctx, [m, n], slices)?;
+    let params = Params { chunk: chunk as u32, ..params };
+    let partials = TiledLaunch { product, a: grad, b: x, bias: None, relu: false, params }.run(ctx, slices)?;
     if slices == 1 {
         return Ok(partials);
     }
@@ -506,7 +514,8 @@ struct TiledLaunch<'a> {
 impl TiledLaunch<'_> {
     /// The `[M, N]` product: the convolution's stored as `[batch, M, pixels]`, the weight
     /// gradient's as one partial per slice.
-    fn run(&self, ctx: &GpuContext, [m, n]: [usize; 2], slices: usize) -> Result<GpuBuffer> {
+    fn run(&self, ctx: &GpuContext, slices: usize) -> Result<GpuBuffer> {
+        let [m, n, _] = self.product.dims(&self.params);
         let [tile_m, tile_n] = TiledProduct::tile(m);
         let out = ctx.alloc((slices * m * n).max(1) as u64 * 4)?;
         let spec = KernelSpec::new(
