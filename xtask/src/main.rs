@@ -41,6 +41,7 @@ fn adapter() -> Result<(), String> {
     let ctx = GpuContext::new(&AdapterPreference::from_env()).map_err(|e| format!("no GPU: {e}"))?;
     let limits = ctx.limits();
     println!("adapter: {}", ctx.adapter());
+    println!("kernels: {:?} class, {:?} workgroup sums", ctx.kernel_class(), ctx.workgroup_sums());
     println!("max storage binding: {} MiB", limits.max_storage_buffer_binding_size >> 20);
     println!("max buffer: {} MiB", limits.max_buffer_size >> 20);
     println!("max workgroups per dimension: {}", limits.max_compute_workgroups_per_dimension);

@@ -542,42 +542,44 @@ proptest! {
     fn batch_norm_matches(n in 1..5usize, c in 1..6usize, h in prop_oneof![1..8usize, Just(23)], w in prop_oneof![1..8usize, Just(19)], affine in any::<bool>(),
                           relu in any::<bool>(), seed in any::<u64>()) {
         prop_assume!(n * h * w > 1);
-        let Some(gpu) = gpu("batch_norm_matches") else { return Ok(()) };
-        let config = BatchNormConfig { relu, ..BatchNormConfig::default() };
-        let [x, weight, bias, mut rm, mut rv] = batch_norm_inputs(&[n, c, h, w], seed);
-        let on_gpu = |t: &Tensor| t.to(&gpu).unwrap();
-        let (xg, wg, bg, mut rmg, mut rvg) = (on_gpu(&x), on_gpu(&weight), on_gpu(&bias), on_gpu(&rm), on_gpu(&rv));
-        let (w_opt, b_opt) = (affine.then_some(&weight), affine.then_some(&bias));
-        let (wg_opt, bg_opt) = (affine.then_some(&wg), affine.then_some(&bg));
-        let (y, saved) = x.batch_norm2d_train(w_opt, b_opt, &mut rm, &mut rv, &config).unwrap();
-        let (yg, saved_g) = xg.batch_norm2d_train(wg_opt, bg_opt, &mut rmg, &mut rvg, &config).unwrap();
-        let count = (n * h * w) as f32;
-        let tolerance = 1e-5 * count.sqrt() * 8.0;
-        prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
-        prop_assert!(close(&rmg.to_vec().unwrap(), &rm.to_vec().unwrap(), tolerance));
-        prop_assert!(close(&rvg.to_vec().unwrap(), &rv.to_vec().unwrap(), tolerance));
-        let dy = Tensor::randn(x.shape(), seed ^ 5, &Device::Cpu).unwrap();
-        let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &saved, true).unwrap();
-        let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &saved_g, true).unwrap();
-        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance * 4.0));
-        if affine {
-            prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
-            prop_assert!(close(&grads_g.bias.unwrap().to_vec().unwrap(), &grads.bias.unwrap().to_vec().unwrap(), tolerance));
-        }
-        let eval = x.batch_norm2d_eval(w_opt, b_opt, &rm, &rv, &config).unwrap();
-        let eval_g = xg.batch_norm2d_eval(wg_opt, bg_opt, &rmg, &rvg, &config).unwrap();
-        prop_assert!(close(&eval_g.to_vec().unwrap(), &eval.to_vec().unwrap(), tolerance));
-        // Evaluation mode's backward, through the running statistics.
-        let fixed = |mean: &Tensor, var: &Tensor, output: &Tensor| {
-            let mut saved = BatchNormSaved::from_running(mean, var, &config).unwrap();
-            saved.relu_output = relu.then(|| output.clone());
-            saved
-        };
-        let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &fixed(&rm, &rv, &eval), false).unwrap();
-        let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &fixed(&rmg, &rvg, &eval_g), false).unwrap();
-        prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance));
-        if affine {
-            prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
+        // Each class's context: batch norm's sums go through both workgroup_sum variants.
+        for gpu in gpu_each_class("batch_norm_matches") {
+            let config = BatchNormConfig { relu, ..BatchNormConfig::default() };
+            let [x, weight, bias, mut rm, mut rv] = batch_norm_inputs(&[n, c, h, w], seed);
+            let on_gpu = |t: &Tensor| t.to(&gpu).unwrap();
+            let (xg, wg, bg, mut rmg, mut rvg) = (on_gpu(&x), on_gpu(&weight), on_gpu(&bias), on_gpu(&rm), on_gpu(&rv));
+            let (w_opt, b_opt) = (affine.then_some(&weight), affine.then_some(&bias));
+            let (wg_opt, bg_opt) = (affine.then_some(&wg), affine.then_some(&bg));
+            let (y, saved) = x.batch_norm2d_train(w_opt, b_opt, &mut rm, &mut rv, &config).unwrap();
+            let (yg, saved_g) = xg.batch_norm2d_train(wg_opt, bg_opt, &mut rmg, &mut rvg, &config).unwrap();
+            let count = (n * h * w) as f32;
+            let tolerance = 1e-5 * count.sqrt() * 8.0;
+            prop_assert!(close(&yg.to_vec().unwrap(), &y.to_vec().unwrap(), tolerance));
+            prop_assert!(close(&rmg.to_vec().unwrap(), &rm.to_vec().unwrap(), tolerance));
+            prop_assert!(close(&rvg.to_vec().unwrap(), &rv.to_vec().unwrap(), tolerance));
+            let dy = Tensor::randn(x.shape(), seed ^ 5, &Device::Cpu).unwrap();
+            let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &saved, true).unwrap();
+            let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &saved_g, true).unwrap();
+            prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance * 4.0));
+            if affine {
+                prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
+                prop_assert!(close(&grads_g.bias.unwrap().to_vec().unwrap(), &grads.bias.unwrap().to_vec().unwrap(), tolerance));
+            }
+            let eval = x.batch_norm2d_eval(w_opt, b_opt, &rm, &rv, &config).unwrap();
+            let eval_g = xg.batch_norm2d_eval(wg_opt, bg_opt, &rmg, &rvg, &config).unwrap();
+            prop_assert!(close(&eval_g.to_vec().unwrap(), &eval.to_vec().unwrap(), tolerance));
+            // Evaluation mode's backward, through the running statistics.
+            let fixed = |mean: &Tensor, var: &Tensor, output: &Tensor| {
+                let mut saved = BatchNormSaved::from_running(mean, var, &config).unwrap();
+                saved.relu_output = relu.then(|| output.clone());
+                saved
+            };
+            let grads = dy.batch_norm2d_backward(&x, w_opt, affine, &fixed(&rm, &rv, &eval), false).unwrap();
+            let grads_g = on_gpu(&dy).batch_norm2d_backward(&xg, wg_opt, affine, &fixed(&rmg, &rvg, &eval_g), false).unwrap();
+            prop_assert!(close(&grads_g.input.to_vec().unwrap(), &grads.input.to_vec().unwrap(), tolerance));
+            if affine {
+                prop_assert!(close(&grads_g.weight.unwrap().to_vec().unwrap(), &grads.weight.unwrap().to_vec().unwrap(), tolerance));
+            }
         }
     }
 }
@@ -698,9 +700,13 @@ proptest! {
 /// pooled by 2×2 leaves a row and a column out of every window).
 #[test]
 fn batch_norm_relu_pool_matches_at_the_tutorial_sizes() {
-    let gpu = gpu("batch_norm_relu_pool_matches_at_the_tutorial_sizes");
-    for (i, shape) in [[3, 25, 28, 28], [2, 50, 14, 14], [1, 75, 7, 7]].into_iter().enumerate() {
-        check_batch_norm_relu_pool(gpu.as_ref(), &shape, Pool2d::new(2), true, true, 40 + i as u64).unwrap();
+    let gpus = gpu_each_class("batch_norm_relu_pool_matches_at_the_tutorial_sizes");
+    // The CPU's checks run once even where no GPU is tested.
+    let gpus: Vec<Option<&Device>> = if gpus.is_empty() { vec![None] } else { gpus.iter().map(Some).collect() };
+    for gpu in gpus {
+        for (i, shape) in [[3, 25, 28, 28], [2, 50, 14, 14], [1, 75, 7, 7]].into_iter().enumerate() {
+            check_batch_norm_relu_pool(gpu, &shape, Pool2d::new(2), true, true, 40 + i as u64).unwrap();
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::adapter::{self, AdapterPreference, AdapterSummary};
 use crate::error::{GpuError, Result};
-use crate::pipeline::{CachedPipeline, FAULT_SLOT, KernelSpec, PipelineCache};
+use crate::pipeline::{CachedPipeline, FAULT_SLOT, KernelSpec, PipelineCache, WorkgroupSums};
 use crate::pool::{BufferPool, PooledBuffer, STORAGE_USAGES, Use, size_class};
 
 /// Launches queued before the batch is submitted without being asked. Large enough to
@@ -53,12 +53,27 @@ const BIND_GROUP_GENERATION: usize = 2048;
 /// fetch 2.0 ns and a uniform-buffer vec4 1.4 ns, whole vec4s (ways not taken yet: the
 /// runtime binds storage buffers only). So their kernels keep many results per invocation
 /// in registers and share loads across a subgroup. Hardware GPUs take the portable kernels.
+///
+/// Apart from the class, a context opened with subgroups (any class, wherever the adapter
+/// has them) sums across workgroups with subgroup operations ([`WorkgroupSums`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelClass {
     /// Tuned for software adapters; needs subgroups of at least [`SOFTWARE_MIN_SUBGROUP`].
     Software,
-    /// The portable kernels: workgroup tiles, no subgroup operations.
+    /// The portable kernels: workgroup tiles.
     Hardware,
+}
+
+/// How a context is opened; the default lets the adapter decide everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextOptions {
+    /// The kernels to launch, whatever the adapter (to test or time one class against the
+    /// other); by default [`KernelClass::Software`] on a software adapter with subgroups,
+    /// else `Hardware`.
+    pub class: Option<KernelClass>,
+    /// Opens the device without subgroup operations even where the adapter has them, so
+    /// the kernels' fallbacks run (tests do this). The software class needs subgroups.
+    pub without_subgroups: bool,
 }
 
 /// The smallest subgroup the software kernels' broadcasts work with.
@@ -118,6 +133,7 @@ struct Runtime {
     adapter: AdapterSummary,
     limits: wgpu::Limits,
     kernel_class: KernelClass,
+    workgroup_sums: WorkgroupSums,
     state: Mutex<State>,
 }
 
@@ -243,27 +259,27 @@ impl BindGroupCache {
 
 impl GpuContext {
     /// Opens a device on the adapter `preference` picks, with the kernels of its class:
-    /// [`KernelClass::Software`] on a software adapter with subgroups, else `Hardware`.
+    /// [`KernelClass::Software`] on a software adapter with subgroups, else `Hardware`;
+    /// with subgroup operations wherever the adapter has them.
     pub fn new(preference: &AdapterPreference) -> Result<Self> {
-        Self::open(preference, None)
+        Self::with_options(preference, ContextOptions::default())
     }
 
-    /// As [`GpuContext::new`], with the kernels of `class` whatever the adapter (to test or
-    /// time one class against the other). `Software` needs an adapter with subgroups.
+    /// As [`GpuContext::new`], with the kernels of `class` whatever the adapter.
     pub fn with_kernel_class(preference: &AdapterPreference, class: KernelClass) -> Result<Self> {
-        Self::open(preference, Some(class))
+        Self::with_options(preference, ContextOptions { class: Some(class), ..Default::default() })
     }
 
-    fn open(preference: &AdapterPreference, class: Option<KernelClass>) -> Result<Self> {
+    pub fn with_options(preference: &AdapterPreference, options: ContextOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = adapter::choose(&instance, preference)?;
         let info = adapter.get_info();
         let summary = AdapterSummary::from_info(&info);
         let limits = adapter.limits();
-        let subgroups =
-            adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= SOFTWARE_MIN_SUBGROUP;
-        let kernel_class = match class {
-            Some(KernelClass::Software) if !subgroups => {
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && !options.without_subgroups;
+        let software_subgroups = subgroups && info.subgroup_min_size >= SOFTWARE_MIN_SUBGROUP;
+        let kernel_class = match options.class {
+            Some(KernelClass::Software) if !software_subgroups => {
                 return Err(GpuError::RequestDevice {
                     adapter: summary.name,
                     reason: format!(
@@ -272,7 +288,7 @@ impl GpuContext {
                 });
             }
             Some(class) => class,
-            None if summary.is_software() && subgroups => KernelClass::Software,
+            None if summary.is_software() && software_subgroups => KernelClass::Software,
             None => KernelClass::Hardware,
         };
         if limits.max_storage_buffers_per_shader_stage < MIN_STORAGE_BUFFERS_PER_STAGE {
@@ -286,11 +302,7 @@ impl GpuContext {
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
-            required_features: if kernel_class == KernelClass::Software {
-                wgpu::Features::SUBGROUP
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -324,6 +336,7 @@ impl GpuContext {
                 adapter: summary,
                 limits,
                 kernel_class,
+                workgroup_sums: if subgroups { WorkgroupSums::Subgroup } else { WorkgroupSums::Tree },
                 state: Mutex::new(state),
             }),
         })
@@ -344,6 +357,11 @@ impl GpuContext {
     /// The kernel variants this context launches.
     pub fn kernel_class(&self) -> KernelClass {
         self.rt.kernel_class
+    }
+
+    /// How this context's kernels sum across a workgroup.
+    pub fn workgroup_sums(&self) -> WorkgroupSums {
+        self.rt.workgroup_sums
     }
 
     pub fn limits(&self) -> &wgpu::Limits {
@@ -472,7 +490,7 @@ impl GpuContext {
             Some(pipeline) => pipeline,
             None => {
                 state.stats.pipelines_created += 1;
-                state.pipelines.build(&rt.device, spec)
+                state.pipelines.build(&rt.device, spec, rt.workgroup_sums)
             }
         };
         let mut key = BindGroupKey { pipeline: pipeline.id, count: buffers.len(), buffers: [0; MAX_BINDINGS] };
@@ -671,6 +689,26 @@ mod tests {
     use crate::kernels::unary::{UnaryOp, unary};
     use crate::testing::context_or_skip;
     use crate::{GpuContext, GpuError, MAX_QUEUED_DISPATCHES};
+
+    #[test]
+    fn the_test_contexts_cover_every_kernel_variant() {
+        use crate::testing::contexts_of_each_class;
+        use crate::{ContextOptions, KernelClass, WorkgroupSums};
+        let contexts = contexts_of_each_class("context::the_test_contexts_cover_every_kernel_variant");
+        let Some(shared) = contexts.first() else { return };
+        let variants: Vec<_> = contexts.iter().map(|c| (c.kernel_class(), c.workgroup_sums())).collect();
+        eprintln!("test contexts on {}: {variants:?}", shared.adapter());
+        assert!(variants.iter().any(|&(class, _)| class == KernelClass::Hardware), "{variants:?}");
+        assert!(variants.iter().any(|&(_, sums)| sums == WorkgroupSums::Tree), "{variants:?}");
+        if shared.workgroup_sums() == WorkgroupSums::Subgroup {
+            let software = GpuContext::with_kernel_class(&crate::AdapterPreference::from_env(), KernelClass::Software);
+            assert_eq!(software.is_ok(), variants.iter().any(|&(class, _)| class == KernelClass::Software));
+        }
+        // The software class cannot go without subgroups.
+        let options = ContextOptions { class: Some(KernelClass::Software), without_subgroups: true };
+        let refused = GpuContext::with_options(&crate::AdapterPreference::from_env(), options).err().unwrap();
+        assert!(refused.to_string().contains("need subgroups"), "{refused}");
+    }
 
     // The shared context's counters move under other tests running in parallel, so these
     // tests open a context of their own.

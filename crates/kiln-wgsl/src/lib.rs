@@ -15,9 +15,9 @@ pub mod testing;
 
 pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary, hardware_adapter_count, quiet_headless_vulkan};
 pub use context::{
-    GpuBuffer, GpuContext, KernelClass, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES,
+    ContextOptions, GpuBuffer, GpuContext, KernelClass, MAX_BINDINGS, MAX_PARAMS_BYTES, MAX_QUEUED_DISPATCHES,
     MIN_STORAGE_BUFFERS_PER_STAGE, RuntimeStats, SOFTWARE_MIN_SUBGROUP, fault_code,
 };
 pub use error::{GpuError, Result};
-pub use pipeline::{Access, KernelFamily, KernelSpec, MAX_CONSTANTS, Slot};
+pub use pipeline::{Access, KernelFamily, KernelSpec, MAX_CONSTANTS, Slot, WorkgroupSums};
 pub use wgpu;

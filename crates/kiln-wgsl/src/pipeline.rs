@@ -4,7 +4,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Helpers every kernel family shares, prepended to each family's source.
-pub(crate) const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+
+/// How a device's kernels add up values across a workgroup: `workgroup_sum` and the
+/// `Invocation` its callers take, prepended to the families that call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkgroupSums {
+    /// A tree in workgroup memory: every device.
+    Tree,
+    /// `subgroupAdd` within subgroups, then one step over their totals: devices opened
+    /// with `Features::SUBGROUP`.
+    Subgroup,
+}
+
+impl WorkgroupSums {
+    fn source(self) -> &'static str {
+        match self {
+            WorkgroupSums::Tree => include_str!("kernels/workgroup_sum_tree.wgsl"),
+            WorkgroupSums::Subgroup => include_str!("kernels/workgroup_sum_subgroup.wgsl"),
+        }
+    }
+}
 
 /// One `.wgsl` file: a family of related entry points.
 #[derive(Debug)]
@@ -83,6 +103,13 @@ impl KernelSpec {
     }
 }
 
+/// What a family's shader module compiles: the prelude, the `workgroup_sum` that `sums`
+/// names if the family calls it, and the family's source.
+pub(crate) fn module_source(family: &KernelFamily, sums: WorkgroupSums) -> String {
+    let helper = if family.source.contains("workgroup_sum(") { sums.source() } else { "" };
+    format!("{PRELUDE}\n{helper}\n{}", family.source)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct PipelineKey {
     family: &'static str,
@@ -110,13 +137,19 @@ impl PipelineCache {
     }
 
     /// Builds (and caches) the pipeline of `spec`, compiling its family's source the first
-    /// time one of its entries is built.
-    pub(crate) fn build(&mut self, device: &wgpu::Device, spec: &KernelSpec) -> Arc<CachedPipeline> {
+    /// time one of its entries is built; a family that calls `workgroup_sum` gets the
+    /// definition `sums` names.
+    pub(crate) fn build(
+        &mut self,
+        device: &wgpu::Device,
+        spec: &KernelSpec,
+        sums: WorkgroupSums,
+    ) -> Arc<CachedPipeline> {
         let key = spec.key();
         let module = self.modules.entry(spec.family.name).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(spec.family.name),
-                source: wgpu::ShaderSource::Wgsl(format!("{PRELUDE}\n{}", spec.family.source).into()),
+                source: wgpu::ShaderSource::Wgsl(module_source(spec.family, sums).into()),
             })
         });
         let label = spec.label();

@@ -31,27 +31,41 @@ pub fn context_or_skip(test: &str) -> Option<GpuContext> {
     }
 }
 
-/// The shared context and a second one on the same adapter with the other
-/// [`KernelClass`](crate::KernelClass), so both variants of a kernel family are tested. The
-/// software class needs subgroups: where the adapter lacks them only the portable kernels
-/// are tested, after a notice. Empty when [`context_or_skip`] skips.
+/// The shared context and others on the same adapter, so that every variant of a kernel
+/// family is tested: both [`KernelClass`](crate::KernelClass)es, and both
+/// [`WorkgroupSums`](crate::WorkgroupSums) where the adapter has subgroups (the portable
+/// kernels' context is then opened without them). The software class needs subgroups:
+/// where the adapter lacks them only the portable kernels are tested, after a notice.
+/// Empty when [`context_or_skip`] skips.
 pub fn contexts_of_each_class(test: &str) -> Vec<GpuContext> {
-    use crate::{AdapterPreference, KernelClass};
-    static OTHER: OnceLock<Option<GpuContext>> = OnceLock::new();
+    use crate::{AdapterPreference, ContextOptions, KernelClass, WorkgroupSums};
+    static OTHERS: OnceLock<Vec<GpuContext>> = OnceLock::new();
     let Some(shared) = context_or_skip(test) else { return Vec::new() };
-    let other = OTHER.get_or_init(|| {
-        let class = match shared.kernel_class() {
-            KernelClass::Software => KernelClass::Hardware,
-            KernelClass::Hardware => KernelClass::Software,
+    let others = OTHERS.get_or_init(|| {
+        let open = |class, without_subgroups| {
+            GpuContext::with_options(
+                &AdapterPreference::from_env(),
+                ContextOptions { class: Some(class), without_subgroups },
+            )
         };
-        match GpuContext::with_kernel_class(&AdapterPreference::from_env(), class) {
-            Ok(ctx) => Some(ctx),
-            Err(e) if class == KernelClass::Software => {
-                eprintln!("kiln GPU tests: the software kernels are not tested on this adapter: {e}");
-                None
-            }
+        let portable_with_tree = || match open(KernelClass::Hardware, true) {
+            Ok(ctx) => ctx,
             Err(e) => panic!("{test}: no context with the portable kernels: {e}"),
+        };
+        match shared.kernel_class() {
+            KernelClass::Software => vec![portable_with_tree()],
+            KernelClass::Hardware => {
+                let mut others = Vec::new();
+                match open(KernelClass::Software, false) {
+                    Ok(ctx) => others.push(ctx),
+                    Err(e) => eprintln!("kiln GPU tests: the software kernels are not tested on this adapter: {e}"),
+                }
+                if shared.workgroup_sums() == WorkgroupSums::Subgroup {
+                    others.push(portable_with_tree());
+                }
+                others
+            }
         }
     });
-    std::iter::once(shared).chain(other.clone()).collect()
+    std::iter::once(shared).chain(others.iter().cloned()).collect()
 }

@@ -1,8 +1,8 @@
 // Batch normalisation over the channels of an NCHW tensor viewed as [batch, channels, plane]:
 // training forward in two launches (statistics, then normalise), backward in two (per-channel
 // sums, then the input gradient). Statistics and sums are reduced by one workgroup per
-// channel in a fixed order — strided partials, then a tree in workgroup memory — so results
-// are deterministic without atomics.
+// channel in a fixed order — strided partials, then workgroup_sum — so results are
+// deterministic without atomics.
 //
 // RELU: the forward output goes through a ReLU in the same pass, and the backward masks the
 // incoming gradient by that output (zero where the output is zero), as ReLU's own backward.
@@ -53,9 +53,6 @@ struct Params {
 
 const WG: u32 = 256u;
 
-var<workgroup> partial_a: array<f32, 256>;
-var<workgroup> partial_b: array<f32, 256>;
-
 // The flat index of value `i` (of batch · plane) of channel `c`.
 fn element(c: u32, i: u32) -> u32 {
     return (i / p.plane) * p.channels * p.plane + c * p.plane + i % p.plane;
@@ -63,18 +60,6 @@ fn element(c: u32, i: u32) -> u32 {
 
 fn channel_of(i: u32) -> u32 {
     return (i / p.plane) % p.channels;
-}
-
-// Sums partial_a (and partial_b) over the workgroup; every invocation must call it.
-fn tree_sum(lid: u32) {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial_a[lid] += partial_a[lid + stride];
-            partial_b[lid] += partial_b[lid + stride];
-        }
-        workgroupBarrier();
-    }
 }
 
 fn gradient(i: u32) -> f32 {
@@ -87,17 +72,15 @@ fn gradient(i: u32) -> f32 {
 // One workgroup per channel: the batch mean and 1/√(biased variance + eps), and the running
 // statistics moved toward the batch's (the variance unbiased), as PyTorch.
 @compute @workgroup_size(256)
-fn batch_norm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn batch_norm_stats(@builtin(workgroup_id) wid: vec3<u32>, invocation: Invocation) {
     let c = wid.x;
+    let lid = invocation.index;
     let n = p.batch * p.plane;
     var sum = 0.0;
     for (var i = lid; i < n; i += WG) {
         sum += x[element(c, i)];
     }
-    partial_a[lid] = sum;
-    partial_b[lid] = 0.0;
-    tree_sum(lid);
-    let batch_mean = workgroupUniformLoad(&partial_a[0]) / p.count;
+    let batch_mean = workgroup_sum(invocation, vec2(sum, 0.0)).x / p.count;
     // A second pass over squared deviations keeps the variance accurate when the mean is
     // large against the spread.
     var squares = 0.0;
@@ -105,10 +88,8 @@ fn batch_norm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let d = x[element(c, i)] - batch_mean;
         squares += d * d;
     }
-    partial_a[lid] = squares;
-    tree_sum(lid);
+    let variance = workgroup_sum(invocation, vec2(squares, 0.0)).x / p.count;
     if (lid == 0u) {
-        let variance = partial_a[0] / p.count;
         mean_out[c] = batch_mean;
         invstd_out[c] = 1.0 / sqrt(variance + p.eps);
         let m = p.momentum;
@@ -147,8 +128,9 @@ fn batch_norm_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 // One workgroup per channel: Σdy (the shift's gradient) and Σdy·x̂ (the scale's), with
 // x̂ = (x − mean)·invstd.
 @compute @workgroup_size(256)
-fn batch_norm_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn batch_norm_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, invocation: Invocation) {
     let c = wid.x;
+    let lid = invocation.index;
     let n = p.batch * p.plane;
     var sum = 0.0;
     var dot = 0.0;
@@ -158,12 +140,10 @@ fn batch_norm_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loca
         sum += g;
         dot += g * (x[e] - mean[c]) * invstd[c];
     }
-    partial_a[lid] = sum;
-    partial_b[lid] = dot;
-    tree_sum(lid);
+    let sums = workgroup_sum(invocation, vec2(sum, dot));
     if (lid == 0u) {
-        sum_dy_out[c] = partial_a[0];
-        sum_dot_out[c] = partial_b[0];
+        sum_dy_out[c] = sums.x;
+        sum_dot_out[c] = sums.y;
     }
 }
 

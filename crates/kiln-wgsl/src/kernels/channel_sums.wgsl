@@ -1,6 +1,6 @@
 // Per-channel sums of a tensor viewed as [batch, channels, plane]: the bias gradient of a
 // convolution (plane = OH·OW) or of a linear layer (plane = 1). One workgroup per channel
-// sums strided partials and then a tree in workgroup memory: a fixed order, no atomics.
+// sums strided partials and then those with workgroup_sum: a fixed order, no atomics.
 //
 // relu_backward_channel_sums first passes the gradient through the ReLU that followed the
 // layer (zero where the ReLU's output is not positive), writes that masked gradient — what
@@ -24,45 +24,36 @@ struct Params {
 
 const WG: u32 = 256u;
 
-var<workgroup> partials: array<f32, 256>;
-
 fn element(c: u32, i: u32) -> u32 {
     return (i / p.plane) * p.channels * p.plane + c * p.plane + i % p.plane;
 }
 
-fn store_total(c: u32, lid: u32, partial: f32) {
-    partials[lid] = partial;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partials[lid] += partials[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        sums[c] = partials[0];
+fn store_total(c: u32, invocation: Invocation, partial: f32) {
+    let total = workgroup_sum(invocation, vec2(partial, 0.0)).x;
+    if (invocation.index == 0u) {
+        sums[c] = total;
     }
 }
 
 @compute @workgroup_size(256)
-fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, invocation: Invocation) {
     var sum = 0.0;
-    for (var i = lid; i < p.batch * p.plane; i += WG) {
+    for (var i = invocation.index; i < p.batch * p.plane; i += WG) {
         sum += grad[element(wid.x, i)];
     }
-    store_total(wid.x, lid, sum);
+    store_total(wid.x, invocation, sum);
 }
 
 @compute @workgroup_size(256)
-fn relu_backward_channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn relu_backward_channel_sums(@builtin(workgroup_id) wid: vec3<u32>, invocation: Invocation) {
     var sum = 0.0;
-    for (var i = lid; i < p.batch * p.plane; i += WG) {
+    for (var i = invocation.index; i < p.batch * p.plane; i += WG) {
         let e = element(wid.x, i);
         let g = select(0.0, grad[e], relu_output[e] > 0.0);
         masked[e] = g;
         sum += g;
     }
-    store_total(wid.x, lid, sum);
+    store_total(wid.x, invocation, sum);
 }
 
 @compute @workgroup_size(256)

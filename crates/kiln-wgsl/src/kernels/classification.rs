@@ -142,7 +142,45 @@ pub fn count_correct_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::context_or_skip;
+    use crate::testing::{context_or_skip, contexts_of_each_class};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        /// The totals over more rows than a workgroup has invocations, on every context
+        /// (both ways of summing a workgroup); whole-number terms add up exactly in any order.
+        #[test]
+        fn totals_over_many_rows_match_the_host(rows in prop_oneof![1..40usize, 250..3000usize], seed in any::<u32>()) {
+            for ctx in contexts_of_each_class("classification::totals_over_many_rows_match_the_host") {
+                let classes = 3;
+                let labels: Vec<i32> = (0..rows).map(|r| ((r as u32 ^ seed) % 3) as i32).collect();
+                let logits: Vec<f32> = (0..rows * classes).map(|i| ((i as u32).wrapping_mul(seed | 1) >> 7 & 7) as f32).collect();
+                let correct = (0..rows)
+                    .filter(|&r| {
+                        let row = &logits[r * classes..(r + 1) * classes];
+                        let best = (1..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+                        best as i32 == labels[r]
+                    })
+                    .count();
+                let (on_gpu, labels) = (ctx.upload(&logits).unwrap(), ctx.upload(&labels).unwrap());
+                let count = count_correct(&ctx, &on_gpu, &labels, rows, classes).unwrap();
+                prop_assert_eq!(ctx.read::<f32>(&count, 1).unwrap(), vec![correct as f32]);
+
+                let terms: Vec<f32> = (0..rows).map(|r| ((r as u32 ^ seed) % 17) as f32).collect();
+                let weights: Vec<f32> = (0..rows).map(|r| (1 + (r as u32 ^ seed) % 3) as f32).collect();
+                let given = CrossEntropyRows { loss: ctx.upload(&terms).unwrap(), weight: ctx.upload(&weights).unwrap(), grad: None };
+                let (sum, _) = cross_entropy_total(&ctx, &given, rows, false).unwrap();
+                prop_assert_eq!(ctx.read::<f32>(&sum, 1).unwrap(), vec![terms.iter().sum::<f32>()]);
+                // The weights' sum is exact; WGSL's division need not be correctly rounded.
+                let (mean, scale) = cross_entropy_total(&ctx, &given, rows, true).unwrap();
+                let weight: f32 = weights.iter().sum();
+                let near = |got: f32, want: f32| (got - want).abs() <= 1e-6 * want.abs();
+                let (got_scale, got_mean) = (ctx.read::<f32>(&scale, 1).unwrap()[0], ctx.read::<f32>(&mean, 1).unwrap()[0]);
+                prop_assert!(near(got_scale, 1.0 / weight), "scale {} for Σw {}", got_scale, weight);
+                prop_assert!(near(got_mean, terms.iter().sum::<f32>() / weight), "mean {}", got_mean);
+            }
+        }
+    }
 
     #[test]
     fn rows_match_the_host_and_bad_labels_fault() {

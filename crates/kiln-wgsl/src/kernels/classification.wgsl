@@ -5,8 +5,9 @@
 //   w[y] · (softmax − one-hot), times grad_scale (the mean's 1/rows when that is known
 //   before the pass: without class weights). A label outside [0, classes) is reported as a
 //   fault and its row contributes nothing.
-// cross_entropy_total: one workgroup sums the rows' terms and weights in a fixed order and
-//   writes the loss — Σ terms, over Σ w[y] for the mean (MEAN) — and that scale, 1 / Σ w[y].
+// cross_entropy_total: one workgroup sums the rows' terms and weights in a fixed order
+//   (workgroup_sum) and writes the loss — Σ terms, over Σ w[y] for the mean (MEAN) — and
+//   that scale, 1 / Σ w[y].
 // count_correct: how many rows' first maximum is the label, as one f32, by one workgroup;
 //   added to what the output holds when ACCUMULATE (a running count over an epoch).
 
@@ -78,43 +79,30 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-var<workgroup> partial_loss: array<f32, 256>;
-var<workgroup> partial_weight: array<f32, 256>;
-
 @compute @workgroup_size(256)
-fn cross_entropy_total(@builtin(local_invocation_index) lid: u32) {
+fn cross_entropy_total(invocation: Invocation) {
     var loss = 0.0;
     var weight = 0.0;
-    for (var row = lid; row < p.rows; row += 256u) {
+    for (var row = invocation.index; row < p.rows; row += 256u) {
         loss += rows_loss[row];
         weight += rows_weight[row];
     }
-    partial_loss[lid] = loss;
-    partial_weight[lid] = weight;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial_loss[lid] += partial_loss[lid + stride];
-            partial_weight[lid] += partial_weight[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
+    let sums = workgroup_sum(invocation, vec2(loss, weight));
+    if (invocation.index == 0u) {
         var scale = 1.0;
         if (MEAN) {
-            scale = 1.0 / partial_weight[0];
+            scale = 1.0 / sums.y;
         }
-        total[0] = partial_loss[0] * scale;
+        total[0] = sums.x * scale;
         mean_scale[0] = scale;
     }
 }
 
-var<workgroup> partial_counts: array<u32, 256>;
-
+// Counts are summed as f32: exact while a call has fewer than 2^24 rows.
 @compute @workgroup_size(256)
-fn count_correct(@builtin(local_invocation_index) lid: u32) {
-    var count = 0u;
-    for (var row = lid; row < p.rows; row += 256u) {
+fn count_correct(invocation: Invocation) {
+    var count = 0.0;
+    for (var row = invocation.index; row < p.rows; row += 256u) {
         let base = row * p.classes;
         var best = 0u;
         for (var c = 1u; c < p.classes; c++) {
@@ -123,22 +111,15 @@ fn count_correct(@builtin(local_invocation_index) lid: u32) {
             }
         }
         if (i32(best) == labels[row]) {
-            count += 1u;
+            count += 1.0;
         }
     }
-    partial_counts[lid] = count;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial_counts[lid] += partial_counts[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
+    let found = workgroup_sum(invocation, vec2(count, 0.0)).x;
+    if (invocation.index == 0u) {
         var before = 0.0;
         if (ACCUMULATE) {
             before = correct[0];
         }
-        correct[0] = before + f32(partial_counts[0]);
+        correct[0] = before + found;
     }
 }

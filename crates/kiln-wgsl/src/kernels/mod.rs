@@ -173,9 +173,9 @@ mod params_tests {
     use crate::wgpu::naga;
 
     /// The struct of the family's `var<uniform> p`: (size, [(field, offset)]), as naga
-    /// lays it out from the WGSL source (prelude included, as the pipelines compile it).
+    /// lays it out from the module the pipelines compile.
     fn wgsl_params(family: &KernelFamily) -> (u32, Vec<(String, u32)>) {
-        let source = format!("{}\n{}", crate::pipeline::PRELUDE, family.source);
+        let source = crate::pipeline::module_source(family, crate::WorkgroupSums::Tree);
         let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{}: {e}", family.name));
         let (_, uniform) = module
             .global_variables
