@@ -22,7 +22,7 @@ use kiln::nn::{CrossEntropyLoss, Module};
 use kiln::profile;
 use kiln::training;
 use kiln::tutorials::Tutorial;
-use kiln::wgsl::RuntimeStats;
+use kiln::wgsl::{KernelTime, RuntimeStats};
 use serde_json::json;
 
 /// As the examples and asl-app: see examples/support/mod.rs.
@@ -113,6 +113,8 @@ struct Measurement {
     /// The GPU runtime's counters over the timed steps.
     runtime: Option<RuntimeStats>,
     profile: Option<kiln::profile::Profile>,
+    /// With `--profile` on a GPU that has timestamp queries: each kernel's GPU time.
+    kernel_times: Option<Vec<KernelTime>>,
 }
 
 fn measure(
@@ -143,6 +145,13 @@ fn measure(
     let before = stats();
     profile::enable(profile);
     profile::take();
+    let timed_gpu = match device {
+        Device::Gpu(ctx) if profile && ctx.can_time_kernels() => Some(ctx),
+        _ => None,
+    };
+    if let Some(ctx) = timed_gpu {
+        ctx.time_kernels(true)?;
+    }
     let started = Instant::now();
     let batches = train.epoch(1)?;
     let total = train.len();
@@ -151,6 +160,10 @@ fn measure(
     let metrics = training::train_epoch(&mut model, optimizer.as_mut(), &loss_fn, timed, |_| {})?;
     let recorded = profile.then(profile::take);
     profile::enable(false);
+    let kernel_times = timed_gpu.map(|ctx| ctx.take_kernel_times());
+    if let Some(ctx) = timed_gpu {
+        ctx.time_kernels(false)?;
+    }
     Ok(Measurement {
         steps,
         samples: metrics.samples,
@@ -159,7 +172,31 @@ fn measure(
         loss: metrics.loss,
         runtime: before.zip(stats()).map(|(before, after)| after.since(&before)),
         profile: recorded,
+        kernel_times,
     })
+}
+
+/// Each kernel's share of the GPU time of the timed steps, per step, longest first.
+fn print_kernel_times(times: &[KernelTime], steps: usize, seconds: f64) {
+    let steps = steps.max(1) as f64;
+    let gpu: f64 = times.iter().map(|t| t.total.as_secs_f64()).sum();
+    println!(
+        "GPU time {:.2} ms a step of {:.2} ms (kernels timed one pass each, so the step ran slower than untimed):",
+        gpu * 1e3 / steps,
+        seconds * 1e3 / steps
+    );
+    println!("{:>9} {:>7} {:>9}  kernel", "ms/step", "share", "launches");
+    for t in times {
+        let total = t.total.as_secs_f64();
+        println!(
+            "{:>9.3} {:>6.1}% {:>9.1}  {}",
+            total * 1e3 / steps,
+            100.0 * total / gpu.max(f64::MIN_POSITIVE),
+            t.launches as f64 / steps,
+            t.kernel
+        );
+    }
+    println!();
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -229,6 +266,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if let Some(recorded) = &m.profile {
                 println!("\n{tutorial} on {device_label}, {} steps:\n{recorded}", m.steps);
+            }
+            if let Some(times) = &m.kernel_times {
+                print_kernel_times(times, m.steps, m.seconds);
             }
             rows.push(json!({
                 "tutorial": tutorial.name(),

@@ -3,13 +3,14 @@
 # benches/gpu/prepare.sh put into .gpu-check/ on a machine without one:
 #   1. the Vulkan loader (when the machine has none) and the adapter Kiln chooses;
 #   2. the GPU test suites, with KILN_REQUIRE_GPU=1 (no adapter is a failure);
-#   3. the training bench on the GPU for all six tutorials (dispatches per step included);
+#   3. the training bench on the GPU for all six tutorials (dispatches per step included),
+#      then each kernel's GPU time a step for the two CNNs (timestamp queries);
 #   4. the tutorials' convolutions, forward and backward, by the tiled kernels Kiln routes
 #      hardware GPUs to and by the column path they replaced (the layers bench);
 #   5. PyTorch on CUDA on the same models, batch sizes and data, eager and torch.compile;
 #   6. one table with the ratios (benches/gpu/table.py).
 # Everything goes to $OUT (default /tmp/kiln-gpu-check): log.txt, the JSON rows, table.md,
-# convolutions.txt.
+# kernel_times.txt, convolutions.txt.
 # Meant to end within 8 minutes on a hardware GPU; each stage has its own time limit.
 #
 #     bash benches/gpu/run.sh [--seconds S] [--torch-device cuda|cpu] [--no-compile] [--no-tests]
@@ -91,6 +92,13 @@ fi
 
 stage "Kiln on the GPU, ${seconds} s a tutorial"
 timeout 200 "$bin/train-bench" --device gpu --seconds "$seconds" --json "$out/kiln_gpu.json" || fail "Kiln's training bench"
+
+stage "GPU time per kernel: the ASL and Fashion-MNIST CNNs, 3 s each"
+# --profile prints the host's op table too; the kernels' table is what a GPU run adds.
+timeout 90 "$bin/train-bench" --device gpu --seconds 3 --profile asl_cnn fashion_mnist_cnn >"$bin/kernel-times.log" 2>&1 ||
+    fail "the kernel times"
+awk '/^(asl_cnn|fashion_mnist_cnn) .*gpu:/ { print } /^GPU time/ { on = 1 } on { print } /^$/ { on = 0 }' \
+    "$bin/kernel-times.log" | tee "$out/kernel_times.txt"
 
 stage "convolutions: tiled kernels (gpu) against the column path (gpu columns)"
 KILN_BENCH_DEVICE=gpu KILN_BENCH_QUICK=1 timeout 150 "$bin/layers-bench" --bench --noplot conv2d/gpu >"$bin/layers-bench.log" 2>&1 ||

@@ -23,6 +23,7 @@ use crate::adapter::{self, AdapterPreference, AdapterSummary};
 use crate::error::{GpuError, Result};
 use crate::pipeline::{CachedPipeline, FAULT_SLOT, KernelSpec, PipelineCache, WorkgroupSums};
 use crate::pool::{BufferPool, PooledBuffer, STORAGE_USAGES, Use, size_class};
+use crate::timing::{KernelTime, KernelTiming};
 
 /// Launches queued before the batch is submitted without being asked. Large enough to
 /// amortise a submit, small enough that the GPU starts working while the host records more.
@@ -147,6 +148,8 @@ struct State {
     stats: RuntimeStats,
     /// The id the next new buffer gets.
     next_buffer_id: u64,
+    /// Set while kernels are timed (`GpuContext::time_kernels`).
+    timing: Option<KernelTiming>,
 }
 
 #[derive(Default)]
@@ -169,6 +172,17 @@ impl Batch {
         self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()))
     }
 
+    /// A pass of its own for one launch, which writes `timestamps` at its start and end.
+    fn timed_pass(
+        &mut self,
+        device: &wgpu::Device,
+        timestamps: wgpu::ComputePassTimestampWrites<'_>,
+    ) -> &mut wgpu::ComputePass<'static> {
+        let descriptor = wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(timestamps) };
+        let pass = self.encoder(device).begin_compute_pass(&descriptor).forget_lifetime();
+        self.pass.insert(pass)
+    }
+
     fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
         if self.pass.is_none() {
             let pass = self.encoder(device).begin_compute_pass(&Default::default()).forget_lifetime();
@@ -179,16 +193,26 @@ impl Batch {
 }
 
 impl State {
-    /// Writes the batch's parameters to the ring and submits its work.
+    /// Writes the batch's parameters to the ring and submits its work; when kernels are
+    /// timed, waits for the batch's timestamps.
     fn submit(&mut self, rt: &Runtime) {
         let batch = &mut self.batch;
         batch.pass = None;
-        if let Some(encoder) = batch.encoder.take() {
+        if let Some(mut encoder) = batch.encoder.take() {
             if batch.queued > 0 {
                 rt.queue.write_buffer(&rt.ring, 0, &batch.params[..batch.queued * rt.param_stride]);
             }
+            if let Some(timing) = &self.timing {
+                timing.resolve(&mut encoder);
+            }
             rt.queue.submit([encoder.finish()]);
             self.stats.submits += 1;
+            if let Some(timing) = &mut self.timing
+                && let Err(e) = timing.collect(&rt.device, rt.queue.get_timestamp_period())
+            {
+                // Timing is a measurement: losing a batch's times must not fail the work.
+                eprintln!("kiln: a batch's kernel timestamps were lost: {e}");
+            }
         }
         batch.queued = 0;
         self.pool.batch_submitted();
@@ -300,9 +324,12 @@ impl GpuContext {
                 ),
             });
         }
+        // Pass timestamps cost nothing until kernels are timed.
+        let timing_features = wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
-            required_features: if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() },
+            required_features: adapter.features() & timing_features
+                | if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -362,6 +389,39 @@ impl GpuContext {
     /// How this context's kernels sum across a workgroup.
     pub fn workgroup_sums(&self) -> WorkgroupSums {
         self.rt.workgroup_sums
+    }
+
+    /// Whether [`GpuContext::time_kernels`] can work: the device has timestamp queries.
+    pub fn can_time_kernels(&self) -> bool {
+        self.rt.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Starts or stops timing each kernel on the GPU (see timing.rs): a profiling mode, in
+    /// which every launch has a pass of its own and every submission waits for the GPU.
+    /// Work queued before the switch is submitted first. Stopping keeps the times taken.
+    pub fn time_kernels(&self, on: bool) -> Result<()> {
+        if on && !self.can_time_kernels() {
+            return Err(GpuError::Unsupported {
+                adapter: self.rt.adapter.name.clone(),
+                what: "timestamp queries, which kernel timing needs".into(),
+            });
+        }
+        let mut state = self.state();
+        state.submit(&self.rt);
+        match (on, state.timing.is_some()) {
+            (true, false) => state.timing = Some(KernelTiming::new(&self.rt.device)),
+            (false, true) => state.timing = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The kernels timed since timing started or the last call, longest total first (work
+    /// still queued is submitted and waited for first); timing goes on from zero.
+    pub fn take_kernel_times(&self) -> Vec<KernelTime> {
+        let mut state = self.state();
+        state.submit(&self.rt);
+        state.timing.as_mut().map(KernelTiming::take).unwrap_or_default()
     }
 
     pub fn limits(&self) -> &wgpu::Limits {
@@ -507,7 +567,10 @@ impl GpuContext {
         let batch = &mut state.batch;
         let offset = batch.queued * rt.param_stride;
         batch.params[offset..offset + params.len()].copy_from_slice(params);
-        let pass = batch.pass(&rt.device);
+        let pass = match &mut state.timing {
+            Some(timing) => batch.timed_pass(&rt.device, timing.next_pass(spec.label())),
+            None => batch.pass(&rt.device),
+        };
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, bind_group, &[offset as u32]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -715,6 +778,48 @@ mod tests {
     fn private_context(test: &str) -> Option<GpuContext> {
         context_or_skip(test)?;
         Some(GpuContext::new(&crate::AdapterPreference::from_env()).expect("adapter present"))
+    }
+
+    #[test]
+    fn kernels_are_timed_per_specialisation_while_timing_is_on() {
+        let Some(ctx) = private_context("kernels_are_timed_per_specialisation_while_timing_is_on") else { return };
+        // Lavapipe, CI's adapter, has timestamp queries; a GPU without them must say so.
+        if !ctx.can_time_kernels() {
+            let refused = ctx.time_kernels(true).unwrap_err().to_string();
+            assert!(refused.contains("timestamp queries"), "{refused}");
+            return;
+        }
+        let big = ctx.upload(&vec![1.0f32; 1 << 20]).unwrap();
+        let run = |adds: usize, muls: usize| {
+            let mut x = ctx.upload(&[1.0f32, 2.0]).unwrap();
+            for _ in 0..adds {
+                x = unary(&ctx, UnaryOp::AddScalar, &x, 2, 1.0).unwrap();
+            }
+            for _ in 0..muls {
+                unary(&ctx, UnaryOp::MulScalar, &big, 1 << 20, 2.0).unwrap();
+            }
+            ctx.read::<f32>(&x, 2).unwrap()
+        };
+        run(2, 1);
+        assert!(ctx.take_kernel_times().is_empty(), "nothing is timed until timing starts");
+
+        ctx.time_kernels(true).unwrap();
+        // More launches than a batch holds, so the times of several submissions add up.
+        let adds = MAX_QUEUED_DISPATCHES + 5;
+        assert_eq!(run(adds, 3), vec![1.0 + adds as f32, 2.0 + adds as f32], "timed work still computes");
+        let times = ctx.take_kernel_times();
+        assert_eq!(times.len(), 2, "{times:?}");
+        let launched = |n: usize| times.iter().find(|t| t.launches == n as u64).unwrap_or_else(|| panic!("{times:?}"));
+        let (add, mul) = (launched(adds), launched(3));
+        assert!(add.kernel.contains("unary") && add.kernel != mul.kernel, "{times:?}");
+        assert!(times.iter().all(|t| t.total > std::time::Duration::ZERO), "{times:?}");
+        let per_launch = |t: &crate::KernelTime| t.total / t.launches as u32;
+        assert!(per_launch(mul) > per_launch(add), "a million elements take longer than two: {times:?}");
+        assert!(ctx.take_kernel_times().is_empty(), "taking the times starts from zero");
+
+        ctx.time_kernels(false).unwrap();
+        run(1, 1);
+        assert!(ctx.take_kernel_times().is_empty(), "nothing is timed once timing stops");
     }
 
     #[test]

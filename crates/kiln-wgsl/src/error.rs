@@ -29,6 +29,9 @@ pub enum GpuError {
 
     #[error("{kernel}: {reason}")]
     InvalidLaunch { kernel: &'static str, reason: String },
+
+    #[error("adapter '{adapter}' lacks {what}")]
+    Unsupported { adapter: String, what: String },
 }
 
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;

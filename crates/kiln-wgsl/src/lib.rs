@@ -12,6 +12,7 @@ pub mod kernels;
 mod pipeline;
 mod pool;
 pub mod testing;
+mod timing;
 
 pub use adapter::{ADAPTER_ENV, AdapterPreference, AdapterSummary, hardware_adapter_count, quiet_headless_vulkan};
 pub use context::{
@@ -20,4 +21,5 @@ pub use context::{
 };
 pub use error::{GpuError, Result};
 pub use pipeline::{Access, KernelFamily, KernelSpec, MAX_CONSTANTS, Slot, WorkgroupSums};
+pub use timing::KernelTime;
 pub use wgpu;
