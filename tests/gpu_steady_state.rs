@@ -30,7 +30,15 @@ const WARM_UP_EPOCHS: usize = 3;
 
 /// Dispatches the ASL CNN's training step may take in the loop: the batch's gathering and
 /// scaling on the device, forward, loss, backward, the Adam step and the running totals.
-const ASL_CNN_MAX_DISPATCHES: u64 = 55;
+/// The software kernels update each of the 4 large parameters in a launch of its own
+/// (kiln-wgsl's optimizer.rs says why) and the 12 small ones in two, the portable ones all
+/// 16 in two.
+fn asl_cnn_max_dispatches(class: KernelClass) -> u64 {
+    match class {
+        KernelClass::Software => 59,
+        KernelClass::Hardware => 54,
+    }
+}
 
 fn synthetic(tutorial: Tutorial, samples: usize) -> ImageDataset {
     let (shape, classes) = match tutorial {
@@ -104,10 +112,10 @@ fn a_training_step_creates_nothing_once_warm_with(class: KernelClass) {
             asl_cnn_dispatches = measured.dispatches;
         }
     }
-    let steps = (2 * STEPS) as u64;
+    let (steps, most) = ((2 * STEPS) as u64, asl_cnn_max_dispatches(class));
     assert!(
-        asl_cnn_dispatches <= ASL_CNN_MAX_DISPATCHES * steps,
-        "ASL CNN ({class:?}): {asl_cnn_dispatches} dispatches in {steps} steps, more than {ASL_CNN_MAX_DISPATCHES} a step"
+        asl_cnn_dispatches <= most * steps,
+        "ASL CNN ({class:?}): {asl_cnn_dispatches} dispatches in {steps} steps, more than {most} a step"
     );
 }
 
