@@ -1,3 +1,5 @@
+use std::sync::OnceLock;
+
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
 use crate::{GpuBuffer, GpuContext, KernelClass, Result};
 
@@ -12,8 +14,27 @@ pub(crate) static SOFTWARE_FAMILY: KernelFamily = KernelFamily {
 
 /// Rows and columns of C one workgroup computes (see matmul.wgsl).
 const TILE: usize = 64;
-/// Rows × columns of C one workgroup of the software kernel computes (matmul_software.wgsl).
-const SOFTWARE_TILE: [usize; 2] = [32, 256];
+/// Rows of C one workgroup of the software kernel computes, and columns per invocation
+/// (matmul_software.wgsl).
+const SOFTWARE_TILE: [usize; 2] = [32, 4];
+
+/// The software kernel's workgroup: 64 invocations (256 columns of C), or one subgroup of 8
+/// (32 columns) for a product of at least `SOFTWARE_SPREAD_FROM` multiply-adds whose grid of
+/// 64 would leave a core of the host idle — llvmpipe runs a workgroup on one core, and the
+/// host's cores are its. On 2 Zen 4 cores the MNIST MLP's first product (32×128×784: one
+/// workgroup of 64, half of it past C) took 1.07 ms alone and as four workgroups of 8
+/// 0.33 ms; the larger products of the Fashion-MNIST MLP ran 30–45% slower in workgroups of
+/// 8, and small ones (LeNet's at batch 4) lost more to waking a second core, which also
+/// records the next launches, than they gained.
+fn software_workgroup(m: usize, n: usize, k: usize, products: usize) -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wide = n.div_ceil(64 * SOFTWARE_TILE[1]) * m.div_ceil(SOFTWARE_TILE[0]) * products;
+    if wide < cores && m * n * k * products >= SOFTWARE_SPREAD_FROM { 8 } else { 64 }
+}
+
+/// Multiply-adds from which a software product is spread over the host's cores.
+const SOFTWARE_SPREAD_FROM: usize = 1 << 20;
 
 /// The problem: `batch` products of an M×K by a K×N matrix, each operand stored row-major
 /// either as written or transposed. A batch stride of 0 reuses one matrix for every batch
@@ -148,8 +169,9 @@ fn launch(
     let b_row = if trans_b { k } else { n };
     const SLOTS: &[Slot] =
         &[Slot(1, Access::Read), Slot(2, Access::Read), Slot(3, Access::ReadWrite), Slot(4, Access::Read)];
+    let workgroup = software_workgroup(m, n, k, products);
     let spec = if software {
-        KernelSpec::new(&SOFTWARE_FAMILY, "matmul", SLOTS)
+        KernelSpec::new(&SOFTWARE_FAMILY, "matmul", SLOTS).constant("WORKGROUP", workgroup as u32)
     } else {
         KernelSpec::new(&FAMILY, "matmul", SLOTS)
             .constant("VEC_A", a_row % 4 == 0 && a_batch_stride % 4 == 0)
@@ -172,7 +194,7 @@ fn launch(
         per_group: per_group as u32,
     };
     let grid = if software {
-        [n.div_ceil(SOFTWARE_TILE[1]) as u32, m.div_ceil(SOFTWARE_TILE[0]) as u32, products as u32]
+        [n.div_ceil(workgroup * SOFTWARE_TILE[1]) as u32, m.div_ceil(SOFTWARE_TILE[0]) as u32, products as u32]
     } else {
         [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, products as u32]
     };
@@ -304,6 +326,22 @@ mod tests {
                 if shared_b {
                     s.b_batch_stride = 0;
                 }
+                check(&ctx, s);
+            }
+        }
+    }
+
+    #[test]
+    fn products_spread_over_small_workgroups_match_the_host() {
+        // Large enough to spread on a host of 2 or more cores (one core keeps 64).
+        let shapes = [(32, 128, 784, false, true), (9, 200, 700, true, false), (32, 13, 4000, false, false)];
+        for ctx in contexts_of_each_class("matmul::products_spread_over_small_workgroups_match_the_host") {
+            for (m, n, k, trans_a, trans_b) in shapes {
+                if std::thread::available_parallelism().map_or(1, |c| c.get()) > 1 {
+                    assert_eq!(software_workgroup(m, n, k, 1), 8, "{m}×{n}×{k}");
+                }
+                let mut s = MatmulShape::new(1, m, n, k);
+                (s.trans_a, s.trans_b) = (trans_a, trans_b);
                 check(&ctx, s);
             }
         }

@@ -13,6 +13,8 @@ override TRANS_B: bool;
 override BIAS: u32;
 override RELU: bool;
 override SUM_BATCH: bool;
+// Invocations per workgroup, 64 or 8 (one subgroup): see `software_workgroup` in matmul.rs.
+override WORKGROUP: u32;
 
 struct Params {
     m: u32,
@@ -65,13 +67,13 @@ fn store8(total: ptr<function, array<vec4<f32>, 32>>, first: u32, c_base: u32, r
     store_row(c_base, row0 + first + 7u, col0, (*total)[first + 7u]);
 }
 
-// Grid: x over quads of columns (64 per workgroup), y over blocks of 32 rows, z over the
+// Grid: x over quads of columns (WORKGROUP per workgroup), y over blocks of 32 rows, z over the
 // batch (SUM_BATCH: over groups of `per_group` entries).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
           @builtin(subgroup_invocation_id) lane: u32) {
     let quads = (p.n + 3u) / 4u;
-    let quad = wid.x * 64u + lid;
+    let quad = wid.x * WORKGROUP + lid;
     let col0 = min(quad, quads - 1u) * 4u;
     let row0 = wid.y * ROWS;
     var first = wid.z;
