@@ -17,9 +17,13 @@ data_source=${KILN_DATA_DIR:-$root/../shared/data}
 rm -rf "$check"
 mkdir -p "$check/bin" "$check/debs"
 
-# The GPU test suites: every kernel's parity with the CPU, layers and fused ops, training
-# ops, gradients, models, the GPU data loader, steady-state buffer reuse, the tutorials.
-suites="parity layers training_ops classification gradients models loader gpu_steady_state tutorials"
+# The GPU test suites, as package.target ("lib": the package's unit tests): the kernels
+# against the host (kiln-wgsl), every op's parity with the CPU, layers and fused ops, the
+# PyTorch fixtures, training ops, gradients, models, the GPU data loader, steady-state buffer
+# reuse, the tutorials. Targets of one name in two packages (layers) are told apart.
+suites="kiln-wgsl.lib kiln-tensor.parity kiln-tensor.layers kiln-tensor.pytorch_fixture kiln-tensor.training_ops
+kiln-tensor.classification kiln-autograd.gradients kiln-nn.layers kiln-nn.models kiln-data.loader
+kiln.gpu_steady_state kiln.tutorials"
 
 echo "== building (release)"
 artifacts=$(mktemp)
@@ -37,12 +41,23 @@ for line in open(artifacts):
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     name, kind = m["target"]["name"], m["target"]["kind"]
+    # The package's name: "path+file:///…/kiln-tensor#0.1.0" (the folder is the name here),
+    # "…#kiln-tensor@0.1.0", or the older "kiln-tensor 0.1.0 (path+file:///…)".
+    package_id = m["package_id"]
+    if "#" in package_id:
+        base, _, fragment = package_id.partition("#")
+        package = fragment.split("@")[0] if "@" in fragment else base.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        package = package_id.split(" ")[0]
+    suite = f"{package}.{'lib' if kind == ['lib'] else name}"
     # `cargo test` also builds xtask's own unit tests as a "bin": not that one. Benches are
-    # named <bench>-bench: the layers bench shares its name with a test suite.
+    # named <bench>-bench: the layers bench shares its name with test suites.
     if kind == ["bench"] and name in ("train", "layers"):
         found[f"{name}-bench"] = m["executable"]
-    elif (kind == ["bin"] and name == "xtask" and not m["profile"]["test"]) or (kind == ["test"] and name in suites):
+    elif kind == ["bin"] and name == "xtask" and not m["profile"]["test"]:
         found[name] = m["executable"]
+    elif m["profile"]["test"] and kind in (["test"], ["lib"]) and suite in suites:
+        found[suite] = m["executable"]
 missing = ({"train-bench", "layers-bench", "xtask"} | suites) - set(found)
 if missing:
     sys.exit(f"not built: {sorted(missing)}")

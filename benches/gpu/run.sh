@@ -80,7 +80,7 @@ if [ "$tests" = 1 ]; then
     for suite in $(cat "$check/suites"); do
         filter=()
         # The tutorials suite also trains from full datasets; here only its GPU parity run.
-        [ "$suite" = tutorials ] && filter=(gpu)
+        [ "$suite" = kiln.tutorials ] && filter=(gpu)
         if timeout 150 "$bin/$suite" "${filter[@]}" >"$bin/$suite.log" 2>&1; then
             echo "$suite: $(grep -E '^test result' "$bin/$suite.log" | tail -1)"
         else
