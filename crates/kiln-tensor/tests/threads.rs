@@ -6,16 +6,21 @@ use std::time::{Duration, Instant};
 use kiln_tensor::{Device, Tensor, subnormals, threads};
 use kiln_wgsl::testing::context_or_skip;
 
-/// Whether `threads_waiting_for_work()` comes to `count` within a second.
-fn comes_to(count: usize) -> bool {
+/// Whether `holds()` comes true within a second.
+fn comes_true(holds: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
-        if threads::threads_waiting_for_work() == count {
+        if holds() {
             return true;
         }
         std::thread::yield_now();
     }
     false
+}
+
+/// Whether no thread of the pool is looking for work within a second.
+fn all_stop_waiting() -> bool {
+    comes_true(|| threads::threads_waiting_for_work() == 0)
 }
 
 #[test]
@@ -39,19 +44,27 @@ fn the_calling_thread_computes_as_one_of_the_pool_s_threads() {
     assert_eq!(flushing, vec![false, true]);
 
     // After a CPU op the other thread looks for work for a while instead of sleeping, then
-    // stops when none comes; this thread never waits so.
-    assert!(comes_to(0), "nothing waits long after the ops above");
+    // stops when none comes; this thread never waits so. (The count of waits begun, not the
+    // threads waiting now: a wait lasts a millisecond, which this thread may spend off its
+    // core.)
+    assert!(all_stop_waiting(), "nothing waits long after the ops above");
+    let begun = threads::waits_for_work_begun();
     x.relu().unwrap();
-    assert!(comes_to(1), "the other thread waits for work after a CPU op");
-    assert!(comes_to(0), "and stops when none comes");
+    assert!(
+        comes_true(|| threads::waits_for_work_begun() == begun + 1),
+        "the other thread, and only it, waits for work after a CPU op"
+    );
+    assert!(all_stop_waiting(), "and stops when none comes");
+    assert_eq!(threads::waits_for_work_begun(), begun + 1, "one wait for one op");
 
     // GPU ops leave the threads asleep: on a software adapter they would take its cores.
     if let Some(ctx) = context_or_skip("threads: GPU ops leave the CPU's threads asleep") {
         let x = x.to(&Device::Gpu(ctx)).unwrap();
+        let begun = threads::waits_for_work_begun();
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(50) {
             x.relu().unwrap().sum(0, false).unwrap();
-            assert_eq!(threads::threads_waiting_for_work(), 0, "a GPU op set the threads waiting");
         }
+        assert_eq!(threads::waits_for_work_begun(), begun, "a GPU op set the threads waiting");
     }
 }
