@@ -69,7 +69,8 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
-    /// 2×2 windows with stride 2, the tutorials' pooling, have their own CPU loop.
+    /// 2×2 windows with stride 2, the tutorials' pooling, have their own CPU loop; their
+    /// GPU backward writes a cell per output, odd sizes' last row and column included.
     #[test]
     fn two_by_two_pooling_matches(n in 1..3usize, c in 1..4usize, h in 2..15usize, w in 2..15usize, seed in any::<u64>()) {
         let Some(gpu) = gpu("two_by_two_pooling_matches") else { return Ok(()) };
@@ -78,6 +79,13 @@ proptest! {
         let (yg, atg) = x.to(&gpu).unwrap().max_pool2d(&Pool2d::new(2)).unwrap();
         prop_assert_eq!(yg.to_vec().unwrap(), y.to_vec().unwrap());
         prop_assert_eq!(atg.to_vec_i32().unwrap(), at.to_vec_i32().unwrap());
+        // The GPU's buffers are reused: one filled with garbage first, so a cell left
+        // unwritten cannot pass as a zero.
+        drop(Tensor::full(&[n, c, h, w], f32::NAN, &gpu).unwrap().to_vec().unwrap());
+        let grad_out = Tensor::randn(y.shape(), seed ^ 5, &Device::Cpu).unwrap();
+        let grad = grad_out.max_pool2d_backward(&at, x.shape(), &Pool2d::new(2)).unwrap();
+        let grad_gpu = grad_out.to(&gpu).unwrap().max_pool2d_backward(&atg, x.shape(), &Pool2d::new(2)).unwrap();
+        prop_assert_eq!(grad_gpu.to_vec().unwrap(), grad.to_vec().unwrap());
     }
 }
 

@@ -88,18 +88,21 @@ pub fn max_pool2d_backward(
     shape: &PoolShape,
 ) -> Result<GpuBuffer> {
     let inputs = shape.planes * shape.height * shape.width;
+    let [oh, ow] = shape.output();
+    let outputs = shape.planes * oh * ow;
     super::check_indexable("max_pool2d_backward", inputs, 1)?;
     let grad_in = ctx.alloc(inputs as u64 * 4)?;
-    let spec = KernelSpec::new(
-        &FAMILY,
-        "max_pool2d_backward",
-        &[Slot(4, Access::Read), Slot(5, Access::Read), Slot(6, Access::ReadWrite)],
-    );
+    // Disjoint windows: a cell per output (see pool.wgsl), when every input has one.
+    let disjoint = shape.stride[0] >= shape.kernel[0] && shape.stride[1] >= shape.kernel[1] && outputs > 0;
+    let (entry, threads) =
+        if disjoint { ("max_pool2d_backward_disjoint", outputs) } else { ("max_pool2d_backward", inputs) };
+    let spec =
+        KernelSpec::new(&FAMILY, entry, &[Slot(4, Access::Read), Slot(5, Access::Read), Slot(6, Access::ReadWrite)]);
     ctx.launch(
         &spec,
         bytemuck::bytes_of(&shape.params()),
         &[grad_out, indices, &grad_in],
-        ctx.linear_grid(inputs, 256)?,
+        ctx.linear_grid(threads, 256)?,
     )?;
     Ok(grad_in)
 }

@@ -5,6 +5,11 @@
 // max_pool2d_backward: one invocation per input element, summing the output gradients whose
 //   recorded position is this element, over the windows that can contain it: a gather, so
 //   no atomics and the same result every run.
+// max_pool2d_backward_disjoint: for windows that cannot overlap (stride ≥ kernel on both
+//   axes, the tutorials' 2×2 pooling), one invocation per output writes every input of its
+//   cell, its gradient at the recorded position and zeros elsewhere: a quarter of the
+//   invocations for 2×2 windows and a quarter of the index arithmetic, whose integer
+//   divisions are what the per-input kernel spends its time on under llvmpipe.
 // avg_pool2d, avg_pool2d_backward: average pooling, with windows of two kinds along each
 //   axis (size n, m outputs, output o):
 //   - strided (ADAPTIVE false): [o·stride − pad, … + kernel), clipped to the input; the
@@ -101,6 +106,39 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
     }
     grad_in[i] = total;
+}
+
+// The inputs along an axis that output o's cell holds, [first, end): from its window's
+// start to the next window's, the first cell from 0 and the last to the input's end, so
+// that the cells tile the input. Needs stride ≥ kernel ≥ 2·pad (window o > 0 starts at or
+// after 0; the last one starts inside the input).
+fn cell(o: u32, count: u32, size: u32, stride: u32, pad: u32) -> vec2<u32> {
+    let first = select(o * stride - pad, 0u, o == 0u);
+    let end = select((o + 1u) * stride - pad, size, o + 1u == count);
+    return vec2<u32>(first, min(end, size));
+}
+
+@compute @workgroup_size(256)
+fn max_pool2d_backward_disjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let o = flat_index(wid, nwg, lid, 256u);
+    let out_plane = p.out_height * p.out_width;
+    if (o >= p.planes * out_plane) {
+        return;
+    }
+    let oh = (o % out_plane) / p.out_width;
+    let ow = o % p.out_width;
+    let rows = cell(oh, p.out_height, p.height, p.stride_h, p.pad_h);
+    let cols = cell(ow, p.out_width, p.width, p.stride_w, p.pad_w);
+    let at = saved_indices[o];
+    let g = grad_out[o];
+    let base = (o / out_plane) * p.height * p.width;
+    for (var h = rows.x; h < rows.y; h++) {
+        for (var w = cols.x; w < cols.y; w++) {
+            let e = h * p.width + w;
+            grad_in[base + e] = select(0.0, g, i32(e) == at);
+        }
+    }
 }
 
 // Output o's window along an axis of `size` with `count` outputs: [first, end) in the
