@@ -121,7 +121,11 @@ fn wait_for_work() {
                 _ => (0..8).for_each(|_| std::hint::spin_loop()),
             }
         }
+        // The job ends before the thread stops counting as waiting: no thread waiting then
+        // means that no job begun is left (tests/threads.rs relies on it).
+        WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
         WAITING.fetch_sub(1, Ordering::Relaxed);
+    } else {
+        WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
     }
-    WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
 }
