@@ -5,11 +5,13 @@
 //
 // Why this shape: on Mesa 22.3's llvmpipe a storage-buffer load costs a loop over the SIMD
 // lanes, ~60 times a multiply-add (figures at `KernelClass` in context.rs), so the kernel
-// loads as little per multiply-add as it can. The 32 weights a step needs are the same for every invocation: lane l of each
-// subgroup loads the weights of channels l, l + 8, l + 16, l + 24 of the block and
-// subgroupBroadcast hands them to the others, so a step is 4 weight and 4 input loads for
-// 128 multiply-adds. Every invocation runs the whole loop (subgroup operations need all
-// lanes), those past the output only skip the store. Needs subgroups of at least 8.
+// loads as little per multiply-add as it can. The 32 weights a step needs are the same for
+// every invocation: lane l of each subgroup loads the weights of channels l, l + 8, l + 16,
+// l + 24 of the block and subgroupBroadcast hands them to the others, so a step is 4 weight
+// and 4 input loads for 128 multiply-adds. Every lane of a subgroup runs the same loop
+// (subgroup operations need all lanes): over the window's taps that reach inside the
+// input for some lane; those past the output only skip the store. Needs subgroups of at
+// least 8.
 
 override HAS_BIAS: bool;
 override RELU: bool;
@@ -70,8 +72,33 @@ fn store8(acc: ptr<function, array<vec4<f32>, 32>>, first: u32, n: u32, o0: u32,
     store_channel(n, o0 + first + 7u, oh, ow0, (*acc)[first + 7u]);
 }
 
-// Grid: x (folded over z past 65,535 workgroups) over batch × output rows × 4-pixel
-// segments, 64 per workgroup; y over blocks of 32 output channels.
+// Along an axis of `extent` positions, the taps [first, end) of a kernel of `kernel` taps
+// `dilation` apart that reach inside [0, extent) from at least one of the positions
+// `first` … `last` of one lane, widened to cover every lane of the subgroup (its broadcasts
+// need all lanes in the loop). The taps outside read only zeros: an input gradient's
+// convolution is padded by dilation · (kernel − 1) − padding on each side, for the
+// Fashion-MNIST CNN's second layer 4 rows and columns around its 8 × 8 gradient.
+fn taps(first: i32, last: i32, kernel: u32, dilation: u32, extent: i32) -> vec2<u32> {
+    let d = i32(dilation);
+    var begin = 0;
+    if (last < 0) {
+        begin = (d - 1 - last) / d;
+    }
+    var end = 0;
+    if (first < extent) {
+        end = min(i32(kernel), (extent - 1 - first) / d + 1);
+    }
+    if (begin >= end) {
+        // None: neutral in the subgroup's minimum and maximum.
+        begin = i32(kernel);
+        end = 0;
+    }
+    return vec2<u32>(subgroupMin(u32(begin)), subgroupMax(u32(end)));
+}
+
+// Grid: x (folded over z past 65,535 workgroups) over output rows × 4-pixel segments ×
+// batch, the image fastest so that a subgroup's lanes share their windows (see `taps`),
+// 64 per workgroup; y over blocks of 32 output channels.
 @compute @workgroup_size(64)
 fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
@@ -80,9 +107,9 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let flat = (wid.z * nwg.x + wid.x) * 64u + lid;
     let live = flat < p.batch * per_image;
     let g = min(flat, p.batch * per_image - 1u);
-    let n = g / per_image;
-    let oh = (g % per_image) / segments;
-    let ow0 = (g % segments) * 4u;
+    let n = g % p.batch;
+    let oh = g / p.batch / segments;
+    let ow0 = (g / p.batch % segments) * 4u;
     let o0 = wid.y * BLOCK;
     // The padding may be negative (an input gradient's, d·(k − 1) − padding).
     let ih = i32(oh * p.stride_h) - bitcast<i32>(p.pad_h);
@@ -93,12 +120,15 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let last = p.out_channels - 1u;
     let mine = vec4<u32>(min(o0 + lane % 8u, last), min(o0 + 8u + lane % 8u, last),
                          min(o0 + 16u + lane % 8u, last), min(o0 + 24u + lane % 8u, last)) * rows;
+    let pixels = i32(min(p.out_width - ow0, 4u));
+    let rows_in = taps(ih, ih, p.kernel_h, p.dilation_h, i32(p.height * p.spread_h));
+    let cols_in = taps(iw0, iw0 + (pixels - 1) * sw, p.kernel_w, p.dilation_w, i32(p.width * p.spread_w));
     var acc: array<vec4<f32>, 32>;
     for (var c = 0u; c < p.channels; c++) {
         let plane = i32((n * p.channels + c) * p.height * p.width);
-        for (var kh = 0u; kh < p.kernel_h; kh++) {
+        for (var kh = rows_in.x; kh < rows_in.y; kh++) {
             let h = ih + i32(kh * p.dilation_h);
-            for (var kw = 0u; kw < p.kernel_w; kw++) {
+            for (var kw = cols_in.x; kw < cols_in.y; kw++) {
                 let w = iw0 + i32(kw * p.dilation_w);
                 let x = vec4<f32>(input_at(plane, h, w), input_at(plane, h, w + sw),
                                   input_at(plane, h, w + 2 * sw), input_at(plane, h, w + 3 * sw));
