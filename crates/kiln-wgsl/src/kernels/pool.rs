@@ -75,7 +75,8 @@ pub fn max_pool2d(ctx: &GpuContext, x: &GpuBuffer, shape: &PoolShape) -> Result<
         &FAMILY,
         "max_pool2d",
         &[Slot(1, Access::Read), Slot(2, Access::ReadWrite), Slot(3, Access::ReadWrite)],
-    );
+    )
+    .constant("UNPADDED", shape.padding == [0, 0]);
     ctx.launch(&spec, bytemuck::bytes_of(&shape.params()), &[x, &y, &indices], ctx.linear_grid(outputs, 256)?)?;
     Ok((y, indices))
 }

@@ -20,6 +20,8 @@
 //   over the outputs whose windows contain it (each gradient over its window's divisor).
 
 override ADAPTIVE: bool = false;
+// max_pool2d: no padding, so every window lies inside the input and needs no bounds test.
+override UNPADDED: bool = false;
 
 struct Params {
     planes: u32,
@@ -51,27 +53,45 @@ fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (i >= p.planes * out_plane) {
         return;
     }
-    let plane = i / out_plane;
-    let oh = (i % out_plane) / p.out_width;
-    let ow = i % p.out_width;
+    // Two divisions where i / out_plane, i % out_plane / out_width and i % out_width took
+    // three: llvmpipe divides lane by lane.
+    let row = i / p.out_width;
+    let ow = i - row * p.out_width;
+    let plane = row / p.out_height;
+    let oh = row - plane * p.out_height;
     let base = plane * p.height * p.width;
     var best = 0.0;
     var best_at = -1;
-    for (var kh = 0u; kh < p.kernel_h; kh++) {
-        let h = i32(oh * p.stride_h + kh) - i32(p.pad_h);
-        if (h < 0 || h >= i32(p.height)) {
-            continue;
+    if (UNPADDED) {
+        // Every window lies inside the input (no padding, floor mode).
+        let corner = i32(oh * p.stride_h * p.width + ow * p.stride_w);
+        for (var kh = 0u; kh < p.kernel_h; kh++) {
+            for (var kw = 0u; kw < p.kernel_w; kw++) {
+                let at = corner + i32(kh * p.width + kw);
+                let v = x[base + u32(at)];
+                if (best_at < 0 || v > best) {
+                    best = v;
+                    best_at = at;
+                }
+            }
         }
-        for (var kw = 0u; kw < p.kernel_w; kw++) {
-            let w = i32(ow * p.stride_w + kw) - i32(p.pad_w);
-            if (w < 0 || w >= i32(p.width)) {
+    } else {
+        for (var kh = 0u; kh < p.kernel_h; kh++) {
+            let h = i32(oh * p.stride_h + kh) - i32(p.pad_h);
+            if (h < 0 || h >= i32(p.height)) {
                 continue;
             }
-            let at = h * i32(p.width) + w;
-            let v = x[base + u32(at)];
-            if (best_at < 0 || v > best) {
-                best = v;
-                best_at = at;
+            for (var kw = 0u; kw < p.kernel_w; kw++) {
+                let w = i32(ow * p.stride_w + kw) - i32(p.pad_w);
+                if (w < 0 || w >= i32(p.width)) {
+                    continue;
+                }
+                let at = h * i32(p.width) + w;
+                let v = x[base + u32(at)];
+                if (best_at < 0 || v > best) {
+                    best = v;
+                    best_at = at;
+                }
             }
         }
     }
