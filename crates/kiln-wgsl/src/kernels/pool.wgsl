@@ -146,13 +146,15 @@ fn max_pool2d_backward_disjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     if (o >= p.planes * out_plane) {
         return;
     }
-    let oh = (o % out_plane) / p.out_width;
-    let ow = o % p.out_width;
+    let row = o / p.out_width;
+    let ow = o - row * p.out_width;
+    let plane = row / p.out_height;
+    let oh = row - plane * p.out_height;
     let rows = cell(oh, p.out_height, p.height, p.stride_h, p.pad_h);
     let cols = cell(ow, p.out_width, p.width, p.stride_w, p.pad_w);
     let at = saved_indices[o];
     let g = grad_out[o];
-    let base = (o / out_plane) * p.height * p.width;
+    let base = plane * p.height * p.width;
     for (var h = rows.x; h < rows.y; h++) {
         for (var w = cols.x; w < cols.y; w++) {
             let e = h * p.width + w;
