@@ -2,7 +2,7 @@
 //! optionally with the ReLU that follows it fused in.
 
 use crate::pipeline::{Access, KernelFamily, KernelSpec, Slot};
-use crate::{GpuBuffer, GpuContext, Result};
+use crate::{GpuBuffer, GpuContext, KernelClass, Result};
 
 pub(crate) static FAMILY: KernelFamily = KernelFamily { name: "batch_norm", source: include_str!("batch_norm.wgsl") };
 
@@ -70,6 +70,19 @@ pub enum Scale<'a> {
 pub struct Affine<'a> {
     pub weight: Option<&'a GpuBuffer>,
     pub bias: Option<&'a GpuBuffer>,
+}
+
+/// Consecutive elements per invocation of the elementwise kernels (`RUN` in
+/// batch_norm.wgsl). llvmpipe pays per invocation for finding the channel and loading its
+/// values: on the ASL CNN (Zen 4, lavapipe), against the unchanged statistics kernel in the
+/// same run, normalisation went from 1.30–1.37× its time to 0.58× with runs of 16 (0.63×
+/// with 8) and the input gradient from 1.83–1.91× to 0.92–0.97×. A hardware GPU keeps one
+/// element per invocation, so that neighbouring invocations read neighbouring values.
+fn run_length(ctx: &GpuContext) -> usize {
+    match ctx.kernel_class() {
+        KernelClass::Software => 16,
+        KernelClass::Hardware => 1,
+    }
 }
 
 /// The entry's pipeline with HAS_WEIGHT, HAS_BIAS, RELU, FROM_VARIANCE and TRAINING set.
@@ -144,7 +157,9 @@ pub fn batch_norm_normalize(
     // Absent operands are stood in for by the mean, which the kernel then does not read.
     let buffers = [x, &out, mean, divisor, affine.weight.unwrap_or(mean), affine.bias.unwrap_or(mean)];
     let params = shape.params(eps, 0.0);
-    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(shape.len(), 256)?)?;
+    let run = run_length(ctx);
+    let spec = spec.constant("RUN", run as u32);
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(shape.len().div_ceil(run), 256)?)?;
     Ok(out)
 }
 
@@ -227,6 +242,8 @@ pub fn batch_norm_backward_input(
         &dx,
     ];
     let params = shape.params(0.0, 0.0);
-    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(shape.len(), 256)?)?;
+    let run = run_length(ctx);
+    let spec = spec.constant("RUN", run as u32);
+    ctx.launch(&spec, bytemuck::bytes_of(&params), &buffers, ctx.linear_grid(shape.len().div_ceil(run), 256)?)?;
     Ok(dx)
 }

@@ -58,10 +58,6 @@ fn element(c: u32, i: u32) -> u32 {
     return (i / p.plane) * p.channels * p.plane + c * p.plane + i % p.plane;
 }
 
-fn channel_of(i: u32) -> u32 {
-    return (i / p.plane) % p.channels;
-}
-
 fn gradient(i: u32) -> f32 {
     if (RELU) {
         return select(0.0, dy[i], relu_output[i] > 0.0);
@@ -98,15 +94,42 @@ fn batch_norm_stats(@builtin(workgroup_id) wid: vec3<u32>, invocation: Invocatio
     }
 }
 
-// (x − mean)·(invstd·γ) + β per element, then the ReLU when RELU.
-@compute @workgroup_size(256)
-fn batch_norm_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= p.len) {
-        return;
+// Each invocation of the elementwise kernels (normalize, backward_input) takes RUN
+// consecutive elements, mostly of one channel: it finds the channel once (two integer
+// divisions, which llvmpipe makes lane by lane) and loads that channel's values once,
+// again only where its run enters the next plane. RUN is 1 on hardware GPUs (see
+// `run_length` in batch_norm.rs).
+override RUN: u32;
+
+// An invocation's run: [first, end) and where `first` lies, as (position in its plane,
+// channel).
+struct Run {
+    first: u32,
+    end: u32,
+    at: u32,
+    c: u32,
+}
+
+fn run_of(t: u32) -> Run {
+    let first = t * RUN;
+    let row = first / p.plane;
+    return Run(first, min(first + RUN, p.len), first - row * p.plane, row % p.channels);
+}
+
+// Moves `run` on by one element: its position, and its channel where it enters the next
+// plane. Returns whether the channel changed.
+fn step(run: ptr<function, Run>) -> bool {
+    (*run).at += 1u;
+    if ((*run).at < p.plane) {
+        return false;
     }
-    let c = channel_of(i);
+    (*run).at = 0u;
+    (*run).c = select((*run).c + 1u, 0u, (*run).c + 1u == p.channels);
+    return true;
+}
+
+// Channel c's normalisation as (mean, scale, shift): y = (x − mean)·scale + shift.
+fn normalization(c: u32) -> vec3<f32> {
     var scale = invstd[c];
     if (FROM_VARIANCE) {
         scale = 1.0 / sqrt(invstd[c] + p.eps);
@@ -118,7 +141,35 @@ fn batch_norm_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     if (HAS_BIAS) {
         shift = bias[c];
     }
-    var y = (x[i] - mean[c]) * scale + shift;
+    return vec3<f32>(mean[c], scale, shift);
+}
+
+// (x − mean)·(invstd·γ) + β per element, then the ReLU when RELU.
+@compute @workgroup_size(256)
+fn batch_norm_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    var run = run_of(flat_index(wid, nwg, lid, WG));
+    if (run.first >= p.len) {
+        return;
+    }
+    var k = normalization(run.c);
+    if (run.at + RUN <= p.plane) {
+        // The whole run in one plane, as most are: no position to track.
+        for (var i = run.first; i < run.first + RUN; i++) {
+            normalize_at(i, k);
+        }
+        return;
+    }
+    for (var i = run.first; i < run.end; i++) {
+        normalize_at(i, k);
+        if (step(&run)) {
+            k = normalization(run.c);
+        }
+    }
+}
+
+fn normalize_at(i: u32, k: vec3<f32>) {
+    var y = (x[i] - k.x) * k.y + k.z;
     if (RELU) {
         y = max(y, 0.0);
     }
@@ -147,25 +198,57 @@ fn batch_norm_backward_sums(@builtin(workgroup_id) wid: vec3<u32>, invocation: I
     }
 }
 
+// Channel c's terms of the input gradient: γ·invstd (or invstd), the mean, invstd, Σdy/m
+// and Σ(dy·x̂)/m.
+struct InputGradTerms {
+    scale: f32,
+    mean: f32,
+    invstd: f32,
+    mean_dy: f32,
+    mean_dot: f32,
+}
+
+fn input_grad_terms(c: u32) -> InputGradTerms {
+    var scale = invstd[c];
+    if (HAS_WEIGHT) {
+        scale = weight[c] * invstd[c];
+    }
+    if (TRAINING) {
+        return InputGradTerms(scale, mean[c], invstd[c], sum_dy[c] / p.count, sum_dot[c] / p.count);
+    }
+    return InputGradTerms(scale, 0.0, 0.0, 0.0, 0.0);
+}
+
 // The input gradient: γ·invstd·(dy − Σdy/m − x̂·Σ(dy·x̂)/m) through batch statistics, or
 // γ·invstd·dy through fixed ones.
 @compute @workgroup_size(256)
 fn batch_norm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wid, nwg, lid, WG);
-    if (i >= p.len) {
+    var run = run_of(flat_index(wid, nwg, lid, WG));
+    if (run.first >= p.len) {
         return;
     }
-    let c = channel_of(i);
-    var scale = invstd[c];
-    if (HAS_WEIGHT) {
-        scale = weight[c] * invstd[c];
+    var k = input_grad_terms(run.c);
+    if (run.at + RUN <= p.plane) {
+        for (var i = run.first; i < run.first + RUN; i++) {
+            input_grad_at(i, k);
+        }
+        return;
     }
+    for (var i = run.first; i < run.end; i++) {
+        input_grad_at(i, k);
+        if (step(&run)) {
+            k = input_grad_terms(run.c);
+        }
+    }
+}
+
+fn input_grad_at(i: u32, k: InputGradTerms) {
     let g = gradient(i);
     if (TRAINING) {
-        let normalized = (x[i] - mean[c]) * invstd[c];
-        out[i] = scale * (g - sum_dy[c] / p.count - normalized * (sum_dot[c] / p.count));
+        let normalized = (x[i] - k.mean) * k.invstd;
+        out[i] = k.scale * (g - k.mean_dy - normalized * k.mean_dot);
     } else {
-        out[i] = g * scale;
+        out[i] = g * k.scale;
     }
 }
