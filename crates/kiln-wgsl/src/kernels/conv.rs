@@ -328,7 +328,8 @@ fn launch_implicit(
     )
     .constant("HAS_BIAS", bias.is_some())
     .constant("RELU", relu)
-    .constant("SPREAD", params.spread_h > 1 || params.spread_w > 1);
+    .constant("SPREAD", params.spread_h > 1 || params.spread_w > 1)
+    .constant("SLIDE", params.stride_w == params.dilation_w);
     let pixel_groups = (batch * oh * ow.div_ceil(IMPLICIT_PIXELS)).div_ceil(64);
     let across = pixel_groups.min(ctx.limits().max_compute_workgroups_per_dimension as usize);
     let workgroups = [

@@ -8,7 +8,7 @@
 // loads as little per multiply-add as it can. The 32 weights a step needs are the same for
 // every invocation: lane l of each subgroup loads the weights of channels l, l + 8, l + 16,
 // l + 24 of the block and subgroupBroadcast hands them to the others, so a step is 4 weight
-// and 4 input loads for 128 multiply-adds. Every lane of a subgroup runs the same loop
+// and 4 input loads (1 with SLIDE, below) for 128 multiply-adds. Every lane of a subgroup runs the same loop
 // (subgroup operations need all lanes): over the window's taps that reach inside the
 // input for some lane; those past the output only skip the store. Needs subgroups of at
 // least 8.
@@ -17,6 +17,10 @@ override HAS_BIAS: bool;
 override RELU: bool;
 // Whether spread_h or spread_w exceeds 1: specialised, as the test divides (slow per lane).
 override SPREAD: bool;
+// Whether stride_w = dilation_w (both 1 in the tutorials), so that the window's next tap
+// reads an invocation's 4 pixels moved on by one: 3 + kernel_w input loads per window row
+// instead of 4 · kernel_w.
+override SLIDE: bool = false;
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -128,10 +132,21 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         let plane = i32((n * p.channels + c) * p.height * p.width);
         for (var kh = rows_in.x; kh < rows_in.y; kh++) {
             let h = ih + i32(kh * p.dilation_h);
+            // With SLIDE the next tap's pixels are these moved on by one: the first three
+            // are loaded here and each tap loads only its last.
+            var x = vec4<f32>(0.0);
+            if (SLIDE) {
+                let w0 = iw0 + i32(cols_in.x * p.dilation_w);
+                x = vec4<f32>(0.0, input_at(plane, h, w0), input_at(plane, h, w0 + sw), input_at(plane, h, w0 + 2 * sw));
+            }
             for (var kw = cols_in.x; kw < cols_in.y; kw++) {
                 let w = iw0 + i32(kw * p.dilation_w);
-                let x = vec4<f32>(input_at(plane, h, w), input_at(plane, h, w + sw),
+                if (SLIDE) {
+                    x = vec4<f32>(x.y, x.z, x.w, input_at(plane, h, w + 3 * sw));
+                } else {
+                    x = vec4<f32>(input_at(plane, h, w), input_at(plane, h, w + sw),
                                   input_at(plane, h, w + 2 * sw), input_at(plane, h, w + 3 * sw));
+                }
                 let r = (c * p.kernel_h + kh) * p.kernel_w + kw;
                 accumulate8(&acc, 0u, weight[mine.x + r], x);
                 accumulate8(&acc, 8u, weight[mine.y + r], x);
