@@ -45,6 +45,14 @@ struct Params {
 @group(0) @binding(5) var<storage, read> saved_indices: array<i32>;
 @group(0) @binding(6) var<storage, read_write> grad_in: array<f32>;
 
+// Output i's (plane, row, column), in two divisions where i / out_plane, i % out_plane /
+// out_width and i % out_width take three: llvmpipe divides lane by lane.
+fn output_position(i: u32) -> vec3<u32> {
+    let row = i / p.out_width;
+    let plane = row / p.out_height;
+    return vec3<u32>(plane, row - plane * p.out_height, i - row * p.out_width);
+}
+
 @compute @workgroup_size(256)
 fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -53,45 +61,27 @@ fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (i >= p.planes * out_plane) {
         return;
     }
-    // Two divisions where i / out_plane, i % out_plane / out_width and i % out_width took
-    // three: llvmpipe divides lane by lane.
-    let row = i / p.out_width;
-    let ow = i - row * p.out_width;
-    let plane = row / p.out_height;
-    let oh = row - plane * p.out_height;
-    let base = plane * p.height * p.width;
+    let at_out = output_position(i);
+    let base = at_out.x * p.height * p.width;
     var best = 0.0;
     var best_at = -1;
-    if (UNPADDED) {
-        // Every window lies inside the input (no padding, floor mode).
-        let corner = i32(oh * p.stride_h * p.width + ow * p.stride_w);
-        for (var kh = 0u; kh < p.kernel_h; kh++) {
-            for (var kw = 0u; kw < p.kernel_w; kw++) {
-                let at = corner + i32(kh * p.width + kw);
-                let v = x[base + u32(at)];
-                if (best_at < 0 || v > best) {
-                    best = v;
-                    best_at = at;
-                }
-            }
+    let top = i32(at_out.y * p.stride_h) - i32(p.pad_h);
+    let left = i32(at_out.z * p.stride_w) - i32(p.pad_w);
+    let corner = top * i32(p.width) + left;
+    // UNPADDED folds the bounds tests away: every window lies inside the input.
+    for (var kh = 0; kh < i32(p.kernel_h); kh++) {
+        if (!UNPADDED && (top + kh < 0 || top + kh >= i32(p.height))) {
+            continue;
         }
-    } else {
-        for (var kh = 0u; kh < p.kernel_h; kh++) {
-            let h = i32(oh * p.stride_h + kh) - i32(p.pad_h);
-            if (h < 0 || h >= i32(p.height)) {
+        for (var kw = 0; kw < i32(p.kernel_w); kw++) {
+            if (!UNPADDED && (left + kw < 0 || left + kw >= i32(p.width))) {
                 continue;
             }
-            for (var kw = 0u; kw < p.kernel_w; kw++) {
-                let w = i32(ow * p.stride_w + kw) - i32(p.pad_w);
-                if (w < 0 || w >= i32(p.width)) {
-                    continue;
-                }
-                let at = h * i32(p.width) + w;
-                let v = x[base + u32(at)];
-                if (best_at < 0 || v > best) {
-                    best = v;
-                    best_at = at;
-                }
+            let at = corner + kh * i32(p.width) + kw;
+            let v = x[base + u32(at)];
+            if (best_at < 0 || v > best) {
+                best = v;
+                best_at = at;
             }
         }
     }
@@ -146,15 +136,12 @@ fn max_pool2d_backward_disjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     if (o >= p.planes * out_plane) {
         return;
     }
-    let row = o / p.out_width;
-    let ow = o - row * p.out_width;
-    let plane = row / p.out_height;
-    let oh = row - plane * p.out_height;
-    let rows = cell(oh, p.out_height, p.height, p.stride_h, p.pad_h);
-    let cols = cell(ow, p.out_width, p.width, p.stride_w, p.pad_w);
+    let at_out = output_position(o);
+    let rows = cell(at_out.y, p.out_height, p.height, p.stride_h, p.pad_h);
+    let cols = cell(at_out.z, p.out_width, p.width, p.stride_w, p.pad_w);
     let at = saved_indices[o];
     let g = grad_out[o];
-    let base = plane * p.height * p.width;
+    let base = at_out.x * p.height * p.width;
     for (var h = rows.x; h < rows.y; h++) {
         for (var w = cols.x; w < cols.y; w++) {
             let e = h * p.width + w;
