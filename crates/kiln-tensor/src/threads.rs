@@ -109,7 +109,8 @@ pub fn waits_for_work_begun() -> usize {
 /// [`compute_on_this_thread`]), which runs this job only while it waits inside an op of its
 /// own, or, where the program's thread is outside the pool, it leaves that thread a core.
 fn wait_for_work() {
-    if rayon::current_thread_index() != Some(0) {
+    let waits = rayon::current_thread_index() != Some(0);
+    if waits {
         WAITING.fetch_add(1, Ordering::Relaxed);
         WAITS_BEGUN.fetch_add(1, Ordering::Relaxed);
         let mut last = Instant::now();
@@ -121,11 +122,11 @@ fn wait_for_work() {
                 _ => (0..8).for_each(|_| std::hint::spin_loop()),
             }
         }
-        // The job ends before the thread stops counting as waiting: no thread waiting then
-        // means that no job begun is left (tests/threads.rs relies on it).
-        WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
+    }
+    // The job ends before the thread stops counting as waiting: no thread waiting then means
+    // that no job begun is left (tests/threads.rs relies on it).
+    WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
+    if waits {
         WAITING.fetch_sub(1, Ordering::Relaxed);
-    } else {
-        WAIT_JOBS.fetch_sub(1, Ordering::AcqRel);
     }
 }

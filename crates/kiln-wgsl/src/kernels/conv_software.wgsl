@@ -8,10 +8,10 @@
 // loads as little per multiply-add as it can. The 32 weights a step needs are the same for
 // every invocation: lane l of each subgroup loads the weights of channels l, l + 8, l + 16,
 // l + 24 of the block and subgroupBroadcast hands them to the others, so a step is 4 weight
-// and 4 input loads (1 with SLIDE, below) for 128 multiply-adds. Every lane of a subgroup runs the same loop
-// (subgroup operations need all lanes): over the window's taps that reach inside the
-// input for some lane; those past the output only skip the store. Needs subgroups of at
-// least 8.
+// and 4 input loads (1 with SLIDE, below) for 128 multiply-adds. Every lane of a subgroup
+// runs the same loop (subgroup operations need all lanes): over the window's taps that
+// reach inside the input for some lane; those past the output only skip the store. Needs
+// subgroups of at least 8.
 
 override HAS_BIAS: bool;
 override RELU: bool;
@@ -137,7 +137,8 @@ fn conv2d_implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             var x = vec4<f32>(0.0);
             if (SLIDE) {
                 let w0 = iw0 + i32(cols_in.x * p.dilation_w);
-                x = vec4<f32>(0.0, input_at(plane, h, w0), input_at(plane, h, w0 + sw), input_at(plane, h, w0 + 2 * sw));
+                x = vec4<f32>(0.0, input_at(plane, h, w0), input_at(plane, h, w0 + sw),
+                              input_at(plane, h, w0 + 2 * sw));
             }
             for (var kw = cols_in.x; kw < cols_in.y; kw++) {
                 let w = iw0 + i32(kw * p.dilation_w);
